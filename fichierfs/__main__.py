@@ -1,0 +1,3 @@
+from fichierfs.cli import main
+
+raise SystemExit(main())

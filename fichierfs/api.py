@@ -1,0 +1,513 @@
+"""FichierClient: one async method per 1fichier endpoint, over an injected ``httpx.AsyncClient``.
+
+This layer is deliberately dumb (design.md Part B §7, §9): one method = one HTTP request,
+no retries, no caching, no pacing. The scheduler (``fichierfs.scheduler``) is its only caller
+and owns every budget. Method names are the endpoint path with ``/`` replaced by ``_``
+(``folder/ls`` → :meth:`FichierClient.folder_ls`), plus the three non-API legs
+:meth:`upload_post` (``upload.cgi``), :meth:`upload_end` (``end.pl``) and
+:meth:`download_range` (a GET of a download link).
+
+Wire facts (../shared/1fichier-api.md):
+
+* every v1 call is ``POST <base>/<endpoint>.cgi`` with a JSON body, ``Content-Type:
+  application/json`` (else ``#24``) and ``Authorization: Bearer <key>`` (§1);
+* errors arrive mostly as HTTP 403 with ``{"status":"KO","message":"… #NNN"}`` (§3);
+  they are parsed into :mod:`fichierfs.errors` classes that keep the code;
+* an HTML page where JSON was expected is :class:`~fichierfs.errors.BadReply` (§3, §6);
+* the upload has three legs: get_upload_server, multipart POST of ``file[]`` to the node
+  answered by 302 to end.pl, then ``GET end.pl`` with the header ``JSON: 1`` (§6).
+
+The API key lives in a :class:`Secret` whose ``repr``/``str`` are redacted; it is sent only in
+the Authorization header and never placed in an exception message or a log line. Download
+links are credentials too: errors and logs name the file url, never the link.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from fichierfs.errors import (
+    ApiError,
+    BadReply,
+    FichierError,
+    LinkExpired,
+    NotFound,
+    ServerError,
+    UploadFailed,
+    api_error_from_reply,
+    parse_code,
+)
+from fichierfs.models import (
+    AccountInfo,
+    CopyResult,
+    DownloadLink,
+    FileUrl,
+    FolderId,
+    FolderListing,
+    RemoteFile,
+    RenameResult,
+    UploadedFile,
+    UploadServer,
+)
+
+__all__ = ["API_BASE", "Secret", "UploadSource", "FichierClient"]
+
+log = logging.getLogger(__name__)
+
+API_BASE = "https://api.1fichier.com/v1"
+"""The real API base URL (§1)."""
+
+
+class Secret:
+    """A string that never shows itself: ``repr``/``str``/format give ``<redacted>``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself; only for building the Authorization header."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(<redacted>)"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def __reduce__(self) -> Any:  # never pickled along with anything
+        raise TypeError("Secret is not picklable")
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSource:
+    """One file of an upload POST (§6.2).
+
+    Attributes:
+        name: the remote (already encoded) file name.
+        path: a local file whose content is sent (streamed, never read whole into memory).
+        size: its size in bytes (> 0: 1fichier refuses empty files, §6 limits).
+    """
+
+    name: str
+    path: os.PathLike[str] | str
+    size: int
+
+
+def _html_text(body: str, limit: int = 200) -> str:
+    """The visible text of an HTML page, shortened (for error messages)."""
+    text = re.sub(r"(?is)<(script|style).*?</\1>", " ", body)
+    text = re.sub(r"<[^>]+>", " ", text)
+    text = html.unescape(re.sub(r"\s+", " ", text)).strip()
+    return text[:limit] or "empty page"
+
+
+def _is_html(resp: httpx.Response) -> bool:
+    ctype = resp.headers.get("content-type", "").lower()
+    return "html" in ctype
+
+
+class FichierClient:
+    """The 1fichier v1 API, one method per endpoint (§2). No retries, no caching, no pacing.
+
+    Args:
+        http: the shared ``httpx.AsyncClient`` (its transport may be the in-process emulator).
+        api_key: the account's API key (§1). Kept in a :class:`Secret`.
+        base_url: the API base, ``https://api.1fichier.com/v1`` by default; the scheme of
+            upload nodes follows it (``http`` only for a loopback emulator).
+
+    Every method raises :class:`~fichierfs.errors.ApiError` subclasses for KO replies
+    (FloodLocked, AuthError, NotFound, NotAllowed, RequestRejected), ServerError for 5xx,
+    connection failures and time-outs, and BadReply for a reply that is not the documented JSON.
+    """
+
+    def __init__(self, http: httpx.AsyncClient, api_key: str | Secret, *, base_url: str = API_BASE) -> None:
+        self._http = http
+        self._key = api_key if isinstance(api_key, Secret) else Secret(api_key)
+        self.base_url = base_url.rstrip("/")
+        self._scheme = urlsplit(self.base_url).scheme or "https"
+
+    def __repr__(self) -> str:
+        return f"FichierClient(base_url={self.base_url!r}, api_key=<redacted>)"
+
+    # ------------------------------------------------------------------ plumbing
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key.reveal()}"}
+
+    async def _send(self, endpoint: str, method: str, url: str, **kw: Any) -> httpx.Response:
+        """One HTTP exchange; transport failures become ServerError (type name only, no URL)."""
+        try:
+            return await self._http.request(method, url, **kw)
+        except httpx.TimeoutException as exc:
+            raise ServerError(f"{endpoint}: time-out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise ServerError(f"{endpoint}: connection failed ({type(exc).__name__})") from None
+
+    def _parse(self, endpoint: str, resp: httpx.Response) -> dict[str, Any]:
+        """Parse a v1 reply into a dict or raise the right error (§3)."""
+        status = resp.status_code
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            message = str(data.get("message") or "")
+            ko = str(data.get("status") or "").upper() == "KO"
+            bare_error = "status" not in data and parse_code(message) is not None  # e.g. "#24" (§1)
+            if status >= 500 and not message:
+                raise ServerError(f"{endpoint}: HTTP {status}")
+            if ko or bare_error or status >= 400:
+                raise api_error_from_reply(message or f"HTTP {status}", http_status=status, endpoint=endpoint)
+            return data
+        if status >= 500:
+            raise ServerError(f"{endpoint}: HTTP {status}")
+        if status == 404:
+            raise NotFound(f"{endpoint}: not found", http_status=404, endpoint=endpoint)
+        what = f"HTML page: {_html_text(resp.text)}" if _is_html(resp) else "not JSON"
+        raise BadReply(f"{endpoint}: HTTP {status}, {what}")
+
+    async def _call(self, endpoint: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """POST ``<base>/<endpoint>.cgi`` with a JSON body (§1) and return the parsed reply."""
+        log.debug("api %s", endpoint)
+        resp = await self._send(
+            endpoint,
+            "POST",
+            f"{self.base_url}/{endpoint}.cgi",
+            json=dict(body or {}),
+            headers=self._auth(),
+        )
+        return self._parse(endpoint, resp)
+
+    @staticmethod
+    def _field(endpoint: str, data: Mapping[str, Any], key: str) -> Any:
+        try:
+            return data[key]
+        except KeyError:
+            raise BadReply(f"{endpoint}: reply lacks {key!r}") from None
+
+    # ------------------------------------------------------------------ account
+    async def user_info(self) -> AccountInfo:
+        """``user/info`` (§2.1): account and quota. Limited to 1 per 5 min per user (§4)."""
+        data = await self._call("user/info")
+        return self._model("user/info", AccountInfo.from_json, data)
+
+    # ------------------------------------------------------------------ folders
+    async def folder_ls(self, folder_id: int = 0, *, files: bool = True) -> FolderListing:
+        """``folder/ls`` (§2.2): sub-folders, and with ``files`` every file, of one folder in one call.
+
+        Limits (§4): the same folder ≤ 1 per 30 s, ≈ 1 listing per 3 s overall, ≤ 5 000 entries.
+        """
+        body: dict[str, Any] = {"folder_id": int(folder_id)}
+        if files:
+            body["files"] = 1
+        data = await self._call("folder/ls", body)
+        return self._model("folder/ls", lambda d: FolderListing.from_json(d, int(folder_id)), data)
+
+    async def folder_mkdir(self, parent_id: int, name: str) -> FolderId:
+        """``folder/mkdir`` (§2.11): create ``name`` (≤ 250 chars) in ``parent_id``; returns the new id."""
+        data = await self._call("folder/mkdir", {"name": name, "folder_id": int(parent_id)})
+        return FolderId(self._model("folder/mkdir", lambda d: int(d["folder_id"]), data))
+
+    async def folder_rm(self, folder_id: int) -> None:
+        """``folder/rm`` (§2.12): remove a folder (refused unless empty, [UNVERIFIED] per §2.12)."""
+        await self._call("folder/rm", {"folder_id": int(folder_id)})
+
+    async def folder_mv(
+        self, folder_id: int, *, destination_folder_id: int | None = None, rename: str | None = None
+    ) -> None:
+        """``folder/mv`` (§2.13): move (``destination_folder_id``) or rename (``rename``) a folder.
+
+        Per the apidoc ``rename`` ignores the destination, so a move plus a rename takes two
+        calls (§2.13); pass exactly one of the two.
+
+        Raises:
+            ValueError: neither or both of destination_folder_id and rename given.
+        """
+        if (destination_folder_id is None) == (rename is None):
+            raise ValueError("folder_mv takes exactly one of destination_folder_id or rename (§2.13)")
+        body: dict[str, Any] = {"folder_id": int(folder_id)}
+        if rename is not None:
+            body["rename"] = rename
+        else:
+            body["destination_folder_id"] = int(destination_folder_id)  # type: ignore[arg-type]
+        await self._call("folder/mv", body)
+
+    # ------------------------------------------------------------------ files
+    async def file_ls(
+        self, folder_id: int = 0, *, sent_before: str | None = None, sent_after: str | None = None
+    ) -> tuple[RemoteFile, ...]:
+        """``file/ls`` (§2.3): the files of one folder (``-1``: the whole account, ≤ 1 per hour, §4).
+
+        ``sent_before``/``sent_after`` are ``"YYYY-MM-DD HH:MM:SS"`` Paris time (§2.3).
+        """
+        body: dict[str, Any] = {"folder_id": int(folder_id)}
+        if sent_before:
+            body["sent_before"] = sent_before
+        if sent_after:
+            body["sent_after"] = sent_after
+        data = await self._call("file/ls", body)
+        fid = None if folder_id == -1 else int(folder_id)
+        return self._model(
+            "file/ls", lambda d: tuple(RemoteFile.from_json(x, fid) for x in (d.get("items") or ())), data
+        )
+
+    async def file_info(self, url: str) -> RemoteFile:
+        """``file/info`` (§2.4): one file's metadata, including ``description`` and ``folder_id``.
+
+        Raises NotFound (#469, ENOENT) or NotAllowed (#631, EACCES).
+        """
+        data = await self._call("file/info", {"url": url})
+        return self._model("file/info", RemoteFile.from_json, data)
+
+    async def file_rm(self, urls: Sequence[str]) -> int:
+        """``file/rm`` [LIST] (§2.5): delete files in one call; returns ``removed``."""
+        data = await self._call("file/rm", {"files": [{"url": u} for u in urls]})
+        return int(data.get("removed") or 0)
+
+    async def file_mv(
+        self, urls: Sequence[str], destination_folder_id: int, *, rename: str | None = None
+    ) -> tuple[FileUrl, ...]:
+        """``file/mv`` [LIST] (§2.6): move files to ``destination_folder_id`` (0 = root).
+
+        ``rename`` only with exactly one url, and never equal to the current name (§2.6,
+        §8.11: leave it out when the name is unchanged). Returns the new urls.
+
+        Raises:
+            ValueError: ``rename`` with several urls.
+        """
+        if rename is not None and len(urls) != 1:
+            raise ValueError("file/mv takes rename only with exactly one url (§2.6)")
+        body: dict[str, Any] = {"urls": list(urls), "destination_folder_id": int(destination_folder_id)}
+        if rename is not None:
+            body["rename"] = rename
+        data = await self._call("file/mv", body)
+        return tuple(FileUrl(str(u)) for u in (data.get("urls") or ()))
+
+    async def file_rename(self, pairs: Sequence[tuple[str, str]]) -> tuple[RenameResult, ...]:
+        """``file/rename`` [LIST] (§2.7): rename files in place; ``pairs`` = (url, new name).
+
+        Renaming to the same name answers ``No file has been renamed #312`` (RequestRejected).
+        """
+        data = await self._call("file/rename", {"urls": [{"url": u, "filename": n} for u, n in pairs]})
+
+        def parse(d: Mapping[str, Any]) -> tuple[RenameResult, ...]:
+            return tuple(
+                RenameResult(FileUrl(str(x["url"])), str(x.get("old_filename", "")), str(x.get("new_filename", "")))
+                for x in (d.get("urls") or ())
+                if isinstance(x, dict)
+            )
+
+        return self._model("file/rename", parse, data)
+
+    async def file_cp(
+        self, urls: Sequence[str], folder_id: int, *, rename: str | None = None
+    ) -> tuple[CopyResult, ...]:
+        """``file/cp`` [LIST] (§2.8): server-side copy into ``folder_id``; each copy gets a new url."""
+        if rename is not None and len(urls) != 1:
+            raise ValueError("file/cp takes rename only with exactly one url (§2.8)")
+        body: dict[str, Any] = {"urls": list(urls), "folder_id": int(folder_id)}
+        if rename is not None:
+            body["rename"] = rename
+        data = await self._call("file/cp", body)
+        return self._model(
+            "file/cp",
+            lambda d: tuple(
+                CopyResult(FileUrl(str(x["from_url"])), FileUrl(str(x["to_url"]))) for x in (d.get("urls") or ())
+            ),
+            data,
+        )
+
+    async def file_chattr(self, urls: Sequence[str], **attrs: Any) -> int:
+        """``file/chattr`` [LIST] (§2.9): set ``description``, ``pass``, ``inline``, ``cdn``, ``acl``…
+
+        ``filename`` only with exactly one url. No attribute sets a modification time (§2.9).
+        Returns ``updated``.
+        """
+        if "filename" in attrs and len(urls) != 1:
+            raise ValueError("file/chattr takes filename only with exactly one url (§2.9)")
+        data = await self._call("file/chattr", {"urls": list(urls), **attrs})
+        return int(data.get("updated") or 0)
+
+    # ------------------------------------------------------------------ download
+    async def download_get_token(self, url: str, *, single: bool = False) -> DownloadLink:
+        """``download/get_token`` (§2.15): a direct link valid 5 minutes (§5).
+
+        ``single=False`` (the default, unlike rclone) lets one link serve many ranged GETs
+        within its validity (§5: ``single:0`` allows sub-requests). The caller records when it
+        got the link (``dataclasses.replace(link, issued_at=now)``): this layer has no clock.
+        """
+        data = await self._call("download/get_token", {"url": url, "single": 1 if single else 0})
+        link = self._field("download/get_token", data, "url")
+        return DownloadLink(url=str(link), file_url=FileUrl(url), single=single)
+
+    async def download_range(self, link: DownloadLink, start: int, end: int) -> bytes:
+        """GET bytes ``[start, end)`` of a file through its direct link (§5: Range → 206).
+
+        Args:
+            link: from :meth:`download_get_token`.
+            start: first byte offset (≥ 0).
+            end: one past the last byte wanted (> start); clipped by the server at the file's end.
+
+        Raises:
+            LinkExpired: the link answered an HTML page instead of the file (§5).
+            ServerError: 5xx, connection reset, or a body shorter than announced.
+            NotFound: HTTP 404/410.
+        """
+        if start < 0 or end <= start:
+            raise ValueError(f"bad range [{start}, {end})")
+        what = f"download of {link.file_url}"
+        try:
+            async with self._http.stream(
+                "GET", link.url, headers={"Range": f"bytes={start}-{end - 1}"}
+            ) as resp:
+                if _is_html(resp):
+                    await resp.aclose()
+                    raise LinkExpired(f"{what}: link answered an HTML page (expired or invalid, §5)")
+                if resp.status_code in (404, 410):
+                    raise NotFound(f"{what}: HTTP {resp.status_code}", http_status=resp.status_code, endpoint="download")
+                if resp.status_code >= 500:
+                    raise ServerError(f"{what}: HTTP {resp.status_code}")
+                if resp.status_code == 416:
+                    return b""
+                if resp.status_code not in (200, 206):
+                    raise BadReply(f"{what}: HTTP {resp.status_code}")
+                body = bytearray()
+                skip = start if resp.status_code == 200 else 0  # server ignored Range
+                want = end - start
+                async for piece in resp.aiter_bytes():
+                    if skip:
+                        cut = min(skip, len(piece))
+                        piece, skip = piece[cut:], skip - cut
+                    body += piece
+                    if len(body) >= want:
+                        break
+                return bytes(body[:want])
+        except httpx.TimeoutException as exc:
+            raise ServerError(f"{what}: time-out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:  # includes a body shorter than Content-Length
+            raise ServerError(f"{what}: connection failed ({type(exc).__name__})") from None
+
+    # ------------------------------------------------------------------ upload
+    async def upload_get_upload_server(self) -> UploadServer:
+        """``upload/get_upload_server`` (§6.1): a fresh node host and 10-char id; never cache it.
+
+        Sent as GET with the JSON content type, as rclone and the apidoc do (§1 Methods).
+        """
+        log.debug("api upload/get_upload_server")
+        resp = await self._send(
+            "upload/get_upload_server",
+            "GET",
+            f"{self.base_url}/upload/get_upload_server.cgi",
+            headers={**self._auth(), "Content-Type": "application/json"},
+        )
+        data = self._parse("upload/get_upload_server", resp)
+        host = str(self._field("upload/get_upload_server", data, "url"))
+        uid = str(self._field("upload/get_upload_server", data, "id"))
+        if not re.fullmatch(r"[A-Za-z0-9]{1,10}", uid) or not host or "/" in host:
+            raise BadReply("upload/get_upload_server: malformed node or id (§6.1)")
+        return UploadServer(host=host, id=uid)
+
+    def _node_url(self, server: UploadServer, path: str) -> str:
+        return f"{self._scheme}://{server.host}/{path}"
+
+    async def upload_post(self, server: UploadServer, files: Sequence[UploadSource], folder_id: int) -> str:
+        """POST ``https://<node>/upload.cgi?id=<id>`` (§6.2): multipart ``file[]`` parts plus ``did``.
+
+        The body is streamed from disk with an exact Content-Length. Success is a 302 to
+        ``/end.pl?xid=<id>`` (some nodes answer 200 directly, §6.3). Returns the end.pl URL.
+
+        Raises:
+            ValueError: no file, more than 500 (§6 limits), or an empty file (§6: refused).
+            UploadFailed: the node answered an HTML page (message included, e.g. "Pas de fichier").
+            ServerError: 5xx or a connection failure (the upload may or may not have landed:
+                the caller must look for it before uploading again, §8.7).
+        """
+        if not files or len(files) > 500:
+            raise ValueError("an upload takes 1 to 500 files (§6 limits)")
+        for f in files:
+            if f.size <= 0:
+                raise ValueError(f"{f.name!r}: 1fichier refuses empty files (§6 limits)")
+        handles: list[IO[bytes]] = []
+        try:
+            parts = []
+            for f in files:
+                fh = open(f.path, "rb")  # noqa: SIM115 - closed in finally
+                handles.append(fh)
+                parts.append(("file[]", (f.name, fh, "application/octet-stream")))
+            log.debug("upload.cgi: %d file(s), %d bytes", len(files), sum(f.size for f in files))
+            resp = await self._send(
+                "upload.cgi",
+                "POST",
+                self._node_url(server, f"upload.cgi?id={server.id}"),
+                data={"did": str(int(folder_id))},
+                files=parts,
+                headers=self._auth(),
+            )
+        finally:
+            for fh in handles:
+                fh.close()
+        if resp.status_code in (301, 302, 303, 307):
+            loc = resp.headers.get("location", "")
+            if "end.pl" not in loc:
+                raise UploadFailed(f"upload.cgi: redirect to an unexpected place ({urlsplit(loc).path})")
+            return urljoin(self._node_url(server, ""), loc)
+        if resp.status_code >= 500:
+            raise ServerError(f"upload.cgi: HTTP {resp.status_code}")
+        if resp.status_code == 200 and not _is_html(resp):
+            return self._node_url(server, f"end.pl?xid={server.id}")
+        raise UploadFailed(f"upload.cgi: HTTP {resp.status_code}: {_html_text(resp.text)}")
+
+    async def upload_end(self, server: UploadServer) -> tuple[UploadedFile, ...]:
+        """GET ``https://<node>/end.pl?xid=<id>`` with header ``JSON: 1`` (§6.4).
+
+        Returns one :class:`UploadedFile` per uploaded file (``size`` parsed from its string).
+        Repeatable for about 2 hours (§6.4), so a failed end.pl is retried, never the POST.
+
+        Raises:
+            BadReply: HTML instead of JSON (#4382, #7971; transient).
+            UploadFailed: a JSON reply with no ``links`` (#5152).
+        """
+        resp = await self._send(
+            "end.pl", "GET", self._node_url(server, f"end.pl?xid={server.id}"), headers={**self._auth(), "JSON": "1"}
+        )
+        if resp.status_code >= 500:
+            raise ServerError(f"end.pl: HTTP {resp.status_code}")
+        try:
+            data = resp.json()
+        except ValueError:
+            what = _html_text(resp.text) if _is_html(resp) else "not JSON"
+            raise BadReply(f"end.pl: HTTP {resp.status_code}, {what}") from None
+        if not isinstance(data, dict):
+            raise BadReply("end.pl: reply is not a JSON object")
+        if str(data.get("status", "")).upper() == "KO":
+            raise api_error_from_reply(str(data.get("message", "")), http_status=resp.status_code, endpoint="end.pl")
+        links = data.get("links") or []
+        if not links:
+            raise UploadFailed("end.pl: reply has no links (§6.4, rclone #5152)")
+        return self._model("end.pl", lambda d: tuple(UploadedFile.from_json(x) for x in links), data)
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _model(endpoint: str, build: Any, data: Any) -> Any:
+        try:
+            return build(data)
+        except FichierError:
+            raise
+        except (KeyError, ValueError, TypeError) as exc:
+            raise BadReply(f"{endpoint}: unexpected reply shape ({type(exc).__name__}: {exc})") from None
+
+
+# Keep ApiError importable from here for callers that catch by layer.
+__all__ += ["ApiError"]

@@ -1,0 +1,409 @@
+"""MetaCache: the inode table and folder listings, the only source of metadata.
+
+Design (design.md Part A §5.2, §6; Part B §9):
+
+* **Listings are the only metadata source.** A folder's content comes from ONE
+  ``folder/ls`` call with ``files:1`` (../shared/1fichier-api.md §2.2), which gives every
+  sub-folder and every file with size, date, checksum and MIME type. ``lookup`` and
+  ``getattr`` are answered from the cached listing and never cost a per-file call; ``readdir``
+  hands out full attributes so ``ls -l`` fans out to nothing (mountpoint-s3 #1801, s3fs #303).
+* **Inodes are stable**: a folder keeps its inode for its ``folder_id``, a file for its
+  ``url`` (§7: the url is a file's identity), across re-listings. The root is inode 1.
+* **Kernel lookup counts** are kept per inode (``remember``/``forget``); an inode that
+  vanished remotely stays in the table until the kernel forgets it.
+* **Freshness**: a listing is fresh for ``dir_ttl`` seconds. A stale listing is still served
+  at once and refreshed in the background (stale-while-revalidate), because 1fichier allows
+  the same folder to be listed only once per 30 s (§4): blocking on a re-list would stall
+  every ``stat``. Only a folder never listed makes the caller wait. A name absent from a
+  fresh listing is a cached negative entry (no call).
+* **Change detection**: a re-list is diffed against the previous one; names that went away
+  or now point elsewhere are invalidated in the kernel (``invalidate_entry``) and inodes whose
+  size or date changed get ``invalidate_inode``.
+* **Names** are decoded from 1fichier's encoding (:mod:`fichierfs.names`, §7). Duplicate
+  names in one folder (§7, §8.3: allowed remotely) are shown deterministically: the newest
+  file (latest upload date, then url) keeps the name, the others get `` (dup <id>)`` before
+  their extension; a folder always wins over a file of the same name.
+
+Concurrency: everything here is plain synchronous code except :meth:`MetaCache.ensure_listed`,
+which awaits the scheduler (and coalesces concurrent listings of one folder through it).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import stat as stat_mod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import trio
+
+from fichierfs.errors import FichierError, NotFound
+from fichierfs.models import FileUrl, FolderId, FolderListing, RemoteFile
+from fichierfs.names import decode
+from fichierfs.scheduler import Lane
+
+__all__ = ["ROOT_INODE", "Node", "KernelNotifier", "NullNotifier", "RecordingNotifier", "MetaCache", "NoEntry"]
+
+log = logging.getLogger(__name__)
+
+ROOT_INODE = 1
+
+
+class NoEntry(FichierError):
+    """No such file or directory (ENOENT); logged at debug, it is routine."""
+
+    errno = errno.ENOENT
+    level = logging.DEBUG
+
+
+class KernelNotifier(Protocol):
+    """Tells the kernel to drop cached entries/attributes (pyfuse3 invalidate_* in production)."""
+
+    def invalidate_entry(self, parent: int, name: str) -> None: ...
+
+    def invalidate_inode(self, ino: int) -> None: ...
+
+
+class NullNotifier:
+    """A notifier that does nothing (no kernel attached)."""
+
+    def invalidate_entry(self, parent: int, name: str) -> None:
+        pass
+
+    def invalidate_inode(self, ino: int) -> None:
+        pass
+
+
+class RecordingNotifier:
+    """A notifier for tests: records ``("entry", parent, name)`` and ``("inode", ino)``."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def invalidate_entry(self, parent: int, name: str) -> None:
+        self.events.append(("entry", parent, name))
+
+    def invalidate_inode(self, ino: int) -> None:
+        self.events.append(("inode", ino))
+
+
+def _epoch(dt: datetime | None) -> float:
+    return dt.timestamp() if dt is not None else 0.0
+
+
+@dataclass(eq=False)
+class Node:
+    """One inode.
+
+    Attributes:
+        ino: inode number (root = 1).
+        is_dir: folder or file.
+        parent: the parent's inode (root: itself).
+        name: the local (decoded) name under its parent.
+        folder_id: the 1fichier folder id (folders only).
+        file: the remote file (files only).
+        size: bytes (folders: 0).
+        mtime: seconds since the epoch (the upload date for files, §7; creation date for folders).
+        lookups: the kernel's lookup count.
+        children: name → inode (folders only; valid once ``listed_at`` is set).
+        listed_at: clock time of the last listing merged, or None.
+        gone: the entry vanished remotely; kept until the kernel forgets it.
+    """
+
+    ino: int
+    is_dir: bool
+    parent: int
+    name: str
+    folder_id: FolderId | None = None
+    file: RemoteFile | None = None
+    size: int = 0
+    mtime: float = 0.0
+    lookups: int = 0
+    children: dict[str, int] = field(default_factory=dict)
+    listed_at: float | None = None
+    gone: bool = False
+
+    @property
+    def mode(self) -> int:
+        return (stat_mod.S_IFDIR | 0o755) if self.is_dir else (stat_mod.S_IFREG | 0o644)
+
+
+def _dup_name(name: str, url: str) -> str:
+    """``report.pdf`` + ``https://1fichier.com/?abc`` → ``report (dup abc).pdf``."""
+    ident = url.rsplit("?", 1)[-1].rsplit("/", 1)[-1] or "x"
+    dot = name.rfind(".")
+    if dot > 0:
+        return f"{name[:dot]} (dup {ident}){name[dot:]}"
+    return f"{name} (dup {ident})"
+
+
+class MetaCache:
+    """The inode table plus folder listings (see module docstring).
+
+    Args:
+        scheduler: the API scheduler; only ``call("folder/ls", folder_id, files=True, lane=…)`` is used.
+        root_folder_id: the remote folder shown as the mount root (0 = the account root, §7).
+        dir_ttl: seconds a listing is fresh.
+        clock: monotonic seconds (``trio.current_time`` in tests under MockClock).
+        notifier: where kernel invalidations go.
+    """
+
+    def __init__(
+        self,
+        scheduler: Any,
+        root_folder_id: int = 0,
+        *,
+        dir_ttl: float = 600.0,
+        clock: Callable[[], float] = trio.current_time,
+        notifier: KernelNotifier | None = None,
+    ) -> None:
+        self.scheduler = scheduler
+        self.dir_ttl = dir_ttl
+        self.clock = clock
+        self.notifier: KernelNotifier = notifier or NullNotifier()
+        self._nodes: dict[int, Node] = {}
+        self._by_folder: dict[int, int] = {}
+        self._by_url: dict[str, int] = {}
+        self._next_ino = ROOT_INODE + 1
+        self._refreshing: set[int] = set()
+        self._background: trio.Nursery | None = None
+        root = Node(ROOT_INODE, True, ROOT_INODE, "", folder_id=FolderId(root_folder_id), lookups=1)
+        self._nodes[ROOT_INODE] = root
+        self._by_folder[root_folder_id] = ROOT_INODE
+        self.listings = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def attach_nursery(self, nursery: trio.Nursery | None) -> None:
+        """Give the cache a nursery for background refreshes of stale listings (None: refresh inline)."""
+        self._background = nursery
+
+    # ------------------------------------------------------------------ plain look-ups
+    def get(self, ino: int) -> Node:
+        """The node of ``ino``. Raises NoEntry (ENOENT) for an unknown inode."""
+        try:
+            return self._nodes[ino]
+        except KeyError:
+            raise NoEntry(f"inode {ino} unknown") from None
+
+    def get_nowait(self, parent: int, name: str) -> Node | None:
+        """The child ``name`` of ``parent`` from the cached listing only (never the network)."""
+        p = self._nodes.get(parent)
+        if p is None or not p.is_dir:
+            return None
+        ino = p.children.get(name)
+        return None if ino is None else self._nodes.get(ino)
+
+    def children(self, parent: int) -> Iterator[Node]:
+        """The cached children of a folder, in name order."""
+        p = self.get(parent)
+        for name in sorted(p.children):
+            node = self._nodes.get(p.children[name])
+            if node is not None:
+                yield node
+
+    def is_fresh(self, node: Node) -> bool:
+        return node.listed_at is not None and self.clock() - node.listed_at < self.dir_ttl
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    # ------------------------------------------------------------------ kernel lookup counts
+    def remember(self, ino: int) -> None:
+        """The kernel got a reference to ``ino`` (lookup, create, readdirplus entry)."""
+        self.get(ino).lookups += 1
+
+    def forget(self, ino: int, nlookup: int) -> None:
+        """The kernel dropped ``nlookup`` references; a gone node with none left is deleted."""
+        node = self._nodes.get(ino)
+        if node is None or ino == ROOT_INODE:
+            return
+        node.lookups = max(0, node.lookups - nlookup)
+        if node.lookups == 0 and node.gone:
+            self._drop(node)
+
+    def _drop(self, node: Node) -> None:
+        self._nodes.pop(node.ino, None)
+        if node.is_dir and node.folder_id is not None and self._by_folder.get(node.folder_id) == node.ino:
+            del self._by_folder[node.folder_id]
+        if node.file is not None and self._by_url.get(node.file.url) == node.ino:
+            del self._by_url[node.file.url]
+
+    # ------------------------------------------------------------------ listings
+    async def ensure_listed(self, ino: int, *, lane: Lane = Lane.INTERACTIVE) -> Node:
+        """Make sure folder ``ino`` has a listing: wait only if it never had one.
+
+        A stale listing is returned at once and refreshed in the background (module doc).
+
+        Raises:
+            NoEntry (ENOENT): not a known inode; NotADirectory-like EINVAL is the vfs's job.
+            FloodLocked (EAGAIN) and other scheduler errors when a first listing fails.
+        """
+        node = self.get(ino)
+        if not node.is_dir:
+            return node
+        if node.listed_at is None:
+            await self.refresh(ino, lane=lane)
+        elif not self.is_fresh(node):
+            self._refresh_in_background(ino)
+        return node
+
+    def _refresh_in_background(self, ino: int) -> None:
+        if ino in self._refreshing:
+            return
+        if self._background is None:
+            return
+        self._refreshing.add(ino)
+
+        async def run() -> None:
+            try:
+                await self.refresh(ino, lane=Lane.BACKGROUND)
+            except FichierError as exc:
+                log.log(exc.level, "background re-list of inode %d failed: %s", ino, exc)
+            finally:
+                self._refreshing.discard(ino)
+
+        self._background.start_soon(run)
+
+    async def refresh(self, ino: int, *, lane: Lane = Lane.INTERACTIVE) -> None:
+        """List folder ``ino`` now (one ``folder/ls`` with ``files:1``, §2.2) and merge the result."""
+        node = self.get(ino)
+        assert node.is_dir and node.folder_id is not None
+        try:
+            listing: FolderListing = await self.scheduler.call("folder/ls", int(node.folder_id), files=True, lane=lane)
+        except NotFound:
+            self._mark_gone_tree(node)
+            raise NoEntry(f"folder {node.folder_id} is gone") from None
+        self.listings += 1
+        self.merge(ino, listing)
+
+    def merge(self, ino: int, listing: FolderListing) -> None:
+        """Replace folder ``ino``'s children by ``listing``, keeping inodes, invalidating changes."""
+        parent = self.get(ino)
+        old = dict(parent.children)
+        new: dict[str, int] = {}
+        for sub in listing.sub_folders:
+            name = decode(sub.name)
+            child = self._folder_node(sub.id, ino, name, _epoch(sub.create_date))
+            if name in new:
+                name = f"{name} (dup {sub.id})"
+                child.name = name
+            new[name] = child.ino
+        files = sorted(listing.files, key=lambda f: (_epoch(f.date), f.url), reverse=True)
+        for rf in files:
+            name = decode(rf.filename)
+            if name in new:
+                name = _dup_name(name, rf.url)
+            new[name] = self._file_node(rf, ino, name).ino
+        parent.children = new
+        parent.listed_at = self.clock()
+        for name, child_ino in old.items():
+            if new.get(name) != child_ino:
+                self.notifier.invalidate_entry(ino, name)
+                if child_ino not in new.values():
+                    child = self._nodes.get(child_ino)
+                    if child is not None:
+                        self._mark_gone(child)
+
+    def _folder_node(self, folder_id: int, parent: int, name: str, mtime: float) -> Node:
+        ino = self._by_folder.get(folder_id)
+        if ino is not None and ino in self._nodes:
+            node = self._nodes[ino]
+            node.parent, node.name, node.gone = parent, name, False
+            node.mtime = mtime or node.mtime
+            return node
+        node = Node(self._new_ino(), True, parent, name, folder_id=FolderId(folder_id), mtime=mtime)
+        self._nodes[node.ino] = node
+        self._by_folder[folder_id] = node.ino
+        return node
+
+    def _file_node(self, rf: RemoteFile, parent: int, name: str) -> Node:
+        ino = self._by_url.get(rf.url)
+        if ino is not None and ino in self._nodes:
+            node = self._nodes[ino]
+            changed = node.size != rf.size or (node.file is not None and node.file.checksum != rf.checksum)
+            node.parent, node.name, node.file, node.gone = parent, name, rf, False
+            node.size, node.mtime = rf.size, _epoch(rf.date)
+            if changed:
+                self.notifier.invalidate_inode(ino)
+            return node
+        node = Node(self._new_ino(), False, parent, name, file=rf, size=rf.size, mtime=_epoch(rf.date))
+        self._nodes[node.ino] = node
+        self._by_url[rf.url] = node.ino
+        return node
+
+    def _new_ino(self) -> int:
+        ino = self._next_ino
+        self._next_ino += 1
+        return ino
+
+    def _mark_gone(self, node: Node) -> None:
+        node.gone = True
+        if node.lookups == 0:
+            self._drop(node)
+        if node.is_dir:
+            for child_ino in list(node.children.values()):
+                child = self._nodes.get(child_ino)
+                if child is not None and child.parent == node.ino:
+                    self._mark_gone(child)
+
+    def _mark_gone_tree(self, node: Node) -> None:
+        if node.ino == ROOT_INODE:
+            return
+        parent = self._nodes.get(node.parent)
+        if parent is not None and parent.children.get(node.name) == node.ino:
+            del parent.children[node.name]
+            self.notifier.invalidate_entry(parent.ino, node.name)
+        self._mark_gone(node)
+
+    # ------------------------------------------------------------------ look-ups that may list
+    async def lookup(self, parent: int, name: str, *, lane: Lane = Lane.INTERACTIVE) -> Node:
+        """The child ``name`` of folder ``parent`` (listing the folder if it never was).
+
+        Raises:
+            NoEntry (ENOENT): no such name in the (possibly cached) listing.
+        """
+        p = await self.ensure_listed(parent, lane=lane)
+        if not p.is_dir:
+            raise NoEntry(f"inode {parent} is not a folder")
+        node = self.get_nowait(parent, name)
+        if node is None:
+            raise NoEntry(f"{name!r} not in folder inode {parent}")
+        return node
+
+    async def resolve_path(self, path: str) -> Node:
+        """Walk ``/a/b`` from the root (used once at mount for ``--remote-folder``).
+
+        Raises:
+            NoEntry (ENOENT): a component is missing or is a file.
+        """
+        node = self.get(ROOT_INODE)
+        for part in [p for p in path.split("/") if p]:
+            node = await self.lookup(node.ino, part)
+            if not node.is_dir:
+                raise NoEntry(f"{path}: {part!r} is a file")
+        return node
+
+    def rebase(self, node: Node) -> None:
+        """Make folder ``node`` the root inode (for ``--remote-folder``); forgets everything else."""
+        folder_id = int(node.folder_id or 0)
+        self._nodes.clear()
+        self._by_folder.clear()
+        self._by_url.clear()
+        root = Node(ROOT_INODE, True, ROOT_INODE, "", folder_id=FolderId(folder_id), lookups=1)
+        self._nodes[ROOT_INODE] = root
+        self._by_folder[folder_id] = ROOT_INODE
+
+    def statistics(self) -> dict[str, Any]:
+        """Inodes known, folders listed, listings made."""
+        return {
+            "inodes": len(self._nodes),
+            "folders_listed": sum(1 for n in self._nodes.values() if n.is_dir and n.listed_at is not None),
+            "listings": self.listings,
+        }
+
+    def node_for_url(self, url: FileUrl) -> Node | None:
+        ino = self._by_url.get(url)
+        return None if ino is None else self._nodes.get(ino)

@@ -1,0 +1,146 @@
+"""Mount lifecycle: build client → scheduler → caches → vfs → ops, run pyfuse3 in one nursery.
+
+``run_mount`` is what ``fichierfs mount -f`` runs. Order of start-up:
+
+1. an ``httpx.AsyncClient`` and the :class:`~fichierfs.api.FichierClient`;
+2. the :class:`~fichierfs.scheduler.Scheduler` (the only caller of the API) and its budgets,
+   scaled by ``--budget-scale``;
+3. the :class:`~fichierfs.meta.MetaCache`; the root folder (``--remote-folder``) is resolved
+   and listed BEFORE the kernel mount, so a wrong key or a missing folder fails the mount
+   with a clear message instead of giving an empty drive (this listing is needed by the
+   first ``ls`` anyway, so it costs nothing extra);
+4. the chunk cache and reader, the :class:`~fichierfs.vfs.Filesystem`, the pyfuse3 adapter;
+5. ``pyfuse3.init`` and ``pyfuse3.main`` in the same nursery as the background tasks
+   (scheduler dispatcher, kernel invalidations, background re-lists).
+
+It ends when the file system is unmounted (``fichierfs umount`` / ``fusermount3 -u``) or on
+SIGTERM/SIGINT (then it unmounts itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pyfuse3
+import trio
+
+from fichierfs.api import FichierClient, Secret
+from fichierfs.chunks import ChunkCache
+from fichierfs.config import Options
+from fichierfs.meta import ROOT_INODE, MetaCache
+from fichierfs.ops import Operations, PyfuseNotifier
+from fichierfs.reader import ReadManager
+from fichierfs.scheduler import Budgets, Scheduler
+from fichierfs.vfs import Filesystem
+
+__all__ = ["run_mount", "fuse_options"]
+
+log = logging.getLogger(__name__)
+
+
+def fuse_options(options: Options) -> set[str]:
+    """The libfuse mount options for ``options`` (fsname, subtype, ro, allow_other)."""
+    opts = set(pyfuse3.default_options)
+    opts.discard("default_permissions")
+    opts |= {f"fsname={options.fsname}", "subtype=fichierfs", "noatime", "default_permissions"}
+    if options.read_only:
+        opts.add("ro")
+    if options.allow_other:
+        opts.add("allow_other")
+    return opts
+
+
+async def run_mount(
+    options: Options,
+    mountpoint: Path,
+    api_key: Secret,
+    ready: Callable[[], None] = lambda: None,
+) -> None:
+    """Mount and serve until unmounted or signalled.
+
+    Args:
+        options: every tunable.
+        mountpoint: an existing empty directory.
+        api_key: the account's key (never logged).
+        ready: called once the kernel mount is live (the CLI's background parent waits for it).
+
+    Raises:
+        FichierError subclasses (AuthError for a bad key, NoEntry for a missing remote
+        folder) before the kernel mount; nothing after it except bugs.
+    """
+    timeout = httpx.Timeout(60.0, connect=15.0)
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as http:
+        client = FichierClient(http, api_key, base_url=options.api_url)
+        budgets = Budgets(stall_limit=options.stall_limit).scaled(options.budget_scale)
+        # stall_limit is a user-facing wait, not an API spacing: keep it unscaled.
+        budgets = _with(budgets, stall_limit=options.stall_limit)
+        scheduler = Scheduler(client, budgets)
+        notifier = PyfuseNotifier()
+        meta = MetaCache(scheduler, 0, dir_ttl=options.dir_ttl, notifier=notifier)
+        cache = ChunkCache(options.memory_budget, options.chunk_size)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(scheduler.run)
+            await nursery.start(notifier.run)
+            meta.attach_nursery(nursery)
+            reader = ReadManager(
+                scheduler,
+                cache,
+                chunk_size=options.chunk_size,
+                readahead_max=options.readahead_max,
+                token_ttl=options.token_ttl,
+            )
+            await nursery.start(reader.run)
+            if options.remote_folder.strip("/"):
+                meta.rebase(await meta.resolve_path(options.remote_folder))
+            await meta.ensure_listed(ROOT_INODE)
+            fs = Filesystem(meta, reader, scheduler, read_only=True, statfs_ttl=options.statfs_ttl)
+            ops = Operations(fs, entry_timeout=options.entry_timeout, attr_timeout=options.attr_timeout)
+            pyfuse3.init(ops, str(mountpoint), fuse_options(options))
+            unmounted_by_us = False
+            try:
+                nursery.start_soon(_signals, nursery.cancel_scope)
+                log.info("mounted %s on %s", options.remote_folder, mountpoint)
+                ready()
+                await pyfuse3.main()
+                log.info("%s was unmounted", mountpoint)
+            except BaseException:
+                unmounted_by_us = True
+                raise
+            finally:
+                pyfuse3.close(unmount=unmounted_by_us)
+                stats = scheduler.statistics()
+                log.info("API calls this session: %s", stats.get("calls"))
+                nursery.cancel_scope.cancel()
+
+
+def _with(budgets: Budgets, **changes: float) -> Budgets:
+    import dataclasses
+
+    return dataclasses.replace(budgets, **changes)
+
+
+async def _signals(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+        async for sig in sigs:
+            log.info("signal %s: unmounting", signal.Signals(sig).name)
+            scope.cancel()
+            return
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    """True if ``mountpoint`` appears in /proc/self/mounts."""
+    target = os.path.realpath(mountpoint)
+    try:
+        with open("/proc/self/mounts") as f:
+            return any(line.split()[1] == target for line in f if len(line.split()) > 1)
+    except OSError:
+        return False
+
+
+__all__ += ["is_mounted"]

@@ -1,0 +1,139 @@
+"""Reversible name encoding: local names ↔ names 1fichier accepts (../shared/1fichier-api.md §7).
+
+1fichier rejects or mangles ``\\ < > " ' $ ``` ``/``, control characters and leading spaces
+(§7). rclone's fichier backend encodes them with its ``lib/encoder`` (mask Slash, LtGt,
+DoubleQuote, SingleQuote, BackQuote, Dollar, BackSlash, Del, Ctl, LeftSpace, RightSpace,
+InvalidUtf8, Dot; §7), so we use exactly the same mapping: a tree written by rclone reads
+back with the same names here, and the other way round.
+
+* a reserved ASCII character ``c`` becomes its FULLWIDTH twin ``chr(ord(c) + 0xFEE0)``;
+* control characters 0x00–0x1F become the Control Pictures ``chr(0x2400 + c)``, DEL ``␡``;
+* a leading or trailing space becomes ``␠``; the names ``.``/``..`` become ``．``/``．．``;
+* a character that already *is* one of those replacements is kept by prefixing the quote
+  rune ``‛`` (U+201B), and ``‛`` itself is doubled the same way, so decoding is exact.
+
+Names that are not valid UTF-8 (bytes from the kernel that do not decode) are refused
+(EINVAL) rather than encoded; rclone's InvalidUtf8 quoting is not implemented yet.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+from fichierfs.errors import FichierError
+
+__all__ = ["encode", "decode", "NameError_", "MAX_NAME_BYTES"]
+
+MAX_NAME_BYTES = 250
+"""Longest remote name: folder names ≤ 250 chars (§2.11); files assumed the same (§7 [UNVERIFIED])."""
+
+QUOTE = "\u201b"
+_FULL = 0xFEE0
+_SYMBOL = 0x2400
+_RESERVED = set('/<>"\'`$\\')
+_FULLWIDTH = {chr(ord(c) + _FULL) for c in _RESERVED}
+_SPACE_SYM = "\u2420"  # ␠
+_DEL_SYM = "\u2421"  # ␡
+_DOT = "\uff0e"  # ．
+
+
+class NameError_(FichierError):
+    """A local name that cannot be stored remotely (EINVAL), or is too long (ENAMETOOLONG)."""
+
+    errno = _errno.EINVAL
+
+    def __init__(self, message: str, err: int = _errno.EINVAL) -> None:
+        super().__init__(message)
+        self.errno = err
+
+
+def _needs_quote(ch: str) -> bool:
+    o = ord(ch)
+    return (
+        ch in _FULLWIDTH
+        or ch == QUOTE
+        or ch == _DEL_SYM
+        or _SYMBOL <= o <= _SYMBOL + 0x1F
+    )
+
+
+def encode(name: str) -> str:
+    """Encode a local file or folder name (one path component) for 1fichier (§7).
+
+    Raises:
+        NameError_: empty, not valid UTF-8 (EINVAL), or over 250 bytes once encoded (ENAMETOOLONG).
+    """
+    if not name:
+        raise NameError_("empty name")
+    if any(0xDC80 <= ord(c) <= 0xDCFF for c in name):
+        raise NameError_(f"name is not valid UTF-8: {name.encode('utf-8', 'surrogateescape')!r}")
+    if name == ".":
+        return _DOT
+    if name == "..":
+        return _DOT + _DOT
+    if name == _DOT:
+        return QUOTE + _DOT
+    if name == _DOT + _DOT:
+        return QUOTE + _DOT + QUOTE + _DOT
+    prefix = suffix = ""
+    if name[0] == " ":
+        prefix, name = _SPACE_SYM, name[1:]
+    elif name[0] == _SPACE_SYM:
+        prefix, name = QUOTE + _SPACE_SYM, name[1:]
+    if name:
+        if name[-1] == " ":
+            suffix, name = _SPACE_SYM, name[:-1]
+        elif name[-1] == _SPACE_SYM:
+            suffix, name = QUOTE + _SPACE_SYM, name[:-1]
+    out = [prefix]
+    for ch in name:
+        o = ord(ch)
+        if ch in _RESERVED:
+            out.append(chr(o + _FULL))
+        elif o <= 0x1F:
+            out.append(chr(_SYMBOL + o))
+        elif o == 0x7F:
+            out.append(_DEL_SYM)
+        elif _needs_quote(ch):
+            out.append(QUOTE + ch)
+        else:
+            out.append(ch)
+    out.append(suffix)
+    result = "".join(out)
+    if len(result.encode("utf-8")) > MAX_NAME_BYTES or len(result) > MAX_NAME_BYTES:
+        raise NameError_(f"name too long for 1fichier (> {MAX_NAME_BYTES} bytes encoded)", _errno.ENAMETOOLONG)
+    return result
+
+
+def decode(remote: str) -> str:
+    """Decode a remote name to the local name; the inverse of :func:`encode` (§7).
+
+    Names rclone or the web UI wrote without encoding decode to themselves unless they hold
+    replacement characters; a name that would decode to something the kernel cannot show
+    (``/`` or NUL) keeps the replacement.
+    """
+    if remote == _DOT:
+        return "."
+    if remote == _DOT + _DOT:
+        return ".."
+    out: list[str] = []
+    i, n = 0, len(remote)
+    while i < n:
+        ch = remote[i]
+        if ch == QUOTE and i + 1 < n:
+            out.append(remote[i + 1])
+            i += 2
+            continue
+        o = ord(ch)
+        if ch in _FULLWIDTH and ch != "\uff0f":  # ／ stays: '/' cannot appear in a local name
+            out.append(chr(o - _FULL))
+        elif _SYMBOL + 1 <= o <= _SYMBOL + 0x1F:
+            out.append(chr(o - _SYMBOL))
+        elif ch == _DEL_SYM:
+            out.append("\x7f")
+        elif ch == _SPACE_SYM and (i == 0 or i == n - 1):
+            out.append(" ")
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out)

@@ -1,0 +1,188 @@
+"""Operations: the thin pyfuse3 adapter over :class:`fichierfs.vfs.Filesystem`.
+
+The only module that builds ``pyfuse3.FUSEError``. Every handler goes through
+:func:`fuse_errors`: a :class:`~fichierfs.errors.FichierError` becomes its ``errno`` (logged
+at the error's own level); any other exception is a bug: logged with its traceback and
+answered EIO, so it never ends the pyfuse3 main loop. No logic lives here: only type
+translation (Attr → EntryAttributes, readdir_reply loop, bytes ↔ str names).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pyfuse3
+import trio
+
+from fichierfs.errors import FichierError
+from fichierfs.vfs import Attr, Filesystem
+
+__all__ = ["Operations", "fuse_errors", "PyfuseNotifier"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def fuse_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Translate errors of one handler into ``FUSEError`` (see module docstring)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except FichierError as exc:
+            log.log(exc.level, "%s: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except trio.Cancelled:
+            raise
+        except Exception:
+            log.exception("%s: unexpected error, answering EIO", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+def _name(raw: bytes) -> str:
+    return os.fsdecode(raw)
+
+
+class PyfuseNotifier:
+    """Kernel invalidations through pyfuse3, from a worker thread (never blocks a handler)."""
+
+    def __init__(self) -> None:
+        self._send, self._recv = trio.open_memory_channel[tuple[str, int, str]](10_000)
+
+    def invalidate_entry(self, parent: int, name: str) -> None:
+        try:
+            self._send.send_nowait(("entry", parent, name))
+        except trio.WouldBlock:
+            log.warning("kernel invalidation queue full; dropping one entry invalidation")
+
+    def invalidate_inode(self, ino: int) -> None:
+        try:
+            self._send.send_nowait(("inode", ino, ""))
+        except trio.WouldBlock:
+            log.warning("kernel invalidation queue full; dropping one inode invalidation")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        async for kind, ino, name in self._recv:
+            try:
+                if kind == "entry":
+                    pyfuse3.invalidate_entry_async(ino, os.fsencode(name), ignore_enoent=True)
+                else:
+                    await trio.to_thread.run_sync(pyfuse3.invalidate_inode, ino, True)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENOSYS):
+                    log.debug("kernel invalidation of %s failed: %s", ino, exc)
+
+
+class Operations(pyfuse3.Operations):
+    """pyfuse3 handlers; each delegates to the same-named :class:`Filesystem` method."""
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, fs: Filesystem, *, entry_timeout: float = 1.0, attr_timeout: float = 1.0) -> None:
+        super().__init__()
+        self.fs = fs
+        self.entry_timeout = entry_timeout
+        self.attr_timeout = attr_timeout
+
+    def _entry(self, a: Attr) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = a.ino
+        e.generation = 0
+        e.entry_timeout = self.entry_timeout
+        e.attr_timeout = self.attr_timeout
+        e.st_mode = a.mode
+        e.st_nlink = a.nlink
+        e.st_uid = a.uid
+        e.st_gid = a.gid
+        e.st_rdev = 0
+        e.st_size = a.size
+        e.st_blksize = 1 << 17
+        e.st_blocks = a.blocks
+        ns = int(a.mtime * 1e9)
+        e.st_atime_ns = ns
+        e.st_mtime_ns = ns
+        e.st_ctime_ns = int(a.ctime * 1e9)
+        return e
+
+    @fuse_errors
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return self._entry(await self.fs.lookup(parent_inode, _name(name)))
+
+    @fuse_errors
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return self._entry(self.fs.getattr(inode))
+
+    @fuse_errors
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        self.fs.forget(list(inode_list))
+
+    @fuse_errors
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        return await self.fs.opendir(inode)
+
+    @fuse_errors
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        for entry in self.fs.readdir(fh, start_id):
+            if not pyfuse3.readdir_reply(token, os.fsencode(entry.name), self._entry(entry.attr), entry.next_offset):
+                break
+            self.fs.meta.remember(entry.attr.ino)
+
+    @fuse_errors
+    async def releasedir(self, fh: int) -> None:
+        self.fs.releasedir(fh)
+
+    @fuse_errors
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        fh = await self.fs.open(inode, flags)
+        fi = pyfuse3.FileInfo(fh=fh)
+        fi.keep_cache = True  # content of a url never changes (§7: a re-upload gets a new url)
+        return fi
+
+    @fuse_errors
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self.fs.read(fh, off, size)
+
+    @fuse_errors
+    async def release(self, fh: int) -> None:
+        self.fs.release(fh)
+
+    @fuse_errors
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        s = await self.fs.statfs()
+        d = pyfuse3.StatvfsData()
+        d.f_bsize = s.bsize
+        d.f_frsize = s.bsize
+        d.f_blocks = s.blocks
+        d.f_bfree = s.bfree
+        d.f_bavail = s.bfree
+        d.f_files = s.files
+        d.f_ffree = s.ffree
+        d.f_favail = s.ffree
+        d.f_namemax = s.namemax
+        return d
+
+    @fuse_errors
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        return [n.encode() for n in self.fs.listxattr(inode)]
+
+    @fuse_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        return self.fs.getxattr(inode, _name(name))
+
+    @fuse_errors
+    async def access(self, inode: int, mode: int, ctx: Any) -> bool:
+        self.fs.getattr(inode)
+        return True

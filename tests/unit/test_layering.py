@@ -1,0 +1,72 @@
+"""The layers import only downwards, and no core module imports the emulator."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[2] / "fichierfs"
+
+# module → rank; a module may import only modules of a LOWER rank (same-rank helpers allowed
+# where listed in SIDEWAYS).
+RANK = {
+    "errors": 0, "models": 0, "names": 0, "config": 0, "log": 0,
+    "api": 1, "keys": 2,
+    "scheduler": 3,
+    "meta": 4, "chunks": 4, "reader": 5, "journal": 4, "writer": 5, "store": 4,
+    "vfs": 6, "control": 6,
+    "ops": 7,
+    "mount": 8,
+    "cli": 9,
+}
+SIDEWAYS = {("names", "errors"), ("config", "errors"), ("models", "errors")}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fichierfs"):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("fichierfs"))
+    return found
+
+
+def _core_modules() -> list[Path]:
+    return sorted(p for p in PKG.glob("*.py") if p.stem not in ("__init__", "__main__"))
+
+
+@pytest.mark.parametrize("path", _core_modules(), ids=lambda p: p.stem)
+def test_imports_only_go_down(path: Path) -> None:
+    me = path.stem
+    assert me in RANK, f"add {me} to RANK in this test"
+    for imp in _imports(path):
+        parts = imp.split(".")
+        if len(parts) < 2 or parts[1] not in RANK:
+            continue
+        other = parts[1]
+        if other == me or (me, other) in SIDEWAYS:
+            continue
+        assert RANK[other] < RANK[me], f"{me} (rank {RANK[me]}) imports {other} (rank {RANK[other]})"
+
+
+@pytest.mark.parametrize("path", _core_modules(), ids=lambda p: p.stem)
+def test_core_never_imports_emulator_at_module_level(path: Path) -> None:
+    tree = ast.parse(path.read_text())
+    for node in tree.body:  # module level only; cli's sub-command imports it inside a function
+        if isinstance(node, ast.ImportFrom | ast.Import):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            assert not any(n.startswith("fichierfs.emulator") for n in names), f"{path.stem} imports the emulator"
+    if path.stem != "cli":
+        assert not any("fichierfs.emulator" in i for i in _imports(path)), f"{path.stem} imports the emulator"
+
+
+def test_emulator_does_not_import_the_client() -> None:
+    """The emulator is written from the API doc, not from our client's models (independence)."""
+    for path in (PKG / "emulator").rglob("*.py"):
+        for imp in _imports(path):
+            assert imp.startswith("fichierfs.emulator"), f"{path.name} imports {imp}"

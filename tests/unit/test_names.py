@@ -1,0 +1,63 @@
+"""Name encoding is reversible and matches rclone's fichier mapping (§7)."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fichierfs.names import NameError_, decode, encode
+
+FORBIDDEN = '\\<>"\'$`'
+
+
+@pytest.mark.parametrize(
+    ("local", "remote"),
+    [
+        ("a<b>.txt", "a\uff1cb\uff1e.txt"),
+        ('q"uote', "q\uff02uote"),
+        ("it's", "it\uff07s"),
+        ("$HOME", "\uff04HOME"),
+        ("back`tick", "back\uff40tick"),
+        ("c:\\dir", "c:\uff3cdir"),
+        (" lead", "\u2420lead"),
+        ("trail ", "trail\u2420"),
+        ("mid dle", "mid dle"),
+        ("tab\there", "tab\u2409here"),
+        ("del\x7f", "del\u2421"),
+        ("\uff1calready", "\u201b\uff1calready"),
+        ("quote\u201b", "quote\u201b\u201b"),
+        ("été 日本", "été 日本"),
+    ],
+)
+def test_known_mappings(local: str, remote: str) -> None:
+    assert encode(local) == remote
+    assert decode(remote) == local
+
+
+def test_encoded_names_have_no_forbidden_characters() -> None:
+    enc = encode(" " + FORBIDDEN + "x ")
+    assert not any(c in enc for c in FORBIDDEN)
+    assert not enc.startswith(" ") and not enc.endswith(" ")
+
+
+def test_too_long_and_invalid() -> None:
+    with pytest.raises(NameError_) as e:
+        encode("x" * 251)
+    assert e.value.errno == errno.ENAMETOOLONG
+    assert encode("x" * 250) == "x" * 250
+    with pytest.raises(NameError_) as e:
+        encode("bad\udcff")
+    assert e.value.errno == errno.EINVAL
+
+
+names = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"), min_size=1, max_size=60)
+
+
+@given(names)
+def test_round_trip(name: str) -> None:
+    if name in (".", ".."):
+        return
+    assert decode(encode(name)) == name
