@@ -95,6 +95,8 @@ class FloodLocked(ApiError):
     errno = _errno.EAGAIN
     level = logging.WARNING
     retryable = True
+    retry_after: float | None = None
+    """Seconds from now until the scheduler would let the call start (set by the scheduler)."""
 
 
 class AuthError(ApiError):
@@ -177,13 +179,13 @@ def api_error_from_reply(message: str, *, http_status: int, endpoint: str) -> Ap
     """
     code = parse_code(message)
     low = message.lower()
-    kw = {"code": code, "http_status": http_status, "endpoint": endpoint}
-    if "flood detected" in low or "locked" in low and code in {374, 412, 38, 223, 218}:
-        return FloodLocked(message, **kw)
-    if code in _AUTH_CODES or any(t in low for t in _AUTH_TEXT):
-        return AuthError(message, **kw)
-    if code == 469 or "not found" in low or http_status == 404:
-        return NotFound(message, **kw)
-    if code in {631, 887, 913, 620} or "not allowed" in low:
-        return NotAllowed(message, **kw)
-    return RequestRejected(message, **kw)
+    cls: type[ApiError] = RequestRejected
+    if "flood detected" in low or ("locked" in low and code in {374, 412, 38, 223, 218}):
+        cls = FloodLocked
+    elif code in _AUTH_CODES or any(t in low for t in _AUTH_TEXT):
+        cls = AuthError
+    elif code == 469 or "not found" in low or http_status == 404:
+        cls = NotFound
+    elif code in {631, 887, 913, 620} or "resource not allowed" in low:
+        cls = NotAllowed
+    return cls(message, code=code, http_status=http_status, endpoint=endpoint)

@@ -1,0 +1,146 @@
+"""Unmodified programs on a read mount of real files; the API cost asserted from the emulator."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.mount.conftest import KEY, ROOT, is_mounted, run_emulator, run_mount
+
+
+def sh(cmd: str, cwd: Path | None = None) -> str:
+    res = subprocess.run(cmd, shell=True, capture_output=True, text=True, cwd=cwd, timeout=300)
+    assert res.returncode == 0, f"{cmd!r} failed ({res.returncode}): {res.stderr[-2000:]}"
+    return res.stdout
+
+
+@pytest.fixture(scope="module")
+def mounted(real_seed: Path, tmp_path_factory: pytest.TempPathFactory):
+    base = tmp_path_factory.mktemp("programs")
+    with run_emulator(base / "state", real_seed) as emu:
+        emu.reset()
+        with run_mount(emu, base / "mnt") as m:
+            yield emu, m.path, real_seed
+
+
+def test_ls_find_stat_cost_one_listing_per_folder(mounted) -> None:
+    emu, mnt, seed = mounted
+    folders = 1 + sum(1 for p in seed.rglob("*") if p.is_dir())
+    files = sum(1 for p in seed.rglob("*") if p.is_file())
+    out = sh(f"ls -lR {mnt}")
+    assert out.count("\n") > files
+    first = emu.listings()
+    assert first <= folders, f"{first} listings for {folders} folders"
+    found = sh(f"find {mnt} -type f").split("\n")
+    assert len([f for f in found if f]) == files
+    for p in seed.rglob("*"):  # stat every file and folder: sizes match, no extra call
+        rel = p.relative_to(seed)
+        st = os.stat(mnt / rel)
+        if p.is_file():
+            assert st.st_size == p.stat().st_size, rel
+    sh(f"ls -lR {mnt} > /dev/null")
+    calls = emu.stats()["calls"]
+    assert emu.listings() == first, "repeating within the TTL must cost nothing"
+    assert calls.get("file/info", 0) == 0
+    assert emu.stats()["flood_locks"] == 0
+
+
+def test_checksums_match_originals(mounted) -> None:
+    emu, mnt, seed = mounted
+    sums = "".join(
+        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(seed)}\n" for p in sorted(seed.rglob("*")) if p.is_file()
+    )
+    listfile = mnt.parent / "SHA256SUMS"
+    listfile.write_text(sums)
+    sh(f"sha256sum --quiet -c {listfile}", cwd=mnt)
+    assert emu.stats()["flood_locks"] == 0
+
+
+def test_tar_file_python_sqlite(mounted) -> None:
+    emu, mnt, seed = mounted
+    names = sh(f"tar -tzf {mnt}/archives/doc-bundle.tar.gz").split()
+    assert names and names == sh(f"tar -tzf {seed}/archives/doc-bundle.tar.gz").split()
+    kinds = sh(f"file -b {mnt}/images/*")
+    assert "image" in kinds.lower() or "xpm" in kinds.lower()
+    out = sh(f"{sys.executable} -c \"import sys; sys.path.insert(0, '{mnt}/python'); import idna; "
+             f"print(idna.__file__); print(idna.encode('bücher.example').decode())\"")
+    assert str(mnt) in out and "xn--bcher-kva.example" in out
+    rows = sh(f"sqlite3 -readonly 'file:{mnt}/data/inventory.sqlite?immutable=1' 'SELECT COUNT(*) FROM files'")
+    assert int(rows.strip()) > 100
+    assert emu.stats()["flood_locks"] == 0
+
+
+def test_xattrs_statfs_and_read_only(mounted) -> None:
+    emu, mnt, seed = mounted
+    p = mnt / "data" / "inventory.sqlite"
+    names = os.listxattr(p)
+    assert set(names) >= {"user.fichier.url", "user.fichier.whirlpool", "user.fichier.content_type"}
+    assert os.getxattr(p, "user.fichier.url").startswith(b"https://1fichier.com/?")
+    import whirlpool
+
+    assert os.getxattr(p, "user.fichier.whirlpool").decode() == whirlpool.new(
+        (seed / "data" / "inventory.sqlite").read_bytes()).hexdigest().lower()
+    st = os.statvfs(mnt)
+    assert st.f_blocks > 0
+    before = emu.calls("user/info")
+    for _ in range(20):
+        os.statvfs(mnt)
+    assert emu.calls("user/info") == before <= 1  # cached ≥ 5 min
+    with pytest.raises(OSError) as exc:
+        open(mnt / "new-file", "w")
+    assert exc.value.errno in (30, 13)  # EROFS (EACCES from default_permissions on a r/o mode)
+
+
+def test_key_not_in_cmdline_or_logs(mounted) -> None:
+    emu, mnt, seed = mounted
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+            except OSError:
+                continue
+            assert KEY.encode() not in cmdline
+    for log in mnt.parent.glob("*.log"):
+        assert KEY not in log.read_text(errors="replace")
+
+
+def test_background_mount_and_umount(tmp_path: Path) -> None:
+    """`fichierfs mount` (no -f) returns once live; `fichierfs umount` ends it."""
+    seed = tmp_path / "seed"
+    (seed / "d").mkdir(parents=True)
+    (seed / "d" / "hello.txt").write_text("hello\n")
+    with run_emulator(tmp_path / "state", seed) as emu:
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        env = {**os.environ, "FICHIER_API_KEY": KEY}
+        fichierfs = [sys.executable, "-m", "fichierfs"]
+        res = subprocess.run([*fichierfs, "mount", "--api-url", emu.url, "--budget-scale", "0.07", str(mnt)],
+                             env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+        try:
+            assert res.returncode == 0, res.stderr
+            assert is_mounted(mnt)  # live as soon as the command returned
+            assert (mnt / "d" / "hello.txt").read_text() == "hello\n"
+        finally:
+            res2 = subprocess.run([*fichierfs, "umount", str(mnt)], capture_output=True, text=True, timeout=60)
+            if is_mounted(mnt):
+                subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
+        assert res2.returncode == 0, res2.stderr
+        assert not is_mounted(mnt)
+
+
+def test_bad_key_fails_the_mount_clearly(tmp_path: Path) -> None:
+    with run_emulator(tmp_path / "state", None) as emu:
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        env = {**os.environ, "FICHIER_API_KEY": "wrong-key-XYZ"}
+        res = subprocess.run([sys.executable, "-m", "fichierfs", "mount", "--api-url", emu.url, str(mnt)],
+                             env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert res.returncode != 0
+        assert "No such user" in res.stderr or "#93" in res.stderr
+        assert "wrong-key-XYZ" not in res.stderr
+        assert not is_mounted(mnt)
