@@ -171,7 +171,10 @@ def _run_foreground(options: Options, mountpoint: Path, key: Any) -> int:
             ready_fd = None
 
     try:
-        trio.run(run_mount, options, mountpoint, key, ready)
+        try:
+            trio.run(run_mount, options, mountpoint, key, ready)
+        except BaseExceptionGroup as group:
+            raise _unwrap(group) from None
     except FichierError as exc:
         log.log(exc.level, "mount failed: %s", exc)
         if ready_fd is not None:
@@ -187,6 +190,13 @@ def _run_foreground(options: Options, mountpoint: Path, key: Any) -> int:
             os.write(int(ready_fd), f"error: {type(exc).__name__}: {exc}\n".encode())
         return 1
     return 0
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The first leaf of a (nested) exception group: what actually went wrong."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _umount(mountpoint: Path, timeout: float) -> int:

@@ -73,6 +73,11 @@ async def run_mount(
         FichierError subclasses (AuthError for a bad key, NoEntry for a missing remote
         folder) before the kernel mount; nothing after it except bugs.
     """
+    if not options.read_only:
+        # The write-back side (staging, journal, uploads) is not built yet: mount read-only
+        # so the kernel answers EROFS itself instead of a half-working write path.
+        log.info("write support is not available yet: mounting read-only")
+        options = options.replace(read_only=True)
     timeout = httpx.Timeout(60.0, connect=15.0)
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
     async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as http:

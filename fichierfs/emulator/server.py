@@ -1,0 +1,116 @@
+"""Loopback HTTP(S) server for the emulator (hypercorn, trio worker).
+
+    python -m fichierfs.emulator [--host 127.0.0.1] [--port 0] [--state DIR] [--seed DIR]
+        [--tls-cert F --tls-key F] [--time-scale X] [--no-limits] [--latency S] [--bandwidth BYTES_PER_S]
+        [--flood-lock-seconds S] [--visibility-delay S]
+
+Refuses non-loopback hosts (exit 2). Once listening, prints ``FICHIER_API_URL=http(s)://HOST:PORT/v1`` as the
+first stdout line (flushed), then serves until SIGTERM/SIGINT (exit 0).
+
+Note for rclone: it builds ``https://<node>/upload.cgi`` itself (§6), and our node host is our own host:port,
+so run with TLS when rclone is the client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from .config import EmulatorConfig
+from .core import Emulator
+
+__all__ = ["main", "is_loopback"]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m fichierfs.emulator", description="Local 1fichier API emulator")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 = ephemeral (default)")
+    p.add_argument("--state", type=Path, default=None, help="state dir (default: a new temp dir)")
+    p.add_argument("--seed", type=Path, default=None, help="import this local tree into the root")
+    p.add_argument("--tls-cert", type=Path, default=None)
+    p.add_argument("--tls-key", type=Path, default=None)
+    p.add_argument("--time-scale", type=float, default=1.0)
+    p.add_argument("--no-limits", action="store_true")
+    p.add_argument("--latency", type=float, default=0.0)
+    p.add_argument("--bandwidth", type=int, default=None)
+    p.add_argument("--flood-lock-seconds", type=float, default=60.0)
+    p.add_argument("--visibility-delay", type=float, default=0.0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not is_loopback(args.host):
+        print(f"refusing non-loopback host {args.host!r}", file=sys.stderr)
+        return 2
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("--tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    state = args.state if args.state is not None else Path(tempfile.mkdtemp(prefix="fichier-emu-"))
+    cfg = EmulatorConfig(limits=not args.no_limits, time_scale=args.time_scale, latency=args.latency,
+                         bandwidth=args.bandwidth, flood_lock_seconds=args.flood_lock_seconds,
+                         visibility_delay=args.visibility_delay)
+    emu = Emulator(state, cfg)
+    if args.seed is not None:
+        emu.seed(args.seed)
+
+    hc = Config()
+    host = args.host
+    hc.bind = [f"[{host}]:{args.port}" if ":" in host else f"{host}:{args.port}"]
+    hc.accesslog = None
+    hc.errorlog = "-"
+    hc.loglevel = "WARNING"
+    tls = args.tls_cert is not None
+    if tls:
+        hc.certfile = str(args.tls_cert)
+        hc.keyfile = str(args.tls_key)
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+
+            async def on_signals() -> None:
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+                    async for _ in sigs:
+                        stop.set()
+                        return
+
+            nursery.start_soon(on_signals)
+            binds = await nursery.start(lambda task_status: serve(emu.app, hc, shutdown_trigger=stop.wait,
+                                                                  task_status=task_status))
+            url = binds[0]  # e.g. http://127.0.0.1:PORT (hypercorn reports the real port)
+            if tls:
+                url = "https://" + url.split("://", 1)[1]
+            print(f"FICHIER_API_URL={url}/v1", flush=True)
+            await stop.wait()
+            nursery.cancel_scope.deadline = trio.current_time() + 5
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emu.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
