@@ -276,8 +276,10 @@ class FileBody:
                 left -= len(data)
                 if bw:  # pace before sending, so the last chunk is paced too
                     await anyio.sleep(len(data) / bw)
-                await send({"type": "http.response.body", "body": data, "more_body": left > 0})
+                # count before sending: a client that has all it wants may disconnect while the
+                # last send is still returning, which cancels this task
                 self.emu._stats["bytes_down"] += len(data)
+                await send({"type": "http.response.body", "body": data, "more_body": left > 0})
         if left > 0:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 

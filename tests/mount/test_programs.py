@@ -144,3 +144,20 @@ def test_bad_key_fails_the_mount_clearly(tmp_path: Path) -> None:
         assert "No such user" in res.stderr or "#93" in res.stderr
         assert "wrong-key-XYZ" not in res.stderr
         assert not is_mounted(mnt)
+
+
+def test_mmap_and_random_access(mounted) -> None:
+    import mmap
+
+    emu, mnt, seed = mounted
+    name = "data/inventory.sqlite"
+    want = (seed / name).read_bytes()
+    with open(mnt / name, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        assert len(mm) == len(want)
+        assert mm[:16] == want[:16] == b"SQLite format 3\x00"
+        assert mm[-100:] == want[-100:]
+        assert mm[len(want) // 2 : len(want) // 2 + 4096] == want[len(want) // 2 : len(want) // 2 + 4096]
+    with open(mnt / name, "rb") as f:
+        for off in (len(want) - 1, 0, len(want) // 3):
+            f.seek(off)
+            assert f.read(1000) == want[off : off + 1000]

@@ -1,0 +1,126 @@
+"""The FUSE-free core (vfs) over scheduler + reader + the in-process emulator, limits ON."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+
+from fichierfs.api import FichierClient
+from fichierfs.chunks import ChunkCache
+from fichierfs.errors import FloodLocked
+from fichierfs.meta import ROOT_INODE, MetaCache, NoEntry
+from fichierfs.reader import ReadManager
+from fichierfs.scheduler import Budgets, Scheduler
+from fichierfs.vfs import Filesystem, FsError
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+async def fs(client: FichierClient) -> AsyncIterator[Filesystem]:
+    sched = Scheduler(client, Budgets(stall_limit=30))
+    cache = ChunkCache(16 * MiB, 1 * MiB)
+    async with trio.open_nursery() as n:
+        await n.start(sched.run)
+        rm = ReadManager(sched, cache, readahead_max=8 * MiB)
+        await n.start(rm.run)
+        meta = MetaCache(sched, 0)
+        meta.attach_nursery(n)
+        yield Filesystem(meta, rm, sched)
+        sched.stop()
+        rm.stop()
+        n.cancel_scope.cancel()
+
+
+async def _names(fs: Filesystem, ino: int) -> list[str]:
+    fh = await fs.opendir(ino)
+    try:
+        return [e.name for e in fs.readdir(fh, 0)]
+    finally:
+        fs.releasedir(fh)
+
+
+async def test_browse_and_read(fs: Filesystem, emu, autojump_clock) -> None:
+    d = emu.make_folder(0, "photos")
+    data = os.urandom(3 * MiB + 123)
+    emu.put_file(d, "a.jpg", data)
+    emu.put_file(0, "readme.txt", b"hello\n")
+    assert await _names(fs, ROOT_INODE) == ["photos", "readme.txt"]
+    photos = await fs.lookup(ROOT_INODE, "photos")
+    assert photos.mode & 0o040000
+    a = await fs.lookup(photos.ino, "a.jpg")
+    assert a.size == len(data) and a.mode & 0o100000 and not a.mode & 0o222
+    fh = await fs.open(a.ino, os.O_RDONLY)
+    assert await fs.read(fh, 0, 4096) == data[:4096]
+    assert await fs.read(fh, 2 * MiB - 10, 100) == data[2 * MiB - 10 : 2 * MiB + 90]
+    assert await fs.read(fh, len(data) - 5, 4096) == data[-5:]
+    assert await fs.read(fh, len(data) + 10, 4096) == b""
+    fs.release(fh)
+    calls = emu.stats()["calls"]
+    assert calls["folder/ls"] == 2 and calls["download/get_token"] == 1 and calls["file/info"] == 0
+
+
+async def test_readdir_offsets_are_stable(fs: Filesystem, emu, autojump_clock) -> None:
+    for i in range(10):
+        emu.put_file(0, f"f{i}", b"x")
+    fh = await fs.opendir(ROOT_INODE)
+    first = fs.readdir(fh, 0)[:4]
+    rest = fs.readdir(fh, first[-1].next_offset)
+    assert [e.name for e in first + rest] == [f"f{i}" for i in range(10)]
+    fs.releasedir(fh)
+
+
+async def test_errors(fs: Filesystem, emu, autojump_clock) -> None:
+    emu.put_file(0, "file", b"x")
+    f = await fs.lookup(ROOT_INODE, "file")
+    with pytest.raises(NoEntry) as e:
+        await fs.lookup(ROOT_INODE, "nope")
+    assert e.value.errno == errno.ENOENT
+    with pytest.raises(FsError) as e2:
+        await fs.lookup(f.ino, "x")
+    assert e2.value.errno == errno.ENOTDIR
+    with pytest.raises(FsError) as e3:
+        await fs.open(f.ino, os.O_WRONLY)
+    assert e3.value.errno == errno.EROFS
+    with pytest.raises(FsError) as e4:
+        await fs.opendir(f.ino)
+    assert e4.value.errno == errno.ENOTDIR
+    with pytest.raises(FsError) as e5:
+        fs.getxattr(f.ino, "user.other")
+    assert e5.value.errno == errno.ENODATA
+
+
+async def test_xattrs_and_statfs_cached(fs: Filesystem, emu, autojump_clock) -> None:
+    url = emu.put_file(0, "x.bin", b"abc")
+    x = await fs.lookup(ROOT_INODE, "x.bin")
+    assert fs.getxattr(x.ino, "user.fichier.url") == url.encode()
+    assert len(fs.getxattr(x.ino, "user.fichier.whirlpool")) == 128
+    s1 = await fs.statfs()
+    for _ in range(50):
+        assert await fs.statfs() == s1
+    await trio.sleep(400)
+    await fs.statfs()
+    assert emu.stats()["calls"]["user/info"] == 2  # once per statfs_ttl (≥ 5 min, §4)
+
+
+async def test_cached_data_served_while_flood_locked(fs: Filesystem, emu, autojump_clock) -> None:
+    data = os.urandom(2 * MiB)
+    emu.put_file(0, "cached.bin", data)
+    emu.put_file(0, "other.bin", b"other")
+    c = await fs.lookup(ROOT_INODE, "cached.bin")
+    o = await fs.lookup(ROOT_INODE, "other.bin")
+    fh = await fs.open(c.ino, os.O_RDONLY)
+    assert await fs.read(fh, 0, 1 * MiB) == data[: 1 * MiB]
+    emu.lock_for(3600)  # the account is flood-locked from now on
+    emu.inject("download/get_token", "flood")
+    fh2 = await fs.open(o.ino, os.O_RDONLY)
+    with pytest.raises(FloodLocked) as exc:  # needs a new token: EAGAIN, not a hang
+        await fs.read(fh2, 0, 5)
+    assert exc.value.errno == errno.EAGAIN
+    assert await fs.read(fh, 0, 1 * MiB) == data[: 1 * MiB]  # cached: still served
+    assert fs.getattr(c.ino).size == len(data)  # metadata too
+    assert await _names(fs, ROOT_INODE) == ["cached.bin", "other.bin"]

@@ -1,0 +1,188 @@
+"""API budgets and memory as product guarantees, asserted from the emulator's counters.
+
+One emulator (limits ON, time-scaled) and one mount (memory budget 64 MiB) for the module:
+
+* ``ls -lR`` of a 50-folder × 100-file tree: ≤ 1 listing per folder cold, 0 when repeated;
+* ``stat`` of every file: nothing beyond the listings;
+* a sequential read of a 256 MiB file: 1 token call, bytes verified;
+* the first 64 KiB of 200 files: ≤ 200 token calls, 0 flood locks;
+* 8 concurrent readers of one file: bytes downloaded ≤ 1.1 × the file size;
+* 100 files open and read concurrently: peak RSS ≤ budget + a fixed overhead.
+
+The measured figures are printed (``pytest -s``) for the closing notes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.mount.conftest import run_emulator, run_mount
+
+MiB = 1 << 20
+BUDGET = 64 * MiB
+RSS_OVERHEAD = 160 * MiB  # interpreter + trio + httpx + pyfuse3 + sqlite, measured ~70-90 MiB idle
+
+
+def _rand_file(path: Path, size: int, seed: int) -> str:
+    rng = random.Random(seed)
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            block = rng.randbytes(min(left, 4 * MiB))
+            f.write(block)
+            h.update(block)
+            left -= len(block)
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory):
+    base = tmp_path_factory.mktemp("budgets")
+    seed = base / "seed"
+    for d in range(50):
+        folder = seed / "tree" / f"d{d:02}"
+        folder.mkdir(parents=True)
+        for f in range(100):
+            (folder / f"f{f:03}.txt").write_bytes(f"{d}/{f}\n".encode() * (1 + f % 7))
+    heads = seed / "heads"
+    heads.mkdir()
+    for i in range(200):
+        (heads / f"h{i:03}.bin").write_bytes(random.Random(i).randbytes(96 * 1024))
+    big = seed / "big"
+    big.mkdir()
+    sums = {"seq.bin": _rand_file(big / "seq.bin", 256 * MiB, 1), "shared.bin": _rand_file(big / "shared.bin", 48 * MiB, 2)}
+    many = seed / "many"
+    many.mkdir()
+    for i in range(100):
+        (many / f"m{i:03}.bin").write_bytes(random.Random(1000 + i).randbytes(2 * MiB))
+    with run_emulator(base / "state", seed) as emu:
+        with run_mount(emu, base / "mnt", "--memory-budget", str(BUDGET)) as m:
+            yield emu, m, seed, sums
+    # free the disk early: the module's tree is large
+    subprocess.run(["rm", "-rf", str(seed), str(base / "state")], check=False)
+
+
+def _hwm(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_ls_lR_of_50_by_100_tree(setup) -> None:
+    emu, m, seed, _ = setup
+    emu.reset()
+    out = subprocess.run(["ls", "-lR", str(m.path / "tree")], capture_output=True, text=True, check=True).stdout
+    assert out.count(".txt") == 5000
+    cold = emu.listings()
+    print(f"\nls -lR 50x100: {cold} listings cold (folders: 51 incl. tree/)")
+    assert cold <= 51
+    for d in range(50):
+        for f in range(0, 100, 7):
+            p = m.path / "tree" / f"d{d:02}" / f"f{f:03}.txt"
+            assert p.stat().st_size == (seed / "tree" / f"d{d:02}" / f"f{f:03}.txt").stat().st_size
+    subprocess.run(["ls", "-lR", str(m.path / "tree")], capture_output=True, check=True)
+    stats = emu.stats()
+    assert emu.listings() == cold, "a repeat within the TTL and every stat must cost nothing"
+    assert stats["calls"]["file/info"] == 0 and stats["calls"]["download/get_token"] == 0
+    assert stats["flood_locks"] == 0
+
+
+def test_sequential_read_256mib_costs_one_token(setup) -> None:
+    emu, m, seed, sums = setup
+    emu.reset()
+    h = hashlib.sha256()
+    with open(m.path / "big" / "seq.bin", "rb") as f:
+        while block := f.read(1 * MiB):
+            h.update(block)
+    assert h.hexdigest() == sums["seq.bin"]
+    s = emu.stats()
+    print(f"\n256 MiB sequential: {s['calls']['download/get_token']} token call(s), "
+          f"{s['calls']['download']} ranged GETs, {s['bytes_down'] / MiB:.1f} MiB downloaded")
+    assert s["calls"]["download/get_token"] == 1
+    assert s["bytes_down"] <= 1.05 * 256 * MiB
+    assert s["flood_locks"] == 0
+
+
+def test_head_storm_200_files(setup) -> None:
+    emu, m, seed, _ = setup
+    emu.reset()
+    for i in range(200):
+        with open(m.path / "heads" / f"h{i:03}.bin", "rb") as f:
+            assert f.read(64 * 1024) == (seed / "heads" / f"h{i:03}.bin").read_bytes()[: 64 * 1024]
+    s = emu.stats()
+    print(f"\nhead storm 200 files: {s['calls']['download/get_token']} token calls, "
+          f"{emu.listings()} listings, {s['bytes_down'] / MiB:.1f} MiB downloaded")
+    assert s["calls"]["download/get_token"] <= 200
+    assert s["flood_locks"] == 0
+
+
+def test_eight_concurrent_readers_share_chunks(setup) -> None:
+    emu, m, seed, sums = setup
+    emu.reset()
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            h = hashlib.sha256()
+            with open(m.path / "big" / "shared.bin", "rb") as f:
+                while block := f.read(256 * 1024):
+                    h.update(block)
+            results.append(h.hexdigest())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    assert results == [sums["shared.bin"]] * 8
+    s = emu.stats()
+    print(f"\n8 readers of 48 MiB: {s['bytes_down'] / MiB:.1f} MiB downloaded, "
+          f"{s['calls']['download/get_token']} token call(s)")
+    assert s["bytes_down"] <= 1.1 * 48 * MiB
+    assert s["flood_locks"] == 0
+
+
+def test_rss_with_100_files_open_and_read(setup) -> None:
+    emu, m, seed, _ = setup
+    emu.reset()
+    files = [open(m.path / "many" / f"m{i:03}.bin", "rb") for i in range(100)]  # noqa: SIM115
+    errors: list[BaseException] = []
+    try:
+        def drain(f) -> None:  # type: ignore[no-untyped-def]
+            try:
+                n = 0
+                while block := f.read(128 * 1024):
+                    n += len(block)
+                assert n == 2 * MiB
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=drain, args=(f,)) for f in files]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+    finally:
+        for f in files:
+            f.close()
+    assert not errors, errors[:3]
+    peak = _hwm(m.proc.pid)
+    s = emu.stats()
+    print(f"\n100 files x 2 MiB concurrently: peak RSS {peak / MiB:.0f} MiB (budget {BUDGET / MiB:.0f} MiB), "
+          f"{s['bytes_down'] / MiB:.0f} MiB downloaded, {s['calls']['download/get_token']} token calls")
+    assert peak <= BUDGET + RSS_OVERHEAD
+    assert s["flood_locks"] == 0
+    os.sync()
