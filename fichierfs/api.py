@@ -352,7 +352,7 @@ class FichierClient:
         link = self._field("download/get_token", data, "url")
         return DownloadLink(url=str(link), file_url=FileUrl(url), single=single)
 
-    async def download_range(self, link: DownloadLink, start: int, end: int) -> bytes:
+    async def download_range(self, link: DownloadLink, start: int, end: int) -> bytes | bytearray:
         """GET bytes ``[start, end)`` of a file through its direct link (§5: Range → 206).
 
         Args:
@@ -393,7 +393,9 @@ class FichierClient:
                     body += piece
                     if len(body) >= want:
                         break
-                return bytes(body[:want])
+                if len(body) > want:
+                    del body[want:]
+                return body  # a bytearray: no extra copy of every window
         except httpx.TimeoutException as exc:
             raise ServerError(f"{what}: time-out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:  # includes a body shorter than Content-Length

@@ -54,7 +54,7 @@ class Options:
     foreground: bool = _opt(False, "stay in the foreground (-f)")
     cache_dir: Path | None = _opt(None, "directory for staged writes and the metadata store (default: user cache dir)")
     memory_budget: int = _opt(256 << 20, "bytes of downloaded data kept in memory, all open files together", "bytes")
-    chunk_size: int = _opt(1 << 20, "unit of download and caching", "bytes")
+    chunk_size: int = _opt(256 << 10, "unit of caching (downloads fetch many chunks per request)", "bytes")
     readahead_max: int = _opt(32 << 20, "largest read-ahead window of one sequential reader", "bytes")
     dir_ttl: float = _opt(600.0, "how long a folder listing is trusted before it is re-listed", "s")
     entry_timeout: float = _opt(1.0, "kernel entry cache time-out", "s")
