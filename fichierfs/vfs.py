@@ -31,12 +31,14 @@ from fichierfs.errors import FichierError
 from fichierfs.meta import ROOT_INODE, MetaCache, NoEntry, Node
 from fichierfs.scheduler import Lane
 
-__all__ = ["Attr", "DirEntry", "StatFs", "FsError", "Filesystem", "XATTRS"]
+__all__ = ["Attr", "DirEntry", "StatFs", "FsError", "Filesystem", "XATTRS", "STATUS_XATTR"]
 
 log = logging.getLogger(__name__)
 
 BLOCK = 4096
 XATTRS = ("user.fichier.url", "user.fichier.whirlpool", "user.fichier.content_type")
+STATUS_XATTR = "user.fichierfs.status"
+"""On the mount's root: a JSON document of every component's statistics (``fichierfs status``)."""
 
 
 class FsError(FichierError):
@@ -131,6 +133,7 @@ class Filesystem:
         self._dir_handles: dict[int, list[Node]] = {}
         self._next_fh = 1
         self._statfs: tuple[float, StatFs] | None = None
+        self.status_sources: dict[str, Callable[[], dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ attributes
     def attr(self, node: Node) -> Attr:
@@ -255,9 +258,40 @@ class Filesystem:
         return value
 
     def listxattr(self, ino: int) -> list[str]:
-        """The xattr names a file has (folders have none)."""
+        """The xattr names a file has; the root has the status document; folders have none."""
         node = self.meta.get(ino)
+        if ino == ROOT_INODE:
+            return [STATUS_XATTR]
         return [] if node.is_dir else list(XATTRS)
+
+    def status(self) -> dict[str, Any]:
+        """Every component's ``statistics()``: scheduler (``api``), ``meta``, ``reader``, ``extra``."""
+        doc: dict[str, Any] = {
+            "api": self.scheduler.statistics(),
+            "meta": self.meta.statistics(),
+            "reader": self.reader.statistics() if hasattr(self.reader, "statistics") else {},
+        }
+        for name, source in self.status_sources.items():
+            doc[name] = source()
+        return doc
+
+    def status_json(self) -> bytes:
+        """:meth:`status` as JSON (infinite numbers become null)."""
+        import json
+        import math
+
+        def clean(v: Any) -> Any:
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            if isinstance(v, dict):
+                return {str(k): clean(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [clean(x) for x in v]
+            if isinstance(v, (str, int, float, bool)) or v is None:
+                return v
+            return str(v)
+
+        return json.dumps(clean(self.status()), sort_keys=True).encode()
 
     def getxattr(self, ino: int, name: str) -> bytes:
         """``user.fichier.url`` (share link), ``.whirlpool`` (hex, §7), ``.content_type``.
@@ -265,6 +299,8 @@ class Filesystem:
         Raises FsError(ENODATA) for any other name.
         """
         node = self.meta.get(ino)
+        if ino == ROOT_INODE and name == STATUS_XATTR:
+            return self.status_json()
         rf = node.file
         if rf is None:
             raise FsError(errno.ENODATA)

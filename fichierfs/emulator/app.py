@@ -318,6 +318,15 @@ class Endpoint:
             await response(scope, receive, send)
 
 
+async def _drain(request: Request) -> None:
+    """Consume and discard what is left of a request body (so an early answer is safe)."""
+    try:
+        async for _ in request.stream():
+            pass
+    except Exception:  # already consumed or the client went away: nothing left to drain
+        pass
+
+
 # -- the application --------------------------------------------------------------------------------------
 class Api:
     """The handlers. Each docstring cites the doc section it implements."""
@@ -331,6 +340,10 @@ class Api:
     def v1(self, name: str, fn: Callable[[Request, dict[str, Any]], Any]) -> Handler:
         async def handler(request: Request, fault: str | None) -> Response:
             lim = self.emu.limiter
+            # Read the (small) JSON body before any early answer: answering an HTTP/2 request
+            # whose body is still arriving crashes hypercorn 0.18 (KeyError on the closed stream,
+            # hypercorn #329), which the rclone fidelity run hit during flood locks.
+            raw = await request.body()
             if lim.is_locked() or not lim.admit_call():  # §3, §4
                 return _flood_response()
             ctype = request.headers.get("content-type", "")
@@ -340,7 +353,6 @@ class Api:
                 err = self._auth_error(request)
                 if err is not None:
                     return json_response({"status": "KO", "message": err}, 403)
-            raw = await request.body()
             try:
                 body = json.loads(raw) if raw.strip() else {}
             except (ValueError, UnicodeDecodeError):
@@ -847,13 +859,16 @@ class Api:
         uid = request.query_params.get("id", "")
         session = emu._uploads.get(uid)
         if "content-length" not in request.headers:
+            await _drain(request)
             return html_page("<h1>411 Length Required</h1>", 411)
         if session is None or session.done_at is not None:
+            await _drain(request)  # never answer before the body is in (hypercorn #329, see v1)
             return html_page("Identifiant d'upload invalide / Invalid upload id")
         try:
             form = await request.form(max_files=self.cfg.max_files_per_upload, max_fields=100,
                                       max_part_size=1024 * 1024)
         except HTTPException as exc:  # too many parts (§6 "up to 500 files per upload") or a malformed body
+            await _drain(request)
             return html_page(f"Erreur d'envoi / Upload refused: {exc.detail}")
         try:
             parts = [p for p in form.getlist("file[]") if isinstance(p, UploadFile)]

@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     hc.accesslog = None
     hc.errorlog = "-"
     hc.loglevel = "WARNING"
+    # nginx's default; hypercorn's 5 s equals rclone's longest back-off, so rclone's reused
+    # connections broke right after a flood lock (found by the fidelity test)
+    hc.keep_alive_timeout = 75
     tls = args.tls_cert is not None
     if tls:
         hc.certfile = str(args.tls_cert)

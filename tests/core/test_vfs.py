@@ -124,3 +124,17 @@ async def test_cached_data_served_while_flood_locked(fs: Filesystem, emu, autoju
     assert await fs.read(fh, 0, 1 * MiB) == data[: 1 * MiB]  # cached: still served
     assert fs.getattr(c.ino).size == len(data)  # metadata too
     assert await _names(fs, ROOT_INODE) == ["cached.bin", "other.bin"]
+
+
+async def test_status_document_on_root(fs: Filesystem, emu, autojump_clock) -> None:
+    import json
+
+    from fichierfs.vfs import STATUS_XATTR
+
+    emu.put_file(0, "s.txt", b"status")
+    await fs.lookup(ROOT_INODE, "s.txt")
+    assert STATUS_XATTR in fs.listxattr(ROOT_INODE)
+    doc = json.loads(fs.getxattr(ROOT_INODE, STATUS_XATTR))
+    assert doc["api"]["calls"]["folder/ls"] == 1
+    assert doc["api"]["breaker"] == "closed"
+    assert doc["meta"]["listings"] == 1 and "token_calls" in doc["reader"]
