@@ -18,6 +18,7 @@ import hashlib
 import random
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,30 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
     subprocess.run(["rm", "-rf", str(seed), str(base / "state")], check=False)
 
 
+def _direct_get_seconds(emu, name: str) -> float:
+    """Seconds to fetch a whole file with one ranged GET straight from the emulator (the wire limit)."""
+    import httpx
+
+    from tests.mount.conftest import KEY
+
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    with httpx.Client(timeout=120) as c:
+        items = c.post(f"{emu.url}/folder/ls.cgi", json={"folder_id": 0}, headers=headers).json()
+        big = next(f["id"] for f in items["sub_folders"] if f["name"] == "big")
+        time.sleep(0.5)  # the emulator's listing spacing (scaled)
+        files = c.post(f"{emu.url}/folder/ls.cgi", json={"folder_id": big, "files": 1}, headers=headers).json()
+        url = next(f["url"] for f in files["items"] if f["filename"] == name)
+        time.sleep(0.2)
+        link = c.post(f"{emu.url}/download/get_token.cgi", json={"url": url}, headers=headers).json()["url"]
+        t0 = time.monotonic()
+        n = 0
+        with c.stream("GET", link, headers={"Range": "bytes=0-"}) as r:
+            for piece in r.iter_bytes(1 << 20):
+                n += len(piece)
+        assert n == 256 * MiB
+        return time.monotonic() - t0
+
+
 def _hwm(pid: int) -> int:
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmHWM:"):
@@ -99,13 +124,18 @@ def test_sequential_read_256mib_costs_one_token(setup) -> None:
     emu, m, seed, sums = setup
     emu.reset()
     h = hashlib.sha256()
+    t0 = time.monotonic()
     with open(m.path / "big" / "seq.bin", "rb") as f:
         while block := f.read(1 * MiB):
             h.update(block)
+    mount_s = time.monotonic() - t0
     assert h.hexdigest() == sums["seq.bin"]
     s = emu.stats()
+    wire_s = _direct_get_seconds(emu, "seq.bin")  # the same bytes straight from the emulator, same run
     print(f"\n256 MiB sequential: {s['calls']['download/get_token']} token call(s), "
-          f"{s['calls']['download']} ranged GETs, {s['bytes_down'] / MiB:.1f} MiB downloaded")
+          f"{s['calls']['download']} ranged GETs, {s['bytes_down'] / MiB:.1f} MiB downloaded; "
+          f"mount {256 / mount_s:.0f} MiB/s vs direct ranged GET {256 / wire_s:.0f} MiB/s "
+          f"(ratio {wire_s / mount_s:.2f})")
     assert s["calls"]["download/get_token"] == 1
     assert s["bytes_down"] <= 1.05 * 256 * MiB
     assert s["flood_locks"] == 0
