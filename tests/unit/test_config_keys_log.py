@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 import pytest
@@ -89,7 +88,7 @@ def test_secret_never_shows() -> None:
 def test_redacting_filter_scrubs_key_bearer_and_links() -> None:
     f = RedactingFilter(["emu-very-secret"])
     rec = logging.LogRecord("x", logging.DEBUG, __file__, 1,
-                            "key %s header Authorization: Bearer abcdefgh12345 link %s", 
+                            "key %s header Authorization: Bearer abcdefgh12345 link %s",
                             ("emu-very-secret", "https://a-1.1fichier.com/p1234567890"), None)
     f.filter(rec)
     msg = rec.getMessage()
