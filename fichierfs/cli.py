@@ -1,4 +1,5 @@
-"""The ``fichierfs`` command: ``mount``, ``umount``, ``emulator``.
+"""The ``fichierfs`` command: ``mount``, ``umount``, ``status``, ``sync``, ``login``, ``logout``,
+``emulator``; and ``mount.fichierfs``, the mount(8) helper.
 
 Layering: cli is the top layer and may import everything below it. It imports the emulator
 only inside the ``emulator`` sub-command (the design's explicit developer switch), never at
@@ -9,13 +10,26 @@ a new session and returns only once the child reports the mount live (through a 
 fd number is in ``$FICHIERFS_READY_FD``), or prints the child's error and exits 1. The API
 key is never an argument: the child inherits ``$FICHIER_API_KEY`` or reads the key file or
 keyring itself.
+
+Under systemd (``Type=notify``), the process that serves the mount sends ``READY=1`` to
+``$NOTIFY_SOCKET`` once the kernel mount is live (:func:`sd_notify`, with ``MAINPID``). The
+shipped units run ``mount -f`` so that process is the service's main process
+(``NotifyAccess=main``); a background mount under systemd needs ``NotifyAccess=all``.
+
+mount(8) integration (``contrib/fstab.example``): for the type ``fuse.fichierfs`` mount(8)
+runs ``/sbin/mount.fuse.fichierfs SOURCE DIR -o OPTS`` (a link to ``mount.fichierfs``) when it
+exists, else ``mount.fuse3``, which runs ``fichierfs SOURCE DIR -o OPTS`` from the standard
+``PATH``; the ``fichierfs#/folder`` source with type ``fuse`` goes the same way. Both end in
+:func:`mount_helper`. ``-o a_b=c`` becomes ``--a-b c``; an unknown option is refused by name.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -26,21 +40,26 @@ from fichierfs import __version__
 from fichierfs.config import Options, add_arguments, options_from_args
 from fichierfs.errors import ConfigError, FichierError
 
-__all__ = ["main", "build_parser", "parse_o_options"]
+__all__ = ["main", "build_parser", "parse_o_options", "mount_helper", "helper_to_argv", "sd_notify"]
 
 log = logging.getLogger("fichierfs.cli")
 READY_FD = "FICHIERFS_READY_FD"
 
 _O_FLAGS = {"ro": ("read_only", True), "rw": ("read_only", False), "allow_other": ("allow_other", True)}
-_O_IGNORED = {"defaults", "auto", "noauto", "user", "users", "nouser", "_netdev", "nofail", "exec", "noexec",
-              "suid", "nosuid", "dev", "nodev", "atime", "noatime", "relatime"}
+_O_IGNORED = {"defaults", "auto", "noauto", "user", "users", "nouser", "owner", "group", "_netdev", "nofail",
+              "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime", "relatime", "strictatime",
+              "nodiratime", "lazytime", "async", "sync", "dirsync", "nosymfollow", "loud", "silent"}
+COMMANDS = ("mount", "umount", "status", "sync", "login", "logout", "emulator")
 
 
-def parse_o_options(text: str) -> dict[str, Any]:
+def parse_o_options(text: str, *, sloppy: bool = False) -> dict[str, Any]:
     """Translate ``-o ro,api_key_file=/etc/k,memory_budget=512M`` into option values.
 
     ``a_b=c`` maps to the option ``a_b``; ``ro``/``rw``/``allow_other`` are flags; mount(8)
     generic options (``_netdev``, ``nofail``, ``noauto``, ``x-systemd.*``…) are ignored.
+
+    Args:
+        sloppy: mount(8)'s ``-s``: skip unknown options (with a warning) instead of failing.
 
     Raises:
         ConfigError: an unknown option (the message names it).
@@ -56,32 +75,207 @@ def parse_o_options(text: str) -> dict[str, Any]:
             continue
         elif key.replace("-", "_") in known:
             out[key.replace("-", "_")] = value if _ else "true"
+        elif sloppy:
+            print(f"fichierfs: ignoring unknown mount option {key!r} (sloppy mode)", file=sys.stderr)
         else:
-            raise ConfigError(f"unknown mount option -o {key} (see 'fichierfs mount --help')")
+            raise ConfigError(f"unknown mount option -o {key} (see 'fichierfs mount --help' or "
+                              "'man mount' for the generic ones)")
     return out
+
+
+def sd_notify(state: str, env: dict[str, str] | None = None) -> bool:
+    """Send ``state`` (e.g. ``"READY=1"``) to systemd's ``$NOTIFY_SOCKET`` (sd_notify(3)).
+
+    A plain datagram to a filesystem or abstract (``@name``) unix socket; the ``sdnotify``
+    package does the same but is unmaintained since 2017. Returns False when not under a
+    notify-aware supervisor or the send fails (never raises: readiness is best effort).
+    """
+    addr = (env if env is not None else os.environ).get("NOTIFY_SOCKET", "")
+    if not addr or addr[0] not in "/@":
+        return False
+    if addr[0] == "@":
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(addr)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.warning("sd_notify to %s failed: %s", addr.lstrip("\0"), exc.strerror)
+        return False
+    return True
+
+
+def helper_to_argv(args: list[str]) -> tuple[list[str] | None, bool]:
+    """Translate a mount(8)/mount.fuse3 helper call into ``fichierfs`` CLI arguments.
+
+    The call is ``SOURCE MOUNTPOINT [-o OPTS] [-s] [-f] [-n] [-v]`` (mount(8)'s helper
+    convention: ``-f`` is *fake*, ``-s`` sloppy, ``-n`` no mtab, ``-v`` verbose). SOURCE is
+    ``/remote/folder``, ``fichierfs#/remote/folder`` (type ``fuse``), ``fichierfs:/folder``, or
+    ``fichierfs``/``1fichier``/``none`` for the account's root; ``-o remote_folder=`` wins.
+
+    Returns:
+        ``(argv, fake)``: the argv of ``fichierfs`` (``["mount", ..., MOUNTPOINT]``) and
+        whether mount(8) only asked to check (``-f``).
+
+    Raises:
+        ConfigError: missing arguments, or an unknown option (named in the message).
+    """
+    positional: list[str] = []
+    o_texts: list[str] = []
+    sloppy = fake = False
+    it = iter(args)
+    for a in it:
+        if a == "-o":
+            o_texts.append(next(it, ""))
+        elif a.startswith("-o") and len(a) > 2:
+            o_texts.append(a[2:])
+        elif a.startswith("-") and len(a) > 1 and not a.startswith("--"):
+            for c in a[1:]:
+                if c == "s":
+                    sloppy = True
+                elif c == "f":
+                    fake = True
+                elif c in "nvh":
+                    continue
+                else:
+                    raise ConfigError(f"mount.fichierfs: unknown flag -{c}")
+        else:
+            positional.append(a)
+    if len(positional) != 2:
+        raise ConfigError("usage: mount.fichierfs SOURCE MOUNTPOINT [-o OPTIONS] (e.g. fichierfs#/Photos /mnt/1f "
+                          "-o api_key_file=/etc/fichierfs/key)")
+    source, mountpoint = positional
+    values = parse_o_options(",".join(o_texts), sloppy=sloppy)
+    if "remote_folder" not in values:
+        folder = source
+        for prefix in ("fichierfs#", "fichierfs:", "1fichier:"):
+            folder = folder.removeprefix(prefix)
+        if folder in ("fichierfs", "1fichier", "none", ""):
+            folder = "/"
+        values["remote_folder"] = folder if folder.startswith("/") else "/" + folder
+    values.pop("foreground", None)  # the helper must return once the mount is live
+    argv = ["mount"]
+    fields = Options.__dataclass_fields__
+    for name, value in values.items():
+        if fields[name].type in ("bool", bool):
+            if value is True or str(value).lower() in ("1", "true", "yes", "on", ""):
+                argv.append("--" + name.replace("_", "-"))
+        else:
+            argv += ["--" + name.replace("_", "-"), str(value)]
+    argv.append(mountpoint)
+    return argv, fake
+
+
+def mount_helper(argv: list[str] | None = None) -> int:
+    """Entry point of ``mount.fichierfs`` (and of ``fichierfs SOURCE DIR -o …`` from mount.fuse3).
+
+    Exit codes follow mount(8): 0 mounted, 1 bad usage or options, 32 mount failure.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[:1] in (["-h"], ["--help"]):
+        print(_HELPER_HELP)
+        return 0 if args else 1
+    try:
+        cli_argv, fake = helper_to_argv(args)
+        parsed = build_parser().parse_args(cli_argv)
+        _options(parsed)  # every value checked now, before forking
+    except ConfigError as exc:
+        print(f"mount.fichierfs: {exc}", file=sys.stderr)
+        return 1
+    if fake:
+        return 0
+    try:
+        return 0 if _mount(parsed, cli_argv) == 0 else 32
+    except ConfigError as exc:
+        print(f"mount.fichierfs: {exc}", file=sys.stderr)
+        return 32
+
+
+_HELPER_HELP = """usage: mount.fichierfs SOURCE MOUNTPOINT [-o OPTIONS] [-s] [-f] [-n] [-v]
+
+mount(8) helper of fichierfs. SOURCE is the remote folder (/Photos, fichierfs#/Photos, or
+'fichierfs' for the whole account). OPTIONS: ro, rw, allow_other, mount(8)'s generic options
+(_netdev, nofail, noauto, x-systemd.*, ... are ignored) and every 'fichierfs mount' option
+written name=value, e.g. api_key_file=/etc/fichierfs/key,memory_budget=512M. Unknown options
+are refused unless -s (sloppy). -f only checks the options (mount(8)'s fake mode).
+
+fstab:  fichierfs#/Photos /mnt/1f fuse _netdev,nofail,noauto,x-systemd.automount,api_key_file=/etc/fichierfs/key 0 0
+   or:  /Photos /mnt/1f fuse.fichierfs _netdev,nofail,api_key_file=/etc/fichierfs/key 0 0"""
+
+
+_EPILOG = """\
+API key sources, first found wins: --api-key-file FILE (mode 0600, yours or root's),
+$FICHIER_API_KEY, the system keyring ('fichierfs login'). The key is never an argument.
+
+examples:
+  fichierfs login                              store the API key in the system keyring
+  fichierfs mount ~/1fichier                   mount the whole account (returns once live)
+  fichierfs mount --remote-folder /Photos -o ro ~/photos
+  fichierfs status ~/1fichier                  uploads, API calls, flood breaker, budget
+  fichierfs sync ~/1fichier                    wait until everything is uploaded
+  fichierfs umount --wait ~/1fichier           upload everything, then unmount
+
+fstab and systemd: see mount.fichierfs --help and contrib/ (README: "Mount at boot")."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fichierfs`` and its sub-commands."""
-    parser = argparse.ArgumentParser(prog="fichierfs", description="Mount a 1fichier.com account as a local drive.")
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="fichierfs", description="Mount a 1fichier.com account as a local drive.",
+                                     epilog=_EPILOG, formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"fichierfs {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     m = sub.add_parser(
         "mount",
         help="mount the account (background by default)",
-        description="Mount a 1fichier account. The API key comes from $FICHIER_API_KEY, "
-        "--api-key-file (mode 0600) or the system keyring; never from the command line.",
+        description="Mount a 1fichier account on MOUNTPOINT (an existing directory). Returns once the "
+        "mount is live; -f stays in the foreground (systemd units use it). The API key comes from "
+        "--api-key-file (mode 0600), $FICHIER_API_KEY or the system keyring ('fichierfs login'); "
+        "never from the command line.",
+        epilog="Every option can also be given as -o name=value (fstab style), e.g. "
+        "-o ro,memory_budget=512M,api_key_file=/etc/fichierfs/key. Sizes take K/M/G suffixes.",
     )
-    m.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
+    m.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT", help="an existing empty directory")
     m.add_argument("-f", dest="foreground", action="store_true", default=argparse.SUPPRESS, help="stay in the foreground")
     m.add_argument("-o", dest="o_options", default="", metavar="OPT[,OPT...]",
-                   help="mount options: ro, allow_other, and any option below as name=value")
+                   help="mount options: ro, rw, allow_other, and any option below as name=value")
     add_arguments(m)
 
-    u = sub.add_parser("umount", help="unmount a fichierfs mount")
-    u.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT")
-    u.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the mount to go away")
+    u = sub.add_parser("umount", help="unmount (--wait: upload everything first)",
+                       description="Unmount a fichierfs mount. Without --wait, files not yet uploaded stay in "
+                       "the cache and are uploaded at the next mount (the command says how many).")
+    u.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT", help="where the account is mounted")
+    u.add_argument("--wait", action="store_true", help="block until every pending upload is done, then unmount "
+                   "(systemd's ExecStop uses this)")
+    u.add_argument("--drain-timeout", type=float, default=None, metavar="S",
+                   help="with --wait: give up (exit 1, still mounted) after S seconds")
+    u.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                   help="seconds to wait for the mount to go away (default: 30)")
+
+    st = sub.add_parser("status", help="what a mount is doing: uploads, errors, API calls, budget",
+                        description="Show a fichierfs mount's state: pending uploads and bytes, last errors, "
+                        "API calls per endpoint, the flood breaker and the call budget. Without "
+                        "MOUNTPOINT, every fichierfs mount of this machine.")
+    st.add_argument("mountpoint", type=Path, nargs="?", metavar="MOUNTPOINT", help="a fichierfs mount (default: all)")
+    st.add_argument("--json", action="store_true", help="print the raw status document (JSON) for scripts")
+    st.add_argument("-v", "--verbose", action="store_true", help="every cache and reader counter too")
+
+    sy = sub.add_parser("sync", help="wait until everything pending is uploaded",
+                        description="Block until every file written to the mount is uploaded, showing a "
+                        "progress bar (files, bytes, rate, ETA). Exit 0 when drained; 1 on time-out "
+                        "or if the mount goes away.")
+    sy.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT", help="a fichierfs mount")
+    sy.add_argument("--timeout", type=float, default=None, metavar="S", help="give up after S seconds")
+    sy.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    li = sub.add_parser("login", help="store the API key in the system keyring",
+                        description="Read the API key (from the terminal without echo, or from standard input) "
+                        "and store it in the system keyring (service 'fichierfs'); 'fichierfs mount' "
+                        "finds it there. Running it again replaces the key (rotation).")
+    li.add_argument("--stdin", action="store_true", help="read the key from standard input even on a terminal")
+    sub.add_parser("logout", help="remove the API key from the system keyring",
+                   description="Remove the API key stored by 'fichierfs login'. Live mounts keep running.")
 
     sub.add_parser("emulator", help="run the local 1fichier emulator (tests, demos, benchmarks)", add_help=False)
     return parser
@@ -94,18 +288,40 @@ def main(argv: list[str] | None = None) -> int:
         from fichierfs.emulator.server import main as emulator_main  # developer switch, see module doc
 
         return emulator_main(argv[1:])
+    if _is_helper_call(argv):  # mount.fuse3 runs "fichierfs SOURCE MOUNTPOINT -o OPTS"
+        return mount_helper(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "mount":
             return _mount(args, argv)
         if args.command == "umount":
-            return _umount(args.mountpoint, args.timeout)
+            return _umount(args.mountpoint, args.timeout, wait=args.wait, drain_timeout=args.drain_timeout)
+        if args.command == "status":
+            return _status(args.mountpoint, as_json=args.json, verbose=args.verbose)
+        if args.command == "sync":
+            return _sync(args.mountpoint, timeout=args.timeout, quiet=args.quiet)
+        if args.command == "login":
+            return _login(force_stdin=args.stdin)
+        if args.command == "logout":
+            return _logout()
     except ConfigError as exc:
         print(f"fichierfs: {exc}", file=sys.stderr)
-        return 2
+        return 2 if not isinstance(exc, _mount_gone()) else 1
     parser.print_help()
     return 2
+
+
+def _is_helper_call(argv: list[str]) -> bool:
+    """``SOURCE MOUNTPOINT -o OPTS`` where SOURCE is no sub-command: the mount.fuse3 convention
+    (mount(8) always passes ``-o``, at least ``rw``)."""
+    return len(argv) >= 3 and argv[0] not in COMMANDS and not argv[0].startswith("-") and "-o" in argv
+
+
+def _mount_gone() -> type[ConfigError]:
+    from fichierfs.control import MountGone
+
+    return MountGone
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -117,7 +333,13 @@ def _options(args: argparse.Namespace) -> Options:
 
 
 def _mount(args: argparse.Namespace, argv: list[str]) -> int:
+    from fichierfs.log import parse_levels
+
     options = _options(args)
+    try:
+        parse_levels(options.log_level)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     mountpoint = args.mountpoint.resolve()
     if not mountpoint.is_dir():
         raise ConfigError(f"mount point {mountpoint} is not a directory")
@@ -165,6 +387,7 @@ def _run_foreground(options: Options, mountpoint: Path, key: Any) -> int:
 
     def ready() -> None:
         nonlocal ready_fd
+        sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=mounted {options.remote_folder} on {mountpoint}")
         if ready_fd is not None:
             os.write(int(ready_fd), b"ok\n")
             os.close(int(ready_fd))
@@ -199,14 +422,33 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-def _umount(mountpoint: Path, timeout: float) -> int:
+def _umount(mountpoint: Path, timeout: float, *, wait: bool = False, drain_timeout: float | None = None) -> int:
+    from fichierfs.control import Backlog, MountGone, human_bytes, read_status, wait_drained
     from fichierfs.mount import is_mounted
 
     target = mountpoint.resolve()
     if not is_mounted(target):
         print(f"fichierfs: {target} is not mounted", file=sys.stderr)
         return 1
+    try:
+        if wait:
+            left = wait_drained(lambda: read_status(target), timeout=drain_timeout,
+                                progress=sys.stderr.isatty())
+            if not left.drained:
+                print(f"fichierfs: {left.pending} upload(s) still pending after {drain_timeout} s; "
+                      f"{target} stays mounted", file=sys.stderr)
+                return 1
+        else:
+            left = Backlog.of(read_status(target))
+            if not left.drained:
+                print(f"fichierfs: {left.pending} file(s) ({human_bytes(left.pending_bytes)}) not uploaded yet: "
+                      "they are kept in the cache and uploaded at the next mount "
+                      "('fichierfs umount --wait' uploads them first)", file=sys.stderr)
+    except MountGone as exc:  # a dead daemon: unmounting is all that is left to do
+        print(f"fichierfs: {exc}", file=sys.stderr)
     res = subprocess.run(["fusermount3", "-u", str(target)], capture_output=True, text=True)
+    if res.returncode != 0:
+        res = subprocess.run(["umount", str(target)], capture_output=True, text=True) if os.geteuid() == 0 else res
     if res.returncode != 0:
         print(f"fichierfs: {res.stderr.strip()}", file=sys.stderr)
         return 1
@@ -214,3 +456,72 @@ def _umount(mountpoint: Path, timeout: float) -> int:
     while is_mounted(target) and time.monotonic() < deadline:
         time.sleep(0.05)
     return 0
+
+
+def _status(mountpoint: Path | None, *, as_json: bool, verbose: bool = False) -> int:
+    from rich.console import Console
+
+    from fichierfs.control import MountGone, fichierfs_mounts, read_status, render_status
+
+    targets = [mountpoint.resolve()] if mountpoint is not None else fichierfs_mounts()
+    if not targets:
+        print("fichierfs: no fichierfs mount on this machine", file=sys.stderr)
+        return 1
+    docs: dict[str, Any] = {}
+    failed = 0
+    for t in targets:
+        try:
+            docs[str(t)] = read_status(t)
+        except MountGone as exc:
+            print(f"fichierfs: {exc}", file=sys.stderr)
+            failed += 1
+    if as_json:
+        out = docs[str(targets[0])] if mountpoint is not None and docs else docs
+        if docs:
+            print(json.dumps(out, indent=2, sort_keys=True))
+    else:
+        console = Console()
+        for path, doc in docs.items():
+            console.print(render_status(doc, path, verbose=verbose))
+    return 1 if failed else 0
+
+
+def _sync(mountpoint: Path, *, timeout: float | None, quiet: bool) -> int:
+    from fichierfs.control import read_status, wait_drained
+
+    target = mountpoint.resolve()
+    left = wait_drained(lambda: read_status(target), timeout=timeout, progress=not quiet)
+    if not left.drained:
+        print(f"fichierfs: {left.pending} upload(s) still pending after {timeout} s", file=sys.stderr)
+        return 1
+    if not quiet:
+        print(f"fichierfs: everything written to {target} is uploaded", file=sys.stderr)
+    return 0
+
+
+def _login(*, force_stdin: bool = False) -> int:
+    import getpass
+
+    from fichierfs.api import Secret
+    from fichierfs.keys import store_api_key
+
+    if sys.stdin.isatty() and not force_stdin:
+        value = getpass.getpass("1fichier API key (not shown): ")
+    else:
+        value = sys.stdin.readline()
+    backend = store_api_key(Secret(value.strip()))
+    del value
+    print(f"fichierfs: API key stored in the system keyring ({backend}); 'fichierfs mount' will use it "
+          "when no key file or $FICHIER_API_KEY is given", file=sys.stderr)
+    return 0
+
+
+def _logout() -> int:
+    from fichierfs.keys import delete_api_key
+
+    if delete_api_key():
+        print("fichierfs: API key removed from the system keyring (live mounts keep theirs until unmounted)",
+              file=sys.stderr)
+        return 0
+    print("fichierfs: no API key was stored in the system keyring", file=sys.stderr)
+    return 1

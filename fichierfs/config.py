@@ -63,6 +63,8 @@ class Options:
     token_ttl: float = _opt(280.0, "how long a download link is reused (1fichier: 300 s, §5)", "s")
     statfs_ttl: float = _opt(310.0, "how long the quota from user/info is reused (limit: 1 per 5 min, §4)", "s")
     write_back_delay: float = _opt(3.0, "quiet time after the last close before a file is uploaded", "s")
+    max_uploads: int = _opt(4, "uploads running at the same time")
+    clean_cache: int = _opt(1 << 30, "bytes of just-uploaded files kept locally for reading back", "bytes")
     budget_scale: float = _opt(1.0, "multiply every API spacing (use the emulator's --time-scale for tests)")
     stall_limit: float = _opt(30.0, "longest wait of a file operation for the API before it fails with EAGAIN", "s")
     log_file: Path | None = _opt(None, "write the log here (default: stderr in the foreground, syslog otherwise)")
@@ -79,6 +81,20 @@ class Options:
             v = getattr(self, f.name)
             if f.metadata.get("unit") == "s" and v < 0:
                 raise ConfigError(f"{f.name} must be ≥ 0 s")
+
+    def store_dir(self, account: str = "") -> Path:
+        """Where the journal and staging files of this account + remote folder live.
+
+        ``<cache_dir>/<hash of api_url, remote_folder and key fingerprint>``; ``cache_dir``
+        defaults to the user cache directory (platformdirs: ``~/.cache/fichierfs``).
+        """
+        import hashlib
+
+        import platformdirs
+
+        base = self.cache_dir or Path(platformdirs.user_cache_dir("fichierfs"))
+        ident = f"{self.api_url}\0{self.remote_folder.strip('/')}\0{account}"
+        return base / hashlib.sha256(ident.encode()).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> Options:
         return dataclasses.replace(self, **changes)

@@ -14,7 +14,8 @@ from pathlib import Path
 from fichierfs.api import Secret
 from fichierfs.errors import ConfigError
 
-__all__ = ["ENV_VAR", "KEYRING_SERVICE", "load_api_key", "read_key_file"]
+__all__ = ["ENV_VAR", "KEYRING_SERVICE", "load_api_key", "read_key_file", "store_api_key", "delete_api_key",
+           "key_source"]
 
 ENV_VAR = "FICHIER_API_KEY"
 KEYRING_SERVICE = "fichierfs"
@@ -22,15 +23,20 @@ KEYRING_USER = "api-key"
 
 
 def read_key_file(path: Path) -> Secret:
-    """Read a key file, refusing one that group or others may read or write.
+    """Read a key file, refusing one that group or others may read or write, or another user owns.
 
     Raises:
-        ConfigError: missing, unreadable, empty, or permissions wider than 0600 (errno EINVAL).
+        ConfigError: missing, unreadable, empty, not a regular file, owned by someone else than
+            the caller or root, or permissions wider than 0600 (errno EINVAL).
     """
     try:
         st = path.stat()
     except OSError as exc:
         raise ConfigError(f"API key file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"API key file {path} is not a regular file")
+    if st.st_uid not in (os.geteuid(), 0):
+        raise ConfigError(f"API key file {path} belongs to another user (uid {st.st_uid}); it must be yours or root's")
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
             f"API key file {path} is accessible by group/others (mode {stat.S_IMODE(st.st_mode):o}); "
@@ -57,14 +63,77 @@ def load_api_key(key_file: Path | None = None, *, use_keyring: bool = True) -> S
     if value:
         return Secret(value)
     if use_keyring:
-        try:
-            import keyring
-
-            stored = keyring.get_password(KEYRING_SERVICE, KEYRING_USER)
-        except Exception:  # no usable keyring backend on this machine
-            stored = None
+        stored = _keyring_get()
         if stored:
             return Secret(stored)
     raise ConfigError(
         f"no API key: set ${ENV_VAR}, pass --api-key-file FILE (mode 0600), or run 'fichierfs login'"
     )
+
+
+def key_source(key_file: Path | None = None) -> str:
+    """Which source :func:`load_api_key` would use: ``"file"``, ``"env"``, ``"keyring"`` or ``"none"``."""
+    if key_file is not None:
+        return "file"
+    if os.environ.get(ENV_VAR, "").strip():
+        return "env"
+    return "keyring" if _keyring_get() else "none"
+
+
+def _keyring_get() -> str | None:
+    try:
+        import keyring
+
+        return keyring.get_password(KEYRING_SERVICE, KEYRING_USER)
+    except Exception:  # no usable keyring backend on this machine, or a locked one
+        return None
+
+
+def _no_backend(exc: Exception) -> ConfigError:
+    return ConfigError(
+        f"no usable system keyring ({type(exc).__name__}: {exc}). Use a desktop session's keyring "
+        "(GNOME Keyring, KWallet) or a key file instead: --api-key-file FILE (mode 0600)"
+    )
+
+
+def store_api_key(key: Secret) -> str:
+    """Store ``key`` in the system keyring (service ``fichierfs``), replacing any previous one.
+
+    Returns:
+        The keyring backend's name (for the confirmation message; never the key).
+
+    Raises:
+        ConfigError: an empty key, or no usable keyring backend.
+    """
+    value = key.reveal().strip()
+    if not value or any(c.isspace() for c in value):
+        raise ConfigError("that is not an API key (empty, or contains spaces)")
+    try:
+        import keyring
+
+        keyring.set_password(KEYRING_SERVICE, KEYRING_USER, value)
+        backend = keyring.get_keyring()
+    except Exception as exc:
+        raise _no_backend(exc) from None
+    return type(backend).__module__ + "." + type(backend).__name__
+
+
+def delete_api_key() -> bool:
+    """Remove the key from the system keyring. Returns False if none was stored.
+
+    Raises:
+        ConfigError: no usable keyring backend.
+    """
+    try:
+        import keyring
+        from keyring.errors import PasswordDeleteError
+
+        try:
+            keyring.delete_password(KEYRING_SERVICE, KEYRING_USER)
+        except PasswordDeleteError:
+            return False
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise _no_backend(exc) from None
+    return True

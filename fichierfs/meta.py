@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import stat as stat_mod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -111,6 +112,9 @@ class Node:
         children: name → inode (folders only; valid once ``listed_at`` is set).
         listed_at: clock time of the last listing merged, or None.
         gone: the entry vanished remotely; kept until the kernel forgets it.
+        local_key: ``local:<id>`` while the file's content is a local staging copy (store.py).
+        pinned_until: clock time until which re-lists do not move, rename or drop this node
+            (a local change the remote listing may not show yet; ``inf`` while pending).
     """
 
     ino: int
@@ -125,6 +129,17 @@ class Node:
     children: dict[str, int] = field(default_factory=dict)
     listed_at: float | None = None
     gone: bool = False
+    local_key: str | None = None
+    pinned_until: float = -math.inf
+
+    @property
+    def key(self) -> str:
+        """Identity for the local attribute store: ``local:<id>``, the url, or ``d:<folder_id>``."""
+        if self.local_key is not None:
+            return self.local_key
+        if self.is_dir:
+            return f"d:{self.folder_id}"
+        return self.file.url if self.file is not None else f"ino:{self.ino}"
 
     @property
     def mode(self) -> int:
@@ -170,6 +185,10 @@ class MetaCache:
         self._next_ino = ROOT_INODE + 1
         self._refreshing: set[int] = set()
         self._background: trio.Nursery | None = None
+        self._hidden_urls: dict[str, float] = {}
+        self._hidden_folders: dict[int, float] = {}
+        self._orphans: dict[int, list[int]] = {}
+        self._shadows: set[tuple[int, str, int]] = set()
         root = Node(ROOT_INODE, True, ROOT_INODE, "", folder_id=FolderId(root_folder_id), lookups=1)
         self._nodes[ROOT_INODE] = root
         self._by_folder[root_folder_id] = ROOT_INODE
@@ -187,6 +206,24 @@ class MetaCache:
             return self._nodes[ino]
         except KeyError:
             raise NoEntry(f"inode {ino} unknown") from None
+
+    def node(self, ino: int) -> Node | None:
+        """The node of ``ino`` or None."""
+        return self._nodes.get(ino)
+
+    def path_of(self, ino: int) -> str:
+        """``/a/b`` of an inode, from the mount root (for status and logs)."""
+        parts: list[str] = []
+        node = self.get(ino)
+        seen = 0
+        while node.ino != ROOT_INODE and seen < 256:
+            parts.append(node.name)
+            parent = self._nodes.get(node.parent)
+            if parent is None:
+                break
+            node = parent
+            seen += 1
+        return "/" + "/".join(reversed(parts))
 
     def get_nowait(self, parent: int, name: str) -> Node | None:
         """The child ``name`` of ``parent`` from the cached listing only (never the network)."""
@@ -271,6 +308,9 @@ class MetaCache:
         """List folder ``ino`` now (one ``folder/ls`` with ``files:1``, §2.2) and merge the result."""
         node = self.get(ino)
         assert node.is_dir and node.folder_id is not None
+        if int(node.folder_id) < 0:  # a local folder not created remotely yet: nothing to list
+            node.listed_at = self.clock()
+            return
         try:
             listing: FolderListing = await self.scheduler.call("folder/ls", int(node.folder_id), files=True, lane=lane)
         except NotFound:
@@ -280,11 +320,22 @@ class MetaCache:
         self.merge(ino, listing)
 
     def merge(self, ino: int, listing: FolderListing) -> None:
-        """Replace folder ``ino``'s children by ``listing``, keeping inodes, invalidating changes."""
+        """Replace folder ``ino``'s children by ``listing``, keeping inodes, invalidating changes.
+
+        Local changes win over the listing (it may lag behind them, §8.6): a *pinned* node
+        (pending or recent local create/rename/move) keeps its place and name, and hidden
+        urls/folders (pending or recent deletes, replaced copies) are left out.
+        """
         parent = self.get(ino)
+        now = self.clock()
         old = dict(parent.children)
         new: dict[str, int] = {}
         for sub in listing.sub_folders:
+            if self._is_hidden(self._hidden_folders, int(sub.id), now):
+                continue
+            known = self._nodes.get(self._by_folder.get(int(sub.id), 0))
+            if known is not None and known.pinned_until > now:
+                continue
             name = decode(sub.name)
             child = self._folder_node(sub.id, ino, name, _epoch(sub.create_date))
             if name in new:
@@ -293,19 +344,53 @@ class MetaCache:
             new[name] = child.ino
         files = sorted(listing.files, key=lambda f: (_epoch(f.date), f.url), reverse=True)
         for rf in files:
+            if self._is_hidden(self._hidden_urls, rf.url, now):
+                continue
+            if (int(parent.folder_id or 0), rf.filename, rf.size) in self._shadows and rf.url not in self._by_url:
+                continue  # our own upload whose POST landed, not resolved yet (writer.py)
+            known = self._nodes.get(self._by_url.get(rf.url, 0))
+            if known is not None and (known.pinned_until > now or known.local_key is not None):
+                continue
             name = decode(rf.filename)
             if name in new:
                 name = _dup_name(name, rf.url)
             new[name] = self._file_node(rf, ino, name).ino
+        local = [(n, c) for n, c in old.items() if self._pinned_here(c, ino, now)]
+        for c in self._orphans.pop(int(parent.folder_id or 0), ()):
+            if c in self._nodes:  # journal entries waiting for this folder's first listing
+                self._nodes[c].parent = ino
+                local.append((self._nodes[c].name, c))
+        for name, child_ino in local:
+            other = new.get(name)
+            if other is not None and other != child_ino:
+                o = self._nodes[other]
+                alt = _dup_name(name, o.file.url) if o.file is not None else f"{name} (dup {o.folder_id})"
+                o.name = alt
+                new[alt] = other
+            new[name] = child_ino
         parent.children = new
-        parent.listed_at = self.clock()
+        parent.listed_at = now
         for name, child_ino in old.items():
             if new.get(name) != child_ino:
                 self.notifier.invalidate_entry(ino, name)
                 if child_ino not in new.values():
                     child = self._nodes.get(child_ino)
-                    if child is not None:
+                    if child is not None and child.parent == ino:
                         self._mark_gone(child)
+
+    def _pinned_here(self, child_ino: int, parent: int, now: float) -> bool:
+        c = self._nodes.get(child_ino)
+        return c is not None and not c.gone and c.parent == parent and (c.pinned_until > now or c.local_key is not None)
+
+    @staticmethod
+    def _is_hidden(table: dict[Any, float], key: Any, now: float) -> bool:
+        until = table.get(key)
+        if until is None:
+            return False
+        if until <= now:
+            del table[key]
+            return False
+        return True
 
     def _folder_node(self, folder_id: int, parent: int, name: str, mtime: float) -> Node:
         ino = self._by_folder.get(folder_id)
@@ -357,6 +442,129 @@ class MetaCache:
             del parent.children[node.name]
             self.notifier.invalidate_entry(parent.ino, node.name)
         self._mark_gone(node)
+
+    # ------------------------------------------------------------------ local mutations (writer side)
+    # Updates from our own mutations and their replies (§8.6): the cache changes at once,
+    # without re-listing. Pinned nodes are protected from lagging listings (see merge).
+
+    def add_node(
+        self,
+        parent: int,
+        name: str,
+        *,
+        is_dir: bool,
+        folder_id: int | None = None,
+        file: RemoteFile | None = None,
+        local_key: str | None = None,
+        size: int = 0,
+        mtime: float = 0.0,
+        pinned_until: float = math.inf,
+    ) -> Node:
+        """A new node ``name`` in folder inode ``parent`` (create, mkdir, journal replay)."""
+        p = self.get(parent)
+        node = Node(
+            self._new_ino(), is_dir, parent, name,
+            folder_id=None if folder_id is None else FolderId(folder_id),
+            file=file, size=size, mtime=mtime, local_key=local_key, pinned_until=pinned_until,
+        )
+        self._register(node)
+        if is_dir and folder_id is not None and folder_id < 0:
+            node.listed_at = self.clock()
+        p.children[name] = node.ino
+        return node
+
+    def add_orphan(self, parent_folder: int, name: str, **kw: Any) -> Node | None:
+        """Like :meth:`add_node` under a folder given by id; if that folder has no node yet,
+        the node waits and joins the folder's first listing. None when ``name`` is taken."""
+        pino = self._by_folder.get(parent_folder)
+        if pino is not None and pino in self._nodes:
+            if name in self._nodes[pino].children:
+                other = self._nodes[self._nodes[pino].children[name]]
+                if other.local_key is not None or other.pinned_until > self.clock():
+                    return None
+            return self.add_node(pino, name, **kw)
+        node = Node(self._new_ino(), kw.pop("is_dir"), 0, name, **{k: v for k, v in kw.items()})
+        if node.folder_id is not None:
+            node.folder_id = FolderId(node.folder_id)
+        self._register(node)
+        if node.is_dir and node.folder_id is not None and node.folder_id < 0:
+            node.listed_at = self.clock()
+        node.parent = -abs(parent_folder) - 1_000_000_000  # placeholder: not a real inode until attached
+        self._orphans.setdefault(parent_folder, []).append(node.ino)
+        return node
+
+    def attach_orphans(self, folder_ino: int) -> None:
+        """Put the orphans waiting for this folder's id into it (its node exists now)."""
+        f = self.get(folder_ino)
+        for cino in self._orphans.pop(int(f.folder_id or 0), ()):
+            c = self._nodes.get(cino)
+            if c is not None:
+                c.parent = folder_ino
+                f.children[c.name] = cino
+
+    def _register(self, node: Node) -> None:
+        self._nodes[node.ino] = node
+        if node.is_dir and node.folder_id is not None:
+            self._by_folder[int(node.folder_id)] = node.ino
+        if node.file is not None and node.local_key is None:
+            self._by_url[node.file.url] = node.ino
+
+    def detach(self, node: Node) -> None:
+        """Take ``node`` out of its parent's children (no kernel notice: the caller is FUSE)."""
+        p = self._nodes.get(node.parent)
+        if p is not None and p.children.get(node.name) == node.ino:
+            del p.children[node.name]
+
+    def remove(self, node: Node) -> None:
+        """unlink/rmdir: detach and forget once the kernel has no reference left."""
+        self.detach(node)
+        node.gone = True
+        if node.lookups == 0:
+            self._drop(node)
+
+    def move(self, node: Node, new_parent: int, new_name: str, *, pinned_until: float = math.inf) -> None:
+        """rename: put ``node`` at ``new_parent``/``new_name`` (an entry there must be removed first)."""
+        self.detach(node)
+        node.parent, node.name = new_parent, new_name
+        self.get(new_parent).children[new_name] = node.ino
+        node.pinned_until = max(node.pinned_until, pinned_until)
+
+    def set_remote_file(self, node: Node, rf: RemoteFile, *, pinned_until: float) -> None:
+        """An upload finished (end.pl links, §6.4/§8.6): the node now is remote file ``rf``."""
+        if node.file is not None and self._by_url.get(node.file.url) == node.ino:
+            del self._by_url[node.file.url]
+        node.file, node.local_key, node.size = rf, None, rf.size
+        node.pinned_until = pinned_until
+        self._by_url[rf.url] = node.ino
+
+    def set_folder_id(self, node: Node, folder_id: int) -> None:
+        """mkdir answered (§2.11 ``folder_id``): a local folder becomes the remote one."""
+        if node.folder_id is not None and self._by_folder.get(int(node.folder_id)) == node.ino:
+            del self._by_folder[int(node.folder_id)]
+        node.folder_id = FolderId(folder_id)
+        self._by_folder[folder_id] = node.ino
+
+    def node_for_folder(self, folder_id: int) -> Node | None:
+        ino = self._by_folder.get(folder_id)
+        return None if ino is None else self._nodes.get(ino)
+
+    def hide_url(self, url: str, until: float = math.inf) -> None:
+        """Leave ``url`` out of listings until ``until`` (a pending or recent delete)."""
+        self._hidden_urls[url] = until
+
+    def hide_folder(self, folder_id: int, until: float = math.inf) -> None:
+        self._hidden_folders[folder_id] = until
+
+    def shadow(self, folder_id: int, remote_name: str, size: int, on: bool = True) -> None:
+        """Hide unknown files named ``remote_name`` of ``size`` bytes in a folder: an upload of
+        ours is in flight (or was, before a crash) and its result is not known yet."""
+        if on:
+            self._shadows.add((folder_id, remote_name, size))
+        else:
+            self._shadows.discard((folder_id, remote_name, size))
+
+    def pin(self, node: Node, until: float) -> None:
+        node.pinned_until = until
 
     # ------------------------------------------------------------------ look-ups that may list
     async def lookup(self, parent: int, name: str, *, lane: Lane = Lane.INTERACTIVE) -> Node:

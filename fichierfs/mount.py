@@ -9,9 +9,16 @@
    and listed BEFORE the kernel mount, so a wrong key or a missing folder fails the mount
    with a clear message instead of giving an empty drive (this listing is needed by the
    first ``ls`` anyway, so it costs nothing extra);
-4. the chunk cache and reader, the :class:`~fichierfs.vfs.Filesystem`, the pyfuse3 adapter;
+4. the chunk cache and reader; the journal (:class:`~fichierfs.store.Store`, in
+   ``Options.store_dir``) and the :class:`~fichierfs.writer.WriteBack` worker, which replays
+   the journal (pending uploads, deletes, moves of an earlier mount start right away, in the
+   background: they never hold the mount up, rclone #2364); the
+   :class:`~fichierfs.vfs.Filesystem`, the pyfuse3 adapter;
 5. ``pyfuse3.init`` and ``pyfuse3.main`` in the same nursery as the background tasks
-   (scheduler dispatcher, kernel invalidations, background re-lists).
+   (scheduler dispatcher, kernel invalidations, background re-lists, write-back).
+
+A plain unmount with changes not uploaded yet keeps them in the journal for the next mount
+and logs how many there are (``fichierfs umount --wait`` waits for them instead).
 
 It ends when the file system is unmounted (``fichierfs umount`` / ``fusermount3 -u``) or on
 SIGTERM/SIGINT (then it unmounts itself).
@@ -19,6 +26,8 @@ SIGTERM/SIGINT (then it unmounts itself).
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
 import os
 import signal
@@ -36,7 +45,9 @@ from fichierfs.meta import ROOT_INODE, MetaCache
 from fichierfs.ops import Operations, PyfuseNotifier
 from fichierfs.reader import ReadManager
 from fichierfs.scheduler import Budgets, Scheduler
+from fichierfs.store import Store
 from fichierfs.vfs import Filesystem
+from fichierfs.writer import WriteBack
 
 __all__ = ["run_mount", "fuse_options"]
 
@@ -73,11 +84,6 @@ async def run_mount(
         FichierError subclasses (AuthError for a bad key, NoEntry for a missing remote
         folder) before the kernel mount; nothing after it except bugs.
     """
-    if not options.read_only:
-        # The write-back side (staging, journal, uploads) is not built yet: mount read-only
-        # so the kernel answers EROFS itself instead of a half-working write path.
-        log.info("write support is not available yet: mounting read-only")
-        options = options.replace(read_only=True)
     timeout = httpx.Timeout(60.0, connect=15.0)
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
     async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as http:
@@ -103,8 +109,29 @@ async def run_mount(
             await nursery.start(reader.run)
             if options.remote_folder.strip("/"):
                 meta.rebase(await meta.resolve_path(options.remote_folder))
+            account = hashlib.sha256(api_key.reveal().encode()).hexdigest()
+            store_dir = options.store_dir(account)
+            _lock_store(store_dir)
+            store = Store(store_dir / "store.db")
+            writeback = WriteBack(
+                scheduler,
+                store,
+                meta,
+                store_dir,
+                delay=options.write_back_delay,
+                max_uploads=options.max_uploads,
+                clean_bytes=options.clean_cache,
+            )
+            writeback.replay()  # before the first listing, so that it is merged over the journal
             await meta.ensure_listed(ROOT_INODE)
-            fs = Filesystem(meta, reader, scheduler, read_only=True, statfs_ttl=options.statfs_ttl)
+            if not options.read_only:
+                await nursery.start(writeback.run)
+            elif writeback.pending():
+                log.warning("%d pending change(s) in the journal are not uploaded on a read-only mount",
+                            writeback.pending())
+            fs = Filesystem(
+                meta, reader, scheduler, read_only=options.read_only, statfs_ttl=options.statfs_ttl, writer=writeback
+            )
             ops = Operations(fs, entry_timeout=options.entry_timeout, attr_timeout=options.attr_timeout)
             pyfuse3.init(ops, str(mountpoint), fuse_options(options))
             unmounted_by_us = False
@@ -119,9 +146,32 @@ async def run_mount(
                 raise
             finally:
                 pyfuse3.close(unmount=unmounted_by_us)
+                writeback.stop()
+                store.close()
                 stats = scheduler.statistics()
                 log.info("API calls this session: %s", stats.get("calls"))
                 nursery.cancel_scope.cancel()
+
+
+_LOCKS: list[int] = []
+
+
+def _lock_store(store_dir: Path) -> None:
+    """Refuse a second mount of the same account and folder (they would share one journal).
+
+    Raises:
+        ConfigError: another live fichierfs process holds the lock.
+    """
+    from fichierfs.errors import ConfigError
+
+    store_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(store_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ConfigError(f"{store_dir} is in use by another fichierfs mount of the same account and folder") from None
+    _LOCKS.append(fd)
 
 
 def _with(budgets: Budgets, **changes: float) -> Budgets:

@@ -111,7 +111,7 @@ class Operations(pyfuse3.Operations):
         e.st_size = a.size
         e.st_blksize = 1 << 17
         e.st_blocks = a.blocks
-        ns = int(a.mtime * 1e9)
+        ns = a.mtime_ns if a.mtime_ns is not None else int(a.mtime * 1e9)
         e.st_atime_ns = ns
         e.st_mtime_ns = ns
         e.st_ctime_ns = int(a.ctime * 1e9)
@@ -148,7 +148,8 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         fh = await self.fs.open(inode, flags)
         fi = pyfuse3.FileInfo(fh=fh)
-        fi.keep_cache = True  # content of a url never changes (§7: a re-upload gets a new url)
+        # content of a url never changes (§7: a re-upload gets a new url); local data may
+        fi.keep_cache = self.fs.keep_cache(fh)
         return fi
 
     @fuse_errors
@@ -158,6 +159,82 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def release(self, fh: int) -> None:
         self.fs.release(fh)
+
+    # ------------------------------------------------------------------ write side
+    @fuse_errors
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        fh, attr = await self.fs.create(
+            parent_inode, _name(name), mode, flags, getattr(ctx, "uid", None), getattr(ctx, "gid", None)
+        )
+        fi = pyfuse3.FileInfo(fh=fh)
+        fi.keep_cache = False
+        return fi, self._entry(attr)
+
+    @fuse_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return self.fs.write(fh, off, buf)
+
+    @fuse_errors
+    async def flush(self, fh: int) -> None:
+        await self.fs.flush(fh)
+
+    @fuse_errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self.fs.fsync(fh, datasync)
+
+    @fuse_errors
+    async def setattr(
+        self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields, fh: int | None, ctx: Any
+    ) -> pyfuse3.EntryAttributes:
+        a = await self.fs.setattr(
+            inode,
+            size=attr.st_size if fields.update_size else None,
+            mode=attr.st_mode if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+            fh=fh,
+        )
+        return self._entry(a)
+
+    @fuse_errors
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        return self._entry(
+            await self.fs.mkdir(parent_inode, _name(name), mode, getattr(ctx, "uid", None), getattr(ctx, "gid", None))
+        )
+
+    @fuse_errors
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        await self.fs.rmdir(parent_inode, _name(name))
+
+    @fuse_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        await self.fs.unlink(parent_inode, _name(name))
+
+    @fuse_errors
+    async def rename(
+        self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes, flags: int, ctx: Any
+    ) -> None:
+        await self.fs.rename(parent_inode_old, _name(name_old), parent_inode_new, _name(name_new), flags)
+
+    @fuse_errors
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        log.info("link %r: hard links are not supported (1fichier stores one name per file): EPERM",
+                 _name(new_name))
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    @fuse_errors
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        log.info("symlink %r: symbolic links are not supported (1fichier stores only files and folders): EPERM",
+                 _name(name))
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    @fuse_errors
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        log.info("mknod %r: device nodes, fifos and sockets are not supported: EPERM", _name(name))
+        raise pyfuse3.FUSEError(errno.EPERM)
 
     @fuse_errors
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:

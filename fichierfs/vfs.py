@@ -13,7 +13,25 @@ Read side (this module, issue "read mount"):
 * ``statfs`` comes from ``user/info``, cached ``statfs_ttl`` seconds (limit: 1 per 5 min, §4);
 * xattrs ``user.fichier.url``, ``user.fichier.whirlpool``, ``user.fichier.content_type``.
 
-Writes are refused with EROFS until the write-back side exists.
+Write side (issue 5; the data path is design.md Part B §11, the journal is
+:mod:`fichierfs.store`, uploads are :mod:`fichierfs.writer`):
+
+* ``create``/``write``/``setattr(size)``/``flush``/``fsync``/``release`` work on a local
+  staging copy; the file is uploaded whole after the last close and a quiet delay. Opening an
+  existing file for writing without ``O_TRUNC`` copies its content in first (read path).
+  Reads of a file with local data come from the staging copy; ``stat`` shows its size and
+  mtime at once. No API call happens in any FUSE request of the write side except the one
+  listing ``rmdir``/``rename`` of a never-listed folder needs to know it is empty.
+* ``mkdir``/``rmdir``/``unlink``/``rename`` change the cache at once and journal the remote
+  mutation (local first: a flood-locked account does not make ``mkdir -p`` or ``cp -r`` fail).
+* Times, modes and owners set by programs are kept in the store (1fichier has no mtime,
+  §2.9, §7) and shown by ``getattr``; else the upload date is shown.
+
+Errors that reach FUSE from the write side: EROFS (read-only mount), ENAMETOOLONG (name over
+250 bytes once encoded, §7), EINVAL (name not valid UTF-8; ``RENAME_EXCHANGE``; moving a
+folder into itself), EEXIST, ENOTEMPTY, ENOTDIR, EISDIR, ENOENT, EFBIG (file over 300 GB,
+§6), EPERM (hard links, symlinks, device nodes: 1fichier stores only regular files and
+folders), EBADF, and EIO/EAGAIN when content must be downloaded first and cannot be.
 """
 
 from __future__ import annotations
@@ -29,7 +47,9 @@ import trio
 
 from fichierfs.errors import FichierError
 from fichierfs.meta import ROOT_INODE, MetaCache, NoEntry, Node
+from fichierfs.names import decode, encode
 from fichierfs.scheduler import Lane
+from fichierfs.writer import Staged, WriteBack
 
 __all__ = ["Attr", "DirEntry", "StatFs", "FsError", "Filesystem", "XATTRS", "STATUS_XATTR"]
 
@@ -62,6 +82,8 @@ class Attr:
     nlink: int
     uid: int
     gid: int
+    mtime_ns: int | None = None
+    """The exact mtime in nanoseconds when a program set it (else derived from ``mtime``)."""
 
     @property
     def blocks(self) -> int:
@@ -90,10 +112,19 @@ class StatFs:
     namemax: int
 
 
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
 @dataclass
 class _Handle:
     ino: int
     reader: Any = None
+    staged: Staged | None = None
+    writing: bool = False
+    append: bool = False
+    clean_fd: int = -1
+    clean_size: int = 0
 
 
 class Filesystem:
@@ -120,8 +151,15 @@ class Filesystem:
         clock: Callable[[], float] = trio.current_time,
         uid: int | None = None,
         gid: int | None = None,
+        writer: WriteBack | None = None,
+        wall: Callable[[], float] | None = None,
     ) -> None:
+        import time
+
         self.meta = meta
+        self.writer = writer
+        self.store = writer.store if writer is not None else None
+        self.wall = wall or time.time
         self.reader = reader
         self.scheduler = scheduler
         self.read_only = read_only
@@ -134,22 +172,48 @@ class Filesystem:
         self._next_fh = 1
         self._statfs: tuple[float, StatFs] | None = None
         self.status_sources: dict[str, Callable[[], dict[str, Any]]] = {}
+        if writer is not None:
+            self.status_sources["writeback"] = writer.statistics
 
     # ------------------------------------------------------------------ attributes
     def attr(self, node: Node) -> Attr:
-        """The :class:`Attr` of a node (plain function: no I/O)."""
+        """The :class:`Attr` of a node (plain function: no I/O).
+
+        Size from the staging copy when the file has local data; mtime/ctime/mode/uid/gid
+        from the local store when a program set them, else the listing's (upload date, §7).
+        """
         mode = node.mode
+        size = node.size
+        mtime = node.mtime
+        ctime = node.mtime
+        uid, gid = self.uid, self.gid
+        mtime_ns: int | None = None
+        if self.writer is not None:
+            st = self.writer.staged(node.ino)
+            if st is not None:
+                size = st.size
+            a = self.writer.store.get_attrs(node.key)
+            if a is not None:
+                if a.mode is not None:
+                    mode = (mode & ~0o7777) | (a.mode & 0o7777)
+                if a.mtime_ns is not None:
+                    mtime_ns = a.mtime_ns
+                    mtime = a.mtime_ns / 1e9
+                ctime = a.ctime_ns / 1e9 if a.ctime_ns is not None else mtime
+                uid = a.uid if a.uid is not None else uid
+                gid = a.gid if a.gid is not None else gid
         if self.read_only:
             mode &= ~0o222
         return Attr(
             ino=node.ino,
             mode=mode,
-            size=node.size,
-            mtime=node.mtime,
-            ctime=node.mtime,
+            size=size,
+            mtime=mtime,
+            ctime=ctime,
             nlink=2 if node.is_dir else 1,
-            uid=self.uid,
-            gid=self.gid,
+            uid=uid,
+            gid=gid,
+            mtime_ns=mtime_ns,
         )
 
     def getattr(self, ino: int) -> Attr:
@@ -204,31 +268,390 @@ class Filesystem:
 
     # ------------------------------------------------------------------ files
     async def open(self, ino: int, flags: int) -> int:
-        """Open a file for reading. Writes: EROFS (read-only mount / write side not built yet)."""
+        """Open a file. Writing (O_WRONLY/O_RDWR/O_TRUNC) stages it locally (module doc).
+
+        Raises:
+            FsError(EISDIR); FsError(EROFS) on a read-only mount; NoEntry; the read path's
+            errors (EIO, EAGAIN) when an existing file must be copied in first.
+        """
         node = self.meta.get(ino)
         if node.is_dir:
             raise FsError(errno.EISDIR)
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+        acc = flags & os.O_ACCMODE
+        writing = acc in (os.O_WRONLY, os.O_RDWR) or bool(flags & os.O_TRUNC)
+        if writing and (self.read_only or self.writer is None):
             raise FsError(errno.EROFS, "read-only file system")
-        assert node.file is not None
         fh = self._new_fh()
+        if self.writer is not None:
+            st = self.writer.staged(ino)
+            if writing:
+                trunc = bool(flags & os.O_TRUNC)
+                if st is None:
+                    st = await self._take_over(node, keep=not trunc)
+                elif trunc and st.size:
+                    self.writer.truncate(st, 0)
+                if trunc:
+                    self._touch(node)
+                self.writer.opened(st, writing=True)
+                self._handles[fh] = _Handle(ino, staged=st, writing=True, append=bool(flags & os.O_APPEND))
+                return fh
+            if st is not None:
+                self.writer.opened(st, writing=False)
+                self._handles[fh] = _Handle(ino, staged=st)
+                return fh
+            if node.file is not None:
+                clean = self.writer.clean_copy(node.file.url)
+                if clean is not None and clean[1] == node.size:
+                    try:
+                        self._handles[fh] = _Handle(ino, clean_fd=os.open(clean[0], os.O_RDONLY), clean_size=clean[1])
+                        return fh
+                    except OSError:
+                        pass
+        if node.file is None:
+            raise FsError(errno.EIO, f"{node.name}: no content (local entry without staging copy)")
         self._handles[fh] = _Handle(ino, self.reader.open(node.file.url, node.size))
         return fh
+
+    async def _take_over(self, node: Node, *, keep: bool) -> Staged:
+        assert self.writer is not None
+        if node.file is None:
+            raise FsError(errno.EIO, f"{node.name}: no content")
+        parent = self.meta.get(node.parent)
+        reader = self.reader.open(node.file.url, node.size) if keep and node.size else None
+        try:
+            fetch = None
+            if reader is not None:
+
+                async def fetch(offset: int, size: int) -> bytes:
+                    return bytes(await reader.read(offset, size))
+
+            return await self.writer.take_over(node, int(parent.folder_id or 0), fetch, keep=keep)
+        finally:
+            if reader is not None:
+                reader.close()
+
+    def keep_cache(self, fh: int) -> bool:
+        """Whether the kernel may keep its page cache of this file across opens."""
+        h = self._handles.get(fh)
+        return h is not None and h.staged is None and h.clean_fd < 0
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         """Read up to ``size`` bytes at ``offset`` (bytes); b"" at or past the end of file."""
         h = self._handles.get(fh)
         if h is None:
             raise FsError(errno.EBADF)
+        if h.staged is not None:
+            assert self.writer is not None
+            return self.writer.read(h.staged, offset, size)
+        if h.clean_fd >= 0:
+            if offset >= h.clean_size:
+                return b""
+            return os.pread(h.clean_fd, min(size, h.clean_size - offset), offset)
         node = self.meta.get(h.ino)
         if offset >= node.size or size <= 0:
             return b""
         return bytes(await h.reader.read(offset, min(size, node.size - offset)))
 
+    def write(self, fh: int, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset`` into the staging copy (O_APPEND: at its end). Returns bytes.
+
+        Raises FsError(EBADF) (not open for writing), FsError(EFBIG) (over 300 GB, §6).
+        """
+        h = self._handles.get(fh)
+        if h is None or not h.writing or h.staged is None:
+            raise FsError(errno.EBADF)
+        assert self.writer is not None
+        st = h.staged
+        if h.append:
+            offset = st.size
+        try:
+            n = self.writer.write(st, offset, data)
+        except OSError as exc:
+            raise FsError(exc.errno or errno.EIO, str(exc)) from None
+        node = self.meta.node(h.ino)
+        if node is not None:
+            node.size = st.size
+            self._touch(node, durable=False)
+        return n
+
+    async def flush(self, fh: int) -> None:
+        """close() of a descriptor: stage durably and journal (no API call; upload later)."""
+        h = self._handles.get(fh)
+        if h is None:
+            raise FsError(errno.EBADF)
+        if h.writing and h.staged is not None and self.writer is not None:
+            await self.writer.flush(h.staged)
+        if self.store is not None:
+            self.store.commit()
+
+    async def fsync(self, fh: int, datasync: bool = False) -> None:
+        """fsync: the staging copy and the journal are on local disk (the upload stays asynchronous)."""
+        await self.flush(fh)
+
     def release(self, fh: int) -> None:
+        """Last close of an open file (sync; its data was made durable by ``flush``)."""
         h = self._handles.pop(fh, None)
-        if h is not None and h.reader is not None:
+        if h is None:
+            return
+        if h.reader is not None:
             h.reader.close()
+        if h.clean_fd >= 0:
+            os.close(h.clean_fd)
+        if h.staged is not None and self.writer is not None:
+            self.writer.released(h.staged, writing=h.writing)
+
+    # ------------------------------------------------------------------ namespace changes
+    def _writable(self) -> WriteBack:
+        if self.read_only or self.writer is None:
+            raise FsError(errno.EROFS, "read-only file system")
+        return self.writer
+
+    def _now_ns(self) -> int:
+        return int(self.wall() * 1e9)
+
+    def _touch(self, node: Node, *, durable: bool = False, **more: Any) -> None:
+        if self.store is not None:
+            now = self._now_ns()
+            self.store.set_attrs(node.key, mtime_ns=now, ctime_ns=now, durable=durable, **more)
+
+    async def _dir(self, ino: int) -> Node:
+        p = self.meta.get(ino)
+        if not p.is_dir:
+            raise FsError(errno.ENOTDIR)
+        await self.meta.ensure_listed(ino)
+        return p
+
+    async def _child(self, parent: int, name: str) -> Node | None:
+        try:
+            return await self.meta.lookup(parent, name)
+        except NoEntry:
+            return None
+
+    async def create(self, parent: int, name: str, mode: int, flags: int, uid: int | None = None,
+                     gid: int | None = None) -> tuple[int, Attr]:
+        """Create and open a new file (no API call; uploaded after close, empty files stay local).
+
+        Raises: EROFS, ENOTDIR, ENAMETOOLONG/EINVAL (name, §7), EEXIST (O_EXCL).
+        """
+        writer = self._writable()
+        p = await self._dir(parent)
+        encode(name)
+        existing = await self._child(parent, name)
+        if existing is not None:
+            if flags & os.O_EXCL:
+                raise FsError(errno.EEXIST)
+            fh = await self.open(existing.ino, flags)
+            self.meta.remember(existing.ino)
+            return fh, self.attr(existing)
+        st = writer.new_file(int(p.folder_id or 0), name)
+        now = self._now_ns()
+        node = self.meta.add_node(parent, name, is_dir=False, local_key=f"local:{st.row}", mtime=now / 1e9)
+        writer.bind(st, node.ino)
+        assert self.store is not None
+        self.store.set_attrs(node.key, mtime_ns=now, ctime_ns=now, mode=mode & 0o7777, uid=uid, gid=gid)
+        writing = (flags & os.O_ACCMODE) != os.O_RDONLY
+        writer.opened(st, writing=writing)
+        fh = self._new_fh()
+        self._handles[fh] = _Handle(node.ino, staged=st, writing=writing, append=bool(flags & os.O_APPEND))
+        self.meta.remember(node.ino)
+        return fh, self.attr(node)
+
+    async def mkdir(self, parent: int, name: str, mode: int, uid: int | None = None, gid: int | None = None) -> Attr:
+        """Create a folder locally at once; ``folder/mkdir`` runs in the background (journal).
+
+        Raises: EROFS, ENOTDIR, EEXIST, ENAMETOOLONG/EINVAL.
+        """
+        writer = self._writable()
+        p = await self._dir(parent)
+        encode(name)
+        if await self._child(parent, name) is not None:
+            raise FsError(errno.EEXIST)
+        local_id = writer.mkdir(int(p.folder_id or 0), name)
+        now = self._now_ns()
+        node = self.meta.add_node(parent, name, is_dir=True, folder_id=local_id, mtime=now / 1e9)
+        assert self.store is not None
+        self.store.set_attrs(node.key, mtime_ns=now, ctime_ns=now, mode=mode & 0o7777, uid=uid, gid=gid)
+        self.meta.remember(node.ino)
+        return self.attr(node)
+
+    async def unlink(self, parent: int, name: str) -> None:
+        """Remove a file: gone from the listing at once; ``file/rm`` batched in the background.
+
+        Raises: EROFS, ENOENT, EISDIR.
+        """
+        writer = self._writable()
+        await self._dir(parent)
+        node = await self.meta.lookup(parent, name)
+        if node.is_dir:
+            raise FsError(errno.EISDIR)
+        self._drop_file(writer, node)
+        self.meta.remove(node)
+
+    def _drop_file(self, writer: WriteBack, node: Node) -> None:
+        st = writer.staged(node.ino)
+        if st is not None:
+            writer.unlink_local(st)
+        elif node.file is not None:
+            writer.add_op("rm", urls=[node.file.url])
+        assert self.store is not None
+        self.store.drop_attrs(node.key)
+        self.store.commit()
+
+    async def rmdir(self, parent: int, name: str) -> None:
+        """Remove an empty folder. Raises: EROFS, ENOENT, ENOTDIR, ENOTEMPTY."""
+        writer = self._writable()
+        await self._dir(parent)
+        node = await self.meta.lookup(parent, name)
+        if not node.is_dir:
+            raise FsError(errno.ENOTDIR)
+        await self._remove_dir(writer, node)
+
+    async def _remove_dir(self, writer: WriteBack, node: Node) -> None:
+        await self.meta.ensure_listed(node.ino)
+        if any(True for _ in self.meta.children(node.ino)):
+            raise FsError(errno.ENOTEMPTY)
+        fid = int(node.folder_id or 0)
+        if fid < 0:
+            writer.rmdir_local(fid)
+        else:
+            writer.add_op("rmdir", folder_id=fid)
+        assert self.store is not None
+        self.store.drop_attrs(node.key)
+        self.store.commit()
+        self.meta.remove(node)
+
+    async def rename(self, parent_old: int, name_old: str, parent_new: int, name_new: str, flags: int = 0) -> None:
+        """rename(2), also over an existing file or empty folder (local first, journaled).
+
+        Files: a local file just changes its journal row (the upload carries the name); a
+        remote one gets ``file/rename`` (same folder) or ``file/mv`` (``rename`` only when the
+        name changes, §2.6, §8.11). Replaced remote files are deleted after the new copy is
+        uploaded. Folders: ``folder/mv``, one call per change (§2.13).
+
+        Raises: EROFS, ENOENT, EEXIST (RENAME_NOREPLACE), EINVAL (RENAME_EXCHANGE, a folder
+        into itself), ENOTDIR, EISDIR, ENOTEMPTY, ENAMETOOLONG.
+        """
+        writer = self._writable()
+        if flags & RENAME_EXCHANGE or flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE):
+            raise FsError(errno.EINVAL, "RENAME_EXCHANGE is not supported")
+        await self._dir(parent_old)
+        pn = await self._dir(parent_new)
+        node = await self.meta.lookup(parent_old, name_old)
+        encode(name_new)
+        target = await self._child(parent_new, name_new)
+        if target is node:
+            return
+        if target is not None and flags & RENAME_NOREPLACE:
+            raise FsError(errno.EEXIST)
+        if node.is_dir:
+            a = pn
+            while True:
+                if a.ino == node.ino:
+                    raise FsError(errno.EINVAL, "cannot move a folder into itself")
+                if a.ino == ROOT_INODE:
+                    break
+                a = self.meta.get(a.parent)
+        replaces: list[str] = []
+        if target is not None:
+            if node.is_dir and not target.is_dir:
+                raise FsError(errno.ENOTDIR)
+            if not node.is_dir and target.is_dir:
+                raise FsError(errno.EISDIR)
+            if target.is_dir:
+                await self._remove_dir(writer, target)
+            else:
+                st_t = writer.staged(target.ino)
+                if st_t is not None:
+                    replaces = writer.take_replaces(st_t)
+                    writer.unlink_local(st_t)
+                elif target.file is not None:
+                    replaces = [target.file.url]
+                    self.meta.hide_url(target.file.url)
+                assert self.store is not None
+                self.store.drop_attrs(target.key)
+                self.meta.remove(target)
+        new_folder = int(pn.folder_id or 0)
+        old_folder = int(self.meta.get(parent_old).folder_id or 0)
+        if node.is_dir:
+            fid = int(node.folder_id or 0)
+            if fid < 0:
+                writer.rename_dir_local(fid, new_folder, name_new)
+            else:
+                writer.add_op("dmv", folder_id=fid, parent=new_folder, name=name_new, from_parent=old_folder,
+                              old_name=name_old)
+        else:
+            st = writer.staged(node.ino)
+            if st is not None:
+                writer.rename_local(st, new_folder, name_new, also_replaces=replaces)
+            elif node.file is not None:
+                remote_name = decode(node.file.filename)
+                if new_folder != old_folder or remote_name != name_new:
+                    date = node.file.date.timestamp() if node.file.date else 0.0
+                    writer.add_op("mv", url=node.file.url, folder_id=new_folder, name=name_new,
+                                  from_folder=old_folder, old_name=remote_name, size=node.size,
+                                  checksum=node.file.checksum, date=date)
+                if replaces:
+                    writer.add_op("rm", urls=replaces)
+        self.meta.move(node, parent_new, name_new)
+        if self.store is not None:
+            a = self.store.get_attrs(node.key)
+            mt = a.mtime_ns if a is not None and a.mtime_ns is not None else int(node.mtime * 1e9)
+            self.store.set_attrs(node.key, ctime_ns=self._now_ns(), mtime_ns=mt)
+
+    async def setattr(
+        self,
+        ino: int,
+        *,
+        size: int | None = None,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        mtime: float | None = None,
+        mtime_ns: int | None = None,
+        fh: int | None = None,
+    ) -> Attr:
+        """truncate, chmod, chown, utimens (``mtime`` seconds or exact ``mtime_ns`` since the epoch).
+
+        Sizes change the staging copy (an existing file is copied in first unless truncated
+        to 0); times, mode and owner go to the local store (durable before the reply).
+
+        Raises: EROFS, ENOENT, EISDIR (size of a folder), EFBIG (over 300 GB).
+        """
+        writer = self._writable()
+        node = self.meta.get(ino)
+        if size is not None:
+            if node.is_dir:
+                raise FsError(errno.EISDIR)
+            st = writer.staged(ino)
+            if st is None and size != node.size:
+                st = await self._take_over(node, keep=size > 0)
+            if st is not None and size != st.size:
+                try:
+                    writer.truncate(st, size)
+                except OSError as exc:
+                    raise FsError(exc.errno or errno.EIO, str(exc)) from None
+                node.size = size
+                if mtime is None and mtime_ns is None:
+                    self._touch(node)
+                if st.writers == 0:
+                    await writer.flush(st)
+        if mtime_ns is None and mtime is not None:
+            mtime_ns = int(round(mtime * 1e9))
+        values: dict[str, Any] = {"ctime_ns": self._now_ns()}
+        if mode is not None:
+            values["mode"] = mode & 0o7777
+        if uid is not None:
+            values["uid"] = uid
+        if gid is not None:
+            values["gid"] = gid
+        old = self.store.get_attrs(node.key) if self.store is not None else None
+        if mtime_ns is not None:
+            values["mtime_ns"] = mtime_ns
+        elif old is None or old.mtime_ns is None:
+            values["mtime_ns"] = int(node.mtime * 1e9)  # keep showing the time shown so far
+        assert self.store is not None
+        self.store.set_attrs(node.key, **values)
+        return self.attr(node)
 
     def _new_fh(self) -> int:
         fh = self._next_fh

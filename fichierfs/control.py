@@ -1,0 +1,360 @@
+"""Client side of the control commands: ``status``, ``sync`` and ``umount --wait``.
+
+A live mount publishes one JSON document at the xattr ``user.fichierfs.status`` on its root
+(:data:`fichierfs.vfs.STATUS_XATTR`): ``api`` (the scheduler's statistics), ``meta``,
+``reader`` and, once the write side is present, ``writeback``::
+
+    {"pending": int, "pending_bytes": int, "uploading": [{"path", "bytes_done", "size"}],
+     "uploaded_files": int, "uploaded_bytes": int, "rate": float, "failed": int,
+     "errors": [{"path", "error", "attempts"}], "journal": int}
+
+A missing ``writeback`` means nothing is pending. Everything here works on a plain ``dict``
+(:func:`summarize`, :func:`render_status`, :func:`wait_drained`) so it is tested with fake
+documents; only :func:`read_status` and :func:`fichierfs_mounts` touch the system.
+
+Layering: imports nothing from fichierfs but :mod:`fichierfs.errors` (no FUSE, no trio).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fichierfs.errors import ConfigError
+
+__all__ = [
+    "STATUS_XATTR",
+    "Backlog",
+    "MountGone",
+    "fichierfs_mounts",
+    "read_status",
+    "summarize",
+    "render_status",
+    "wait_drained",
+    "human_bytes",
+]
+
+STATUS_XATTR = "user.fichierfs.status"
+"""Same name as :data:`fichierfs.vfs.STATUS_XATTR` (not imported: keeps ``fichierfs status`` light)."""
+FSTYPE = "fuse.fichierfs"
+
+
+class MountGone(ConfigError):
+    """The mount point is not (or no longer) a live fichierfs mount."""
+
+
+def fichierfs_mounts(mounts_file: str = "/proc/self/mounts") -> list[Path]:
+    """Mount points of every fichierfs mount of this mount namespace, in mount order."""
+    out: list[Path] = []
+    try:
+        with open(mounts_file) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] == FSTYPE:
+                    out.append(Path(parts[1].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")))
+    except OSError:
+        pass
+    return out
+
+
+def read_status(mountpoint: Path) -> dict[str, Any]:
+    """The status document of the mount at ``mountpoint``.
+
+    Raises:
+        MountGone: not a fichierfs mount (no such xattr), or the mount died (ENOTCONN).
+    """
+    try:
+        raw = os.getxattr(mountpoint, STATUS_XATTR)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOENT):
+            raise MountGone(f"{mountpoint} is not a fichierfs mount") from None
+        if exc.errno == errno.ENOTCONN:
+            raise MountGone(f"{mountpoint}: the mount's daemon is gone (run 'fusermount3 -u {mountpoint}')") from None
+        raise MountGone(f"{mountpoint}: {exc.strerror}") from None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise MountGone(f"{mountpoint}: unreadable status document") from None
+    return doc if isinstance(doc, dict) else {}
+
+
+def human_bytes(n: float | int | None) -> str:
+    """``1536`` → ``"1.5 KiB"`` (binary units, like the options)."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover
+
+
+@dataclass
+class Backlog:
+    """What is left to upload, from a status document (a missing ``writeback`` is an empty backlog)."""
+
+    pending: int = 0
+    pending_bytes: int = 0
+    uploading: list[dict[str, Any]] = field(default_factory=list)
+    uploaded_files: int = 0
+    uploaded_bytes: int = 0
+    rate: float = 0.0
+    failed: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    journal: int = 0
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> Backlog:
+        wb = doc.get("writeback") or {}
+
+        def num(key: str) -> int:
+            try:
+                return int(wb.get(key) or 0)
+            except (TypeError, ValueError):
+                return 0
+
+        try:
+            rate = float(wb.get("rate") or 0.0)
+        except (TypeError, ValueError):
+            rate = 0.0
+        return cls(
+            pending=num("pending"),
+            pending_bytes=num("pending_bytes"),
+            uploading=[u for u in wb.get("uploading") or [] if isinstance(u, dict)],
+            uploaded_files=num("uploaded_files"),
+            uploaded_bytes=num("uploaded_bytes"),
+            rate=rate,
+            failed=num("failed"),
+            errors=[e for e in wb.get("errors") or [] if isinstance(e, dict)],
+            journal=num("journal"),
+        )
+
+    @property
+    def drained(self) -> bool:
+        """Nothing waits and nothing is on its way."""
+        return self.pending == 0 and not self.uploading
+
+    @property
+    def in_flight_bytes(self) -> int:
+        return sum(int(u.get("bytes_done") or 0) for u in self.uploading)
+
+
+def summarize(doc: dict[str, Any]) -> dict[str, Any]:
+    """The handful of numbers a person (or a script) wants first, from a status document."""
+    api = doc.get("api") or {}
+    reader = doc.get("reader") or {}
+    b = Backlog.of(doc)
+    calls = api.get("calls") or {}
+    return {
+        "pending": b.pending,
+        "pending_bytes": b.pending_bytes,
+        "uploading": len(b.uploading),
+        "failed": b.failed,
+        "last_error": (b.errors[-1] if b.errors else None),
+        "api_calls": int(sum(v for v in calls.values() if isinstance(v, (int, float)))),
+        "breaker": api.get("breaker", "closed"),
+        "calls_left_this_minute": api.get("calls_left_this_minute"),
+        "downloaded_bytes": reader.get("downloaded_bytes", 0),
+    }
+
+
+def _eta(remaining: float, rate: float) -> str:
+    if rate <= 0 or remaining <= 0:
+        return "-" if remaining > 0 else "0 s"
+    s = int(remaining / rate)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s} s"
+
+
+def render_status(doc: dict[str, Any], mountpoint: Path | str | None = None, *, verbose: bool = False) -> Any:
+    """A rich renderable of a status document, readable at a glance.
+
+    One headline (uploads state, flood breaker), then Uploads, Uploading now and Last errors
+    (when there are any), API calls per endpoint, Budget and Caches. ``verbose`` adds every
+    counter of ``meta`` and ``reader``.
+    """
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    api = doc.get("api") or {}
+    reader = doc.get("reader") or {}
+    meta = doc.get("meta") or {}
+    b = Backlog.of(doc)
+    parts: list[Any] = []
+
+    breaker = str(api.get("breaker", "closed"))
+    style = {"closed": "green", "half-open": "yellow", "open": "bold red"}.get(breaker, "")
+    head = Text()
+    if mountpoint:
+        head.append(f"{mountpoint}: ", style="bold")
+    if b.drained:
+        head.append("everything uploaded" if "writeback" in doc else "nothing to upload (read side only)",
+                    style="green")
+    else:
+        head.append(f"{b.pending} file(s), {human_bytes(b.pending_bytes)} to upload", style="bold yellow")
+        head.append(f" (ETA {_eta(b.pending_bytes - b.in_flight_bytes, b.rate)})")
+    if b.failed:
+        head.append(f", {b.failed} failed (kept, retried)", style="red")
+    head.append(" · API ")
+    head.append(breaker if breaker != "closed" else "ok", style=style)
+    if breaker != "closed" and api.get("breaker_closes_in"):
+        head.append(f", flood lock: resumes in {float(api['breaker_closes_in']):.0f} s", style=style)
+    parts.append(head)
+
+    def grid(title: str, rows: list[tuple[str, str]]) -> Table:
+        t = Table(title=title, box=box.SIMPLE, title_justify="left", show_header=False, padding=(0, 2))
+        t.add_column(style="dim")
+        t.add_column(justify="right")
+        t.add_column(style="dim")
+        t.add_column(justify="right")
+        for i in range(0, len(rows), 2):
+            a, c = rows[i], rows[i + 1] if i + 1 < len(rows) else ("", "")
+            t.add_row(a[0], a[1], c[0], c[1])
+        return t
+
+    if "writeback" in doc:
+        parts.append(grid("Uploads", [
+            ("pending", f"{b.pending} file(s)"), ("pending bytes", human_bytes(b.pending_bytes)),
+            ("uploaded", f"{b.uploaded_files} file(s)"), ("uploaded bytes", human_bytes(b.uploaded_bytes)),
+            ("rate", f"{human_bytes(b.rate)}/s" if b.rate else "-"),
+            ("ETA", _eta(b.pending_bytes - b.in_flight_bytes, b.rate)),
+            ("failed", str(b.failed)), ("journal", str(b.journal)),
+        ]))
+
+    if b.uploading:
+        t = Table(title="Uploading now", box=box.SIMPLE, title_justify="left")
+        t.add_column("path")
+        t.add_column("done", justify="right")
+        t.add_column("size", justify="right")
+        t.add_column("%", justify="right")
+        for u in b.uploading:
+            size, done = int(u.get("size") or 0), int(u.get("bytes_done") or 0)
+            t.add_row(str(u.get("path", "?")), human_bytes(done), human_bytes(size),
+                      f"{100 * done / size:.0f}" if size else "-")
+        parts.append(t)
+
+    if b.errors:
+        t = Table(title="Last errors", box=box.SIMPLE, title_justify="left")
+        t.add_column("path")
+        t.add_column("error", style="red")
+        t.add_column("attempts", justify="right")
+        for e in b.errors[-10:]:
+            t.add_row(str(e.get("path", "?")), str(e.get("error", "")), str(e.get("attempts", "")))
+        parts.append(t)
+
+    calls = {k: v for k, v in (api.get("calls") or {}).items() if isinstance(v, (int, float))}
+    errors = {k: v for k, v in (api.get("errors") or {}).items() if isinstance(v, (int, float))}
+    t = Table(title="API calls this session", box=box.SIMPLE, title_justify="left")
+    t.add_column("endpoint")
+    t.add_column("calls", justify="right")
+    t.add_column("errors", justify="right")
+    for name in sorted(set(calls) | set(errors)):
+        t.add_row(name, str(calls.get(name, 0)), str(errors.get(name, "")))
+    t.add_row("total", str(sum(calls.values())), str(sum(errors.values()) or ""), style="bold")
+    parts.append(t)
+
+    queued = api.get("queued") or {}
+    nxt = api.get("next_call_in")
+    parts.append(grid("Budget", [
+        ("flood breaker", breaker), ("flood locks seen", str(api.get("breaker_opens", 0))),
+        ("calls left this minute", str(api.get("calls_left_this_minute", "-"))),
+        ("next call in", f"{float(nxt):.1f} s" if isinstance(nxt, (int, float)) else "-"),
+        ("waiting calls", str(sum(v for v in queued.values() if isinstance(v, int)))),
+        ("retries", str(api.get("retries", 0))),
+    ]))
+
+    cache = reader.get("cache") or {}
+    parts.append(grid("Caches", [
+        ("folders listed", str(meta.get("folders_listed", "-"))), ("entries", str(meta.get("inodes", "-"))),
+        ("download links", str(reader.get("token_calls", "-"))),
+        ("downloaded", human_bytes(reader.get("downloaded_bytes"))),
+        ("memory cache", f"{human_bytes(cache.get('cached_bytes'))} / {human_bytes(cache.get('budget'))}"),
+        ("open files", str(reader.get("open_handles", "-"))),
+    ]))
+    if verbose:
+        rest = Table(title="All counters", box=box.SIMPLE, title_justify="left", show_header=False)
+        rest.add_column(style="dim")
+        rest.add_column(justify="right")
+        for section in sorted(k for k in doc if k not in ("api", "writeback")):
+            if isinstance(doc[section], dict):
+                for k, v in _flat(doc[section], section):
+                    rest.add_row(k, str(v))
+        parts.append(rest)
+    return Group(*parts)
+
+
+def _flat(d: dict[str, Any], prefix: str) -> Iterable[tuple[str, Any]]:
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flat(v, f"{prefix}.{k}")
+        elif not isinstance(v, list):
+            yield f"{prefix}.{k}", v
+
+
+def wait_drained(
+    fetch: Callable[[], dict[str, Any]],
+    *,
+    console: Any = None,
+    interval: float = 0.5,
+    timeout: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    progress: bool = True,
+) -> Backlog:
+    """Poll ``fetch()`` until nothing is pending, with a rich progress bar (files, bytes, rate, ETA).
+
+    Args:
+        fetch: returns the current status document (:func:`read_status` bound to a mount).
+        console: a ``rich.console.Console`` (default: stderr).
+        timeout: give up after this many seconds (None: wait as long as it takes).
+
+    Returns:
+        The last backlog (``.drained`` is False only after a time-out).
+
+    Raises:
+        MountGone: the mount went away while waiting.
+    """
+    from rich.console import Console
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    console = console or Console(stderr=True)
+    first = Backlog.of(fetch())
+    if first.drained:
+        return first
+    files0, bytes0 = first.uploaded_files, first.uploaded_bytes
+    start = clock()
+    columns = [TextColumn("[bold]uploading[/bold] {task.description} files"), BarColumn(),
+               DownloadColumn(binary_units=True), TransferSpeedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    shown_errors: set[tuple[str, str]] = set()
+    b = first
+    with Progress(*columns, console=console, transient=False, disable=not progress) as bar:
+        task = bar.add_task("sync", total=None)
+        while True:
+            done_files = max(0, b.uploaded_files - files0)
+            done_bytes = max(0, b.uploaded_bytes - bytes0) + b.in_flight_bytes
+            total_bytes = max(0, b.uploaded_bytes - bytes0) + b.pending_bytes
+            # Files and bytes on one bar: bytes drive it, files are in the description.
+            bar.update(task, completed=done_bytes, total=max(total_bytes, done_bytes, 1),
+                       description=f"{done_files}/{done_files + b.pending}")
+            for e in b.errors:
+                k = (str(e.get("path")), str(e.get("error")))
+                if k not in shown_errors:
+                    shown_errors.add(k)
+                    bar.console.print(f"[red]upload of {k[0]} failed[/red] ({k[1]}; attempt {e.get('attempts', '?')}); "
+                                      "it is kept and retried")
+            if b.drained:
+                bar.update(task, completed=max(done_bytes, 1), total=max(done_bytes, 1))
+                return b
+            if timeout is not None and clock() - start >= timeout:
+                return b
+            sleep(interval)
+            b = Backlog.of(fetch())
