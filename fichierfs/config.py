@@ -67,12 +67,19 @@ class Options:
     clean_cache: int = _opt(1 << 30, "bytes of just-uploaded files kept locally for reading back", "bytes")
     budget_scale: float = _opt(1.0, "multiply every API spacing (use the emulator's --time-scale for tests)")
     stall_limit: float = _opt(30.0, "longest wait of a file operation for the API before it fails with EAGAIN", "s")
+    thumbnails: str = _opt(
+        "cached",
+        "thumbnailers and indexers (tumblerd, PCManFM's loader thread, tracker…) may read: "
+        "cached = only data already local, allow = anything, deny = nothing",
+    )
     log_file: Path | None = _opt(None, "write the log here (default: stderr in the foreground, syslog otherwise)")
     log_level: str = _opt("info", "debug, info, warning or error; per module: fichierfs.scheduler=debug")
     allow_other: bool = _opt(False, "let other users access the mount (needs user_allow_other)")
     fsname: str = _opt("fichierfs", "file system name shown by mount and df")
 
     def __post_init__(self) -> None:
+        if self.thumbnails not in ("cached", "allow", "deny"):
+            raise ConfigError("thumbnails must be cached, allow or deny")
         if self.chunk_size < 64 << 10:
             raise ConfigError("chunk_size must be at least 64K")
         if self.memory_budget < 4 * self.chunk_size:

@@ -46,6 +46,7 @@ from fichierfs.ops import Operations, PyfuseNotifier
 from fichierfs.reader import ReadManager
 from fichierfs.scheduler import Budgets, Scheduler
 from fichierfs.store import Store
+from fichierfs.storm import ProcessPolicy
 from fichierfs.vfs import Filesystem
 from fichierfs.writer import WriteBack
 
@@ -132,6 +133,9 @@ async def run_mount(
             fs = Filesystem(
                 meta, reader, scheduler, read_only=options.read_only, statfs_ttl=options.statfs_ttl, writer=writeback
             )
+            if options.thumbnails != "allow":
+                fs.policy = ProcessPolicy(options.thumbnails)
+                fs.status_sources["storm"] = fs.policy.statistics
             ops = Operations(fs, entry_timeout=options.entry_timeout, attr_timeout=options.attr_timeout)
             pyfuse3.init(ops, str(mountpoint), fuse_options(options))
             unmounted_by_us = False

@@ -146,7 +146,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        fh = await self.fs.open(inode, flags)
+        fh = await self.fs.open(inode, flags, getattr(ctx, "pid", 0))
         fi = pyfuse3.FileInfo(fh=fh)
         # content of a url never changes (§7: a re-upload gets a new url); local data may
         fi.keep_cache = self.fs.keep_cache(fh)

@@ -49,6 +49,7 @@ from fichierfs.errors import FichierError
 from fichierfs.meta import ROOT_INODE, MetaCache, NoEntry, Node
 from fichierfs.names import decode, encode
 from fichierfs.scheduler import Lane
+from fichierfs.storm import ProcessPolicy
 from fichierfs.writer import Staged, WriteBack
 
 __all__ = ["Attr", "DirEntry", "StatFs", "FsError", "Filesystem", "XATTRS", "STATUS_XATTR"]
@@ -172,6 +173,7 @@ class Filesystem:
         self._next_fh = 1
         self._statfs: tuple[float, StatFs] | None = None
         self.status_sources: dict[str, Callable[[], dict[str, Any]]] = {}
+        self.policy: ProcessPolicy | None = None
         if writer is not None:
             self.status_sources["writeback"] = writer.statistics
 
@@ -267,17 +269,45 @@ class Filesystem:
         self._dir_handles.pop(fh, None)
 
     # ------------------------------------------------------------------ files
-    async def open(self, ino: int, flags: int) -> int:
+    def is_local(self, ino: int) -> bool:
+        """True when reading ``ino`` needs no download: staged, a clean copy, or every chunk cached."""
+        node = self.meta.get(ino)
+        if node.is_dir:
+            return True
+        if self.writer is not None:
+            if self.writer.staged(ino) is not None:
+                return True
+            if node.file is not None:
+                clean = self.writer.clean_copy(node.file.url)
+                if clean is not None and clean[1] == node.size:
+                    return True
+        if node.file is None:
+            return node.size == 0
+        cache = getattr(self.reader, "cache", None)
+        if cache is None:
+            return False
+        n = -(-node.size // cache.chunk_size)
+        return all((node.file.url, i) in cache for i in range(n))
+
+    async def open(self, ino: int, flags: int, pid: int = 0) -> int:
         """Open a file. Writing (O_WRONLY/O_RDWR/O_TRUNC) stages it locally (module doc).
 
+        ``pid`` is the calling thread (FUSE request context): with a storm ``policy``
+        (``--thumbnails``, :mod:`fichierfs.storm`), thumbnailers and indexers may only read
+        data that is already local.
+
         Raises:
-            FsError(EISDIR); FsError(EROFS) on a read-only mount; NoEntry; the read path's
-            errors (EIO, EAGAIN) when an existing file must be copied in first.
+            FsError(EISDIR); FsError(EROFS) on a read-only mount; NoEntry; FsError(EACCES)
+            for a thumbnailer/indexer refused by the policy; the read path's errors (EIO,
+            EAGAIN) when an existing file must be copied in first.
         """
         node = self.meta.get(ino)
         if node.is_dir:
             raise FsError(errno.EISDIR)
         acc = flags & os.O_ACCMODE
+        if (self.policy is not None and pid and acc == os.O_RDONLY and not flags & os.O_TRUNC
+                and not self.policy.may_download(pid, cached=self.is_local(ino))):
+            raise FsError(errno.EACCES, "thumbnailer/indexer kept to local data (--thumbnails)")
         writing = acc in (os.O_WRONLY, os.O_RDWR) or bool(flags & os.O_TRUNC)
         if writing and (self.read_only or self.writer is None):
             raise FsError(errno.EROFS, "read-only file system")

@@ -138,3 +138,27 @@ async def test_status_document_on_root(fs: Filesystem, emu, autojump_clock) -> N
     assert doc["api"]["calls"]["folder/ls"] == 1
     assert doc["api"]["breaker"] == "closed"
     assert doc["meta"]["listings"] == 1 and "token_calls" in doc["reader"]
+
+
+async def test_thumbnailer_policy_keeps_to_local_data(fs: Filesystem, emu, autojump_clock, tmp_path) -> None:
+    from fichierfs.storm import ProcessPolicy
+
+    proc = tmp_path / "proc"
+    for pid, comm in ((100, "tumblerd"), (200, "cp")):
+        (proc / str(pid) / "task" / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "comm").write_text(comm + "\n")
+        (proc / str(pid) / "task" / str(pid) / "comm").write_text(comm + "\n")
+        (proc / str(pid) / "status").write_text(f"Name:\t{comm}\nTgid:\t{pid}\n")
+    fs.policy = ProcessPolicy("cached", proc=proc)
+    emu.put_file(0, "pic.png", b"\x89PNG" + b"x" * 1000)
+    pic = await fs.lookup(ROOT_INODE, "pic.png")
+    with pytest.raises(FsError) as e:
+        await fs.open(pic.ino, os.O_RDONLY, pid=100)  # a thumbnailer, nothing local: refused
+    assert e.value.errno == errno.EACCES
+    assert emu.stats()["calls"]["download/get_token"] == 0
+    fh = await fs.open(pic.ino, os.O_RDONLY, pid=200)  # an ordinary program downloads it
+    assert (await fs.read(fh, 0, 4)) == b"\x89PNG"
+    fs.release(fh)
+    fh = await fs.open(pic.ino, os.O_RDONLY, pid=100)  # now local: the thumbnailer may read it
+    assert (await fs.read(fh, 0, 4)) == b"\x89PNG"
+    fs.release(fh)
