@@ -97,6 +97,7 @@ from typing import Any
 import trio
 
 from .errors import ApiError, AuthError, FichierError, FloodLocked
+from .log import api_error_line
 
 __all__ = ["LISTINGS", "METERED_READ_ONLY", "UNMETERED", "Budgets", "Lane", "Scheduler"]
 
@@ -591,6 +592,7 @@ class Scheduler:
         except AuthError as exc:
             self._errors[job.endpoint] += 1
             self._running_job = None
+            log.log(exc.level, "%s", api_error_line(exc, job.endpoint, job.attempts))
             self._api_answered()
             self._auth_failed(exc)
             self._finish(job, error=exc)
@@ -612,6 +614,8 @@ class Scheduler:
             else:
                 if isinstance(exc, ApiError):
                     self._api_answered()
+                if isinstance(exc, FichierError):  # one line per API error, with 1fichier's code
+                    log.log(exc.level, "%s", api_error_line(exc, job.endpoint, job.attempts))
                 self._finish(job, error=exc)
         else:
             self._running_job = None
