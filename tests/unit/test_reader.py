@@ -97,6 +97,9 @@ class FakeScheduler:
 
 
 def manager(sched: FakeScheduler, *, budget: int = 256 * MiB, readahead_max: int = 4 * MiB, **kw: Any) -> ReadManager:
+    # these tests pin the mechanism with a 1.125 MiB first window (mountpoint-s3's); the
+    # product default is smaller (reader.INITIAL_WINDOW) and is checked separately
+    kw.setdefault("initial_window", MiB + 128 * KiB)
     return ReadManager(sched, ChunkCache(budget, CS), chunk_size=CS, readahead_max=readahead_max, **kw)
 
 
@@ -473,3 +476,16 @@ async def test_statistics_keys(autojump_clock: trio.testing.MockClock) -> None:
 def test_chunk_size_must_match_the_cache() -> None:
     with pytest.raises(ValueError):
         ReadManager(FakeScheduler({}), ChunkCache(MiB, CS), chunk_size=2 * CS, readahead_max=MiB)
+
+
+async def test_default_first_window_is_small_for_header_reads(autojump_clock: Any) -> None:
+    """A 64 KiB header read of a 3 MiB file downloads 256 KiB, not a megabyte (scripts/bench head storm)."""
+    from fichierfs.reader import INITIAL_WINDOW
+
+    size = 3 * MiB
+    sched = FakeScheduler({"u": bytes(size)})
+    rm = ReadManager(sched, ChunkCache(64 * MiB, CS), chunk_size=CS, readahead_max=4 * MiB)
+    r = rm.open("u", size)
+    assert len(await r.read(0, 64 * KiB)) == 64 * KiB
+    assert sched.download_sizes() == [INITIAL_WINDOW] == [256 * KiB]
+    r.close()
