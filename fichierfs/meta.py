@@ -581,7 +581,7 @@ class MetaCache:
             raise NoEntry(f"{name!r} not in folder inode {parent}")
         return node
 
-    async def resolve_path(self, path: str) -> Node:
+    async def resolve_path(self, path: str, *, lane: Lane = Lane.INTERACTIVE) -> Node:
         """Walk ``/a/b`` from the root (used once at mount for ``--remote-folder``).
 
         Raises:
@@ -589,7 +589,7 @@ class MetaCache:
         """
         node = self.get(ROOT_INODE)
         for part in [p for p in path.split("/") if p]:
-            node = await self.lookup(node.ino, part)
+            node = await self.lookup(node.ino, part, lane=lane)
             if not node.is_dir:
                 raise NoEntry(f"{path}: {part!r} is a file")
         return node

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,7 +46,7 @@ from fichierfs.config import Options
 from fichierfs.meta import ROOT_INODE, MetaCache
 from fichierfs.ops import Operations, PyfuseNotifier
 from fichierfs.reader import ReadManager
-from fichierfs.scheduler import Budgets, Scheduler
+from fichierfs.scheduler import Budgets, Lane, Scheduler
 from fichierfs.store import Store
 from fichierfs.storm import ProcessPolicy
 from fichierfs.vfs import Filesystem
@@ -108,11 +110,14 @@ async def run_mount(
                 token_ttl=options.token_ttl,
             )
             await nursery.start(reader.run)
-            if options.remote_folder.strip("/"):
-                meta.rebase(await meta.resolve_path(options.remote_folder))
             account = hashlib.sha256(api_key.reveal().encode()).hexdigest()
             store_dir = options.store_dir(account)
             _lock_store(store_dir)
+            history = store_dir.parent / f"rate-{hashlib.sha256((options.api_url + account).encode()).hexdigest()[:16]}.json"
+            _load_history(scheduler, history)
+            nursery.start_soon(_save_history_every, scheduler, history, 2.0)
+            if options.remote_folder.strip("/"):
+                meta.rebase(await meta.resolve_path(options.remote_folder, lane=Lane.PREFETCH))
             store = Store(store_dir / "store.db")
             writeback = WriteBack(
                 scheduler,
@@ -124,7 +129,11 @@ async def run_mount(
                 clean_bytes=options.clean_cache,
             )
             writeback.replay()  # before the first listing, so that it is merged over the journal
-            await meta.ensure_listed(ROOT_INODE)
+            wait = scheduler.next_allowed("folder/ls", int(meta.get(ROOT_INODE).folder_id or 0))
+            if wait > 1:
+                log.info("waiting %.0f s: 1fichier allows one listing of a folder per 30 s (§4), "
+                         "and the previous mount listed it recently", wait)
+            await meta.ensure_listed(ROOT_INODE, lane=Lane.PREFETCH)  # may wait out the budget, never stalls
             if not options.read_only:
                 await nursery.start(writeback.run)
             elif writeback.pending():
@@ -150,11 +159,40 @@ async def run_mount(
                 raise
             finally:
                 pyfuse3.close(unmount=unmounted_by_us)
+                _save_history(scheduler, history)
                 writeback.stop()
                 store.close()
                 stats = scheduler.statistics()
                 log.info("API calls this session: %s", stats.get("calls"))
                 nursery.cancel_scope.cancel()
+
+
+def _load_history(scheduler: Scheduler, path: Path) -> None:
+    """Restore the API budget clocks of the previous mount of this account (see Scheduler.export_history)."""
+    try:
+        doc = json.loads(path.read_text())
+        scheduler.import_history(doc["history"], time.time() - float(doc["wall"]))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.debug("rate history %s unreadable: %s", path, exc)
+
+
+def _save_history(scheduler: Scheduler, path: Path) -> None:
+    """Write the budget clocks atomically (a crash leaves the old or the new file, never half)."""
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps({"wall": time.time(), "history": scheduler.export_history()}))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.debug("rate history %s not saved: %s", path, exc)
+
+
+async def _save_history_every(scheduler: Scheduler, path: Path, period: float) -> None:
+    """Keep the saved clocks fresh, so that even a kill -9 leaves a usable history."""
+    while True:
+        await trio.sleep(period)
+        _save_history(scheduler, path)
 
 
 _LOCKS: list[int] = []

@@ -232,6 +232,7 @@ class _Job:
     result: Any = None
     error: BaseException | None = None
     error_tb: TracebackType | None = None
+    last_error: BaseException | None = None  # the transient error of the last attempt, if any
     changed: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -505,6 +506,53 @@ class Scheduler:
         elif job.endpoint == "user/info":
             self._last_user_info = now
 
+    # ------------------------------------------------------------------ history across mounts
+    def export_history(self) -> dict[str, Any]:
+        """The budget clocks as ages in seconds (how long ago each last started), for a new process.
+
+        1fichier's limits (§4) know nothing of our restarts: a remount that lists the root again
+        within 30 s earns a flood lock unless the new process knows when the old one listed it.
+        Folder keys are strings (JSON); ages beyond every interval are left out.
+        """
+        now = self._clock()
+        b = self.budgets
+
+        def age(t: float) -> float | None:
+            return None if t == -math.inf else now - t
+
+        folders = {str(k): now - t for k, t in self._last_folder.items() if now - t < b.same_folder_interval}
+        return {
+            "last_start": age(self._last_start),
+            "last_listing": age(self._last_listing),
+            "last_all_files": age(self._last_all_files),
+            "last_user_info": age(self._last_user_info),
+            "folders": folders,
+            "breaker_open_for": max(0.0, self._open_until - now) if self._tripped else 0.0,
+        }
+
+    def import_history(self, history: dict[str, Any], elapsed: float) -> None:
+        """Restore clocks from :meth:`export_history` saved ``elapsed`` seconds ago (wall clock).
+
+        Call before :meth:`run`. A breaker that was open is re-opened for what is left of it.
+        """
+        now = self._clock()
+        elapsed = max(0.0, elapsed)
+
+        def back(age: Any) -> float:
+            return -math.inf if age is None else now - float(age) - elapsed
+
+        self._last_start = max(self._last_start, back(history.get("last_start")))
+        self._last_listing = max(self._last_listing, back(history.get("last_listing")))
+        self._last_all_files = max(self._last_all_files, back(history.get("last_all_files")))
+        self._last_user_info = max(self._last_user_info, back(history.get("last_user_info")))
+        for key, age in (history.get("folders") or {}).items():
+            folder: Hashable = int(key) if str(key).lstrip("-").isdigit() else key
+            self._last_folder[folder] = max(self._last_folder.get(folder, -math.inf), back(age))
+        left = float(history.get("breaker_open_for") or 0.0) - elapsed
+        if left > 0:
+            self._tripped = True
+            self._open_until = max(self._open_until, now + left)
+
     def _breaker_state(self, now: float) -> str:
         if not self._tripped:
             return "closed"
@@ -601,6 +649,7 @@ class Scheduler:
             self._running_job = None
             if isinstance(exc, FichierError) and exc.retryable and job.attempts <= job.retries:
                 self._retried += 1
+                job.last_error = exc
                 delay = self._backoff(job.attempts)
                 level = logging.DEBUG if job.attempts == 1 else logging.INFO if job.attempts == 2 else logging.WARNING
                 log.log(
@@ -674,13 +723,16 @@ class Scheduler:
             raise job.error.with_traceback(job.error_tb)
         return job.result
 
-    def _stall_error(self, job: _Job, ready: float, now: float) -> FloodLocked:
+    def _stall_error(self, job: _Job, ready: float, now: float) -> FichierError:
         self._stalled += 1
+        if job.last_error is not None and not self._tripped and isinstance(job.last_error, FichierError):
+            # the call did start and failed (e.g. connection refused): say that, not "budget spent"
+            return job.last_error
         retry_after = max(0.0, ready - now)
         flood = self._last_flood if self._tripped else None
         why = "the API is flood-locked" if flood is not None else "its rate budget is spent"
         exc = FloodLocked(
-            f"{job.endpoint} did not start within {self.budgets.stall_limit:g} s: {why}; retry in {retry_after:.0f} s",
+            f"{job.endpoint} cannot start now: {why}; retry in {retry_after:.0f} s",
             code=flood.code if flood is not None else None,
             endpoint=job.endpoint,
         )

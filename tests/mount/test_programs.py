@@ -161,3 +161,16 @@ def test_mmap_and_random_access(mounted) -> None:
         for off in (len(want) - 1, 0, len(want) // 3):
             f.seek(off)
             assert f.read(1000) == want[off : off + 1000]
+
+
+def test_quick_remount_waits_instead_of_flood_lock(tmp_path: Path) -> None:
+    """Unmount and mount again at once: the new process knows the old one's listings (§4)."""
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / "a.txt").write_text("a\n")
+    with run_emulator(tmp_path / "state", seed) as emu:
+        for _ in range(3):
+            with run_mount(emu, tmp_path / "mnt", "--cache-dir", str(tmp_path / "cache")) as m:
+                assert (m.path / "a.txt").read_text() == "a\n"
+        assert emu.stats()["flood_locks"] == 0
+        assert emu.listings() == 3

@@ -845,3 +845,20 @@ def test_property_budgets_hold_for_random_call_sequences(
     for a, b in itertools.pairwise(client.calls):
         if isinstance(getattr(a, "raised", None), FloodLocked):
             assert b.start >= a.end + budgets.breaker_base - eps
+
+
+async def test_history_survives_a_restart(autojump_clock) -> None:
+    """A new process learns when the old one listed a folder: no second listing within 31 s (§4)."""
+    old = Scheduler(FakeClient(), Budgets())
+    async with trio.open_nursery() as n:
+        await n.start(old.run)
+        await old.call("folder/ls", 5)
+        hist = old.export_history()
+        old.stop()
+    new = Scheduler(FakeClient(), Budgets())
+    new.import_history(hist, elapsed=10.0)  # the new process starts 10 s later (wall clock)
+    wait = new.next_allowed("folder/ls", 5)
+    assert 20.0 < wait <= 21.0
+    assert new.next_allowed("folder/ls", 6) <= Budgets().listing_interval
+    new.import_history({"breaker_open_for": 50.0}, elapsed=20.0)
+    assert new.statistics()["breaker"] == "open"
