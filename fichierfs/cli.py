@@ -342,7 +342,7 @@ def _mount(args: argparse.Namespace, argv: list[str]) -> int:
         raise ConfigError(str(exc)) from None
     mountpoint = args.mountpoint.resolve()
     if not mountpoint.is_dir():
-        raise ConfigError(f"mount point {mountpoint} is not a directory")
+        raise ConfigError(f"mount point {mountpoint} does not exist or is not a directory (mkdir -p it first)")
     from fichierfs.keys import load_api_key
 
     key = load_api_key(options.api_key_file)  # fail early, in the foreground, with a clear message
@@ -370,7 +370,8 @@ def _spawn_background(argv: list[str], options: Options) -> int:
     if message.startswith("ok"):
         return 0
     child.wait(timeout=30)
-    print(f"fichierfs: mount failed: {message.strip() or f'exit code {child.returncode}'}", file=sys.stderr)
+    print(f"fichierfs: mount failed: {message.strip().removeprefix('error: ') or f'exit code {child.returncode}'}",
+          file=sys.stderr)
     return 1
 
 

@@ -40,19 +40,28 @@ def is_loopback(host: str) -> bool:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fichierfs.emulator", description="Local 1fichier API emulator")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0, help="0 = ephemeral (default)")
-    p.add_argument("--state", type=Path, default=None, help="state dir (default: a new temp dir)")
-    p.add_argument("--seed", type=Path, default=None, help="import this local tree into the root")
-    p.add_argument("--tls-cert", type=Path, default=None)
-    p.add_argument("--tls-key", type=Path, default=None)
-    p.add_argument("--time-scale", type=float, default=1.0)
-    p.add_argument("--no-limits", action="store_true")
-    p.add_argument("--latency", type=float, default=0.0)
-    p.add_argument("--bandwidth", type=int, default=None)
-    p.add_argument("--flood-lock-seconds", type=float, default=60.0)
-    p.add_argument("--visibility-delay", type=float, default=0.0)
+    p = argparse.ArgumentParser(
+        prog="fichierfs emulator",
+        description="A local emulator of the 1fichier.com API (../shared/1fichier-api.md), with the documented "
+        "rate limits ON by default. Prints FICHIER_API_URL=<url> as its first line once listening. "
+        "API keys must start with 'emu-'. Counters: GET <url without /v1>/_emulator/stats.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (others are refused)")
+    p.add_argument("--port", type=int, default=0, help="TCP port; 0 = an ephemeral port (default)")
+    p.add_argument("--state", type=Path, default=None,
+                   help="directory holding the account (files on disk + SQLite); default: a new temp dir")
+    p.add_argument("--seed", type=Path, default=None, help="import this local tree into the account's root")
+    p.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate: serve HTTPS (with --tls-key)")
+    p.add_argument("--tls-key", type=Path, default=None, help="PEM private key for --tls-cert")
+    p.add_argument("--time-scale", type=float, default=1.0,
+                   help="multiply every limit window and lock duration (e.g. 0.05 for fast tests)")
+    p.add_argument("--no-limits", action="store_true", help="switch the rate limits off")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    p.add_argument("--bandwidth", type=int, default=None, help="bytes/s cap per download stream")
+    p.add_argument("--flood-lock-seconds", type=float, default=60.0,
+                   help="how long a flood lock lasts (extended by every call during it), seconds")
+    p.add_argument("--visibility-delay", type=float, default=0.0,
+                   help="seconds before a new upload shows in listings (eventual consistency)")
     return p
 
 
@@ -63,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if (args.tls_cert is None) != (args.tls_key is None):
         print("--tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    if args.seed is not None and not args.seed.is_dir():
+        print(f"--seed {args.seed}: not a directory", file=sys.stderr)
         return 2
     state = args.state if args.state is not None else Path(tempfile.mkdtemp(prefix="fichier-emu-"))
     cfg = EmulatorConfig(limits=not args.no_limits, time_scale=args.time_scale, latency=args.latency,
