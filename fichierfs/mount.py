@@ -115,6 +115,7 @@ async def run_mount(
             _lock_store(store_dir)
             history = store_dir.parent / f"rate-{hashlib.sha256((options.api_url + account).encode()).hexdigest()[:16]}.json"
             _load_history(scheduler, history)
+            scheduler.on_charge = lambda: _save_history(scheduler, history)  # listings: before they go out
             nursery.start_soon(_save_history_every, scheduler, history, 2.0)
             if options.remote_folder.strip("/"):
                 meta.rebase(await meta.resolve_path(options.remote_folder, lane=Lane.PREFETCH))

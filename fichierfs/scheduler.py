@@ -313,6 +313,8 @@ class Scheduler:
         self._recent: deque[float] = deque()  # metered starts in the last 60 s
 
         # breaker
+        self.on_charge: Callable[[], None] | None = None
+        """Called (synchronously) when a listing or user/info is charged; the mount saves history."""
         self._tripped = False  # open or half-open
         self._open_until = -math.inf
         self._consecutive = 0
@@ -491,6 +493,14 @@ class Scheduler:
         return t
 
     def _charge(self, job: _Job, now: float) -> None:
+        self._charge_clocks(job, now)
+        if self.on_charge is not None and job.endpoint in LISTINGS | {"user/info"}:
+            try:  # persist BEFORE the call goes out: a kill -9 right after must not forget it
+                self.on_charge()
+            except Exception:  # noqa: BLE001 - saving history must never break a call
+                log.debug("on_charge hook failed", exc_info=True)
+
+    def _charge_clocks(self, job: _Job, now: float) -> None:
         self._last_start = now
         self._prune_recent(now)
         self._recent.append(now)

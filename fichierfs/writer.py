@@ -383,6 +383,11 @@ class WriteBack:
                 self.store.drop_attrs(row.key)
         if st.row not in self._uploading:
             self._by_row.pop(st.row, None)
+            if st.handles > 0:
+                # POSIX unlink-while-open: keep the data reachable through an open fd, or a
+                # later lazy open would re-create an EMPTY file (found by a break-it session:
+                # read after unlink returned 0 bytes)
+                st.open_fd()
             st.path.unlink(missing_ok=True)
             if st.handles == 0:
                 st.close_fd()

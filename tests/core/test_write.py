@@ -219,3 +219,20 @@ async def test_faults_leave_one_good_copy(rig: Rig, emu, autojump_clock, endpoin
         assert fs.status()["writeback"]["failed"] == 0
     files = emu.list_files(0)
     assert [(f["filename"], f["whirlpool"]) for f in files] == [("f.bin", _wp(new))]
+
+
+async def test_read_after_unlink_of_a_staged_file(rig: Rig, emu, autojump_clock) -> None:
+    """unlink while open, before any read: the open handle still reads every byte (POSIX)."""
+    data = os.urandom(300_000)
+    async with rig.mount() as fs:
+        ino = await write_file(fs, ROOT_INODE, "u1", data)  # staged, not uploaded yet
+        fh = await fs.open(ino, os.O_RDONLY)
+        await fs.unlink(ROOT_INODE, "u1")
+        got = bytearray()
+        while chunk := await fs.read(fh, len(got), 65536):
+            got += chunk
+        fs.release(fh)
+        assert bytes(got) == data
+        await sync(fs)
+    assert emu.list_files(0) == []
+    assert not any(p.stat().st_size == 0 for p in (rig.cache).rglob("staging/*")), "no empty orphan staging file"

@@ -181,6 +181,7 @@ def test_kill_9_at_each_upload_step(env: Env, step: str) -> None:
         assert wp
         got = os.getxattr(m.path / "f.bin", "user.fichier.whirlpool").decode()
         assert got == whirlpool.new(new).hexdigest().lower()
+    assert env.emu.stats()["flood_locks"] == 0  # remounts right after SIGKILL knew the old listings
 
 
 def test_faults_during_500_file_copy(env: Env, tmp_path: Path) -> None:
