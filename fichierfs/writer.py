@@ -566,10 +566,13 @@ class WriteBack:
             row = self.store.file(rid)
             attempts = (row.attempts if row else 0) + 1
             delay = min(self.retry_max, self.retry_base * 2 ** (attempts - 1))
+            full = "quota" in str(exc).lower()
+            if full:  # the account is full: re-sending the bytes every few seconds helps nobody
+                delay = self.retry_max
             if row is not None:
                 self.store.update_file(rid, attempts=attempts, error=str(exc))
             self._not_before[rid] = self.clock() + delay
-            lvl = logging.INFO if attempts < 3 else logging.WARNING
+            lvl = logging.INFO if attempts < 3 and not full else logging.WARNING
             log.log(lvl, "upload of %r failed (attempt %d): %s; retry in %.0f s",
                     row.name if row else rid, attempts, exc, delay)
         except OSError as exc:
