@@ -9,14 +9,11 @@ emulator state replays the journal.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
-import trio.testing
 import whirlpool
 
 import fichierfs.writer as writer_mod
-from fichierfs.api import FichierClient
 from fichierfs.meta import ROOT_INODE
 from tests.core.write_rig import Rig, names, read_all, sync, write_file
 
@@ -26,13 +23,8 @@ class Crash(BaseException):
 
 
 @pytest.fixture
-def autojump_clock():
-    return trio.testing.MockClock(autojump_threshold=0.02)
-
-
-@pytest.fixture
-def rig(client: FichierClient, tmp_path: Path) -> Rig:
-    return Rig(client, tmp_path / "cache")
+def autojump_clock(write_clock):  # noqa: ANN001 - see tests/core/conftest.py
+    return write_clock
 
 
 def _wp(data: bytes) -> str:

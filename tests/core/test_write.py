@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import errno
 import os
-from pathlib import Path
 
 import pytest
 import whirlpool
 
-from fichierfs.api import FichierClient
 from fichierfs.meta import ROOT_INODE
 from fichierfs.errors import FichierError
 from fichierfs.vfs import RENAME_EXCHANGE, RENAME_NOREPLACE
@@ -17,16 +15,8 @@ from tests.core.write_rig import MiB, Rig, names, read_all, sync, write_file
 
 
 @pytest.fixture
-def autojump_clock():
-    """Autojump only after 20 ms of real idleness: the emulator parses uploads in threads."""
-    import trio.testing
-
-    return trio.testing.MockClock(autojump_threshold=0.02)
-
-
-@pytest.fixture
-def rig(client: FichierClient, tmp_path: Path) -> Rig:
-    return Rig(client, tmp_path / "cache")
+def autojump_clock(write_clock):  # noqa: ANN001 - see tests/core/conftest.py
+    return write_clock
 
 
 def _wp(data: bytes) -> str:
