@@ -151,9 +151,13 @@ class FichierClient:
         try:
             return await self._http.request(method, url, **kw)
         except httpx.TimeoutException as exc:
-            raise ServerError(f"{endpoint}: time-out ({type(exc).__name__})") from None
+            err = ServerError(f"{endpoint}: time-out ({type(exc).__name__})")
+            err.reached_server = not isinstance(exc, httpx.ConnectTimeout)
+            raise err from None
         except httpx.TransportError as exc:
-            raise ServerError(f"{endpoint}: connection failed ({type(exc).__name__})") from None
+            err = ServerError(f"{endpoint}: connection failed ({type(exc).__name__})")
+            err.reached_server = not isinstance(exc, httpx.ConnectError)
+            raise err from None
 
     def _parse(self, endpoint: str, resp: httpx.Response) -> dict[str, Any]:
         """Parse a v1 reply into a dict or raise the right error (§3)."""

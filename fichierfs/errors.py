@@ -133,7 +133,13 @@ class TransientError(FichierError):
 
 
 class ServerError(TransientError):
-    """HTTP 5xx, connection reset or refused, time-out, or a truncated body."""
+    """HTTP 5xx, connection reset or refused, time-out, or a truncated body.
+
+    ``reached_server`` is False when the request provably never reached 1fichier (connection
+    refused / DNS / connect time-out): the scheduler then does not count it against the budgets.
+    """
+
+    reached_server: bool = True
 
 
 class BadReply(TransientError):

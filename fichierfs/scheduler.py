@@ -96,7 +96,7 @@ from typing import Any
 
 import trio
 
-from .errors import ApiError, AuthError, FichierError, FloodLocked
+from .errors import ApiError, AuthError, FichierError, FloodLocked, ServerError
 from .log import api_error_line
 
 __all__ = ["LISTINGS", "METERED_READ_ONLY", "UNMETERED", "Budgets", "Lane", "Scheduler"]
@@ -233,6 +233,7 @@ class _Job:
     error: BaseException | None = None
     error_tb: TracebackType | None = None
     last_error: BaseException | None = None  # the transient error of the last attempt, if any
+    saved_clocks: tuple[Any, ...] | None = None  # budget clocks before this job was charged
     changed: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -493,12 +494,28 @@ class Scheduler:
         return t
 
     def _charge(self, job: _Job, now: float) -> None:
+        job.saved_clocks = (self._last_start, self._last_listing, self._last_all_files, self._last_user_info,
+                            self._last_folder.get(job.folder, -math.inf) if job.folder is not None else None)
         self._charge_clocks(job, now)
         if self.on_charge is not None and job.endpoint in LISTINGS | {"user/info"}:
             try:  # persist BEFORE the call goes out: a kill -9 right after must not forget it
                 self.on_charge()
             except Exception:  # noqa: BLE001 - saving history must never break a call
                 log.debug("on_charge hook failed", exc_info=True)
+
+    def _uncharge(self, job: _Job) -> None:
+        """Give back the budget of a call that never reached 1fichier (connection refused)."""
+        if job.saved_clocks is None:
+            return
+        start, listing, all_files, user_info, folder = job.saved_clocks
+        self._last_start, self._last_listing = start, listing
+        self._last_all_files, self._last_user_info = all_files, user_info
+        if job.folder is not None and folder is not None:
+            if folder == -math.inf:
+                self._last_folder.pop(job.folder, None)
+            else:
+                self._last_folder[job.folder] = folder
+        job.saved_clocks = None
 
     def _charge_clocks(self, job: _Job, now: float) -> None:
         self._last_start = now
@@ -657,6 +674,8 @@ class Scheduler:
         except Exception as exc:
             self._errors[job.endpoint] += 1
             self._running_job = None
+            if isinstance(exc, ServerError) and not exc.reached_server:
+                self._uncharge(job)  # 1fichier never saw it: it costs no budget
             if isinstance(exc, FichierError) and exc.retryable and job.attempts <= job.retries:
                 self._retried += 1
                 job.last_error = exc

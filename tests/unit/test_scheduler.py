@@ -862,3 +862,21 @@ async def test_history_survives_a_restart(autojump_clock) -> None:
     assert new.next_allowed("folder/ls", 6) <= Budgets().listing_interval
     new.import_history({"breaker_open_for": 50.0}, elapsed=20.0)
     assert new.statistics()["breaker"] == "open"
+
+
+async def test_a_refused_connection_costs_no_budget(autojump_clock) -> None:
+    """A call that never reached 1fichier (connection refused) does not use the folder's 30 s."""
+    from fichierfs.errors import ServerError
+
+    refused = ServerError("folder/ls: connection failed (ConnectError)")
+    refused.reached_server = False
+    client = FakeClient()
+    client.behave("folder_ls", refused)
+    s = Scheduler(client, Budgets())
+    async with trio.open_nursery() as n:
+        await n.start(s.run)
+        await s.call("folder/ls", 5)  # fails once, retried, then answered
+        assert len(client.calls) == 2
+        gap = client.calls[1].start - client.calls[0].start
+        assert gap < Budgets().same_folder_interval  # the retry did not wait the folder's 31 s
+        s.stop()
