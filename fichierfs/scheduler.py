@@ -503,6 +503,25 @@ class Scheduler:
             except Exception:  # noqa: BLE001 - saving history must never break a call
                 log.debug("on_charge hook failed", exc_info=True)
 
+    def _charge_end(self, job: _Job, now: float) -> None:
+        """Move the budget clocks to the END of a call that reached 1fichier.
+
+        1fichier counts calls when they arrive; we know when we *started* them. A start that
+        was late on the wire (a loaded event loop, a slow network) would let the next call
+        arrive closer than the budget says. Spacing from the previous call's answer — which
+        comes after its arrival — keeps the spacing on 1fichier's side at least the budget
+        (a mount-tier run on a loaded machine earned a lock without this).
+        """
+        self._last_start = max(self._last_start, now)
+        if job.endpoint in LISTINGS:
+            self._last_listing = max(self._last_listing, now)
+            if job.endpoint == "file/ls" and job.folder == ALL_FILES:
+                self._last_all_files = max(self._last_all_files, now)
+            elif job.folder is not None:
+                self._last_folder[job.folder] = max(self._last_folder.get(job.folder, -math.inf), now)
+        elif job.endpoint == "user/info":
+            self._last_user_info = max(self._last_user_info, now)
+
     def _uncharge(self, job: _Job) -> None:
         """Give back the budget of a call that never reached 1fichier (connection refused)."""
         if job.saved_clocks is None:
@@ -700,6 +719,8 @@ class Scheduler:
             self._api_answered()
             self._finish(job, result=result)
         finally:
+            if job.saved_clocks is not None:  # it reached 1fichier (a refused connection was given back)
+                self._charge_end(job, self._clock())
             self._wake()
 
     def _requeue(self, job: _Job, *, not_before: float) -> None:
