@@ -23,11 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.procs import reset_hwm
 from tests.mount.conftest import run_emulator, run_mount
 
 MiB = 1 << 20
 BUDGET = 64 * MiB
-RSS_OVERHEAD = 160 * MiB  # interpreter + trio + httpx + pyfuse3 + sqlite, measured ~70-90 MiB idle
+RSS_OVERHEAD = 64 * MiB  # issue 15.4: peak RSS <= memory budget + 64 MiB (interpreter, libraries, buffers)
 
 
 def _rand_file(path: Path, size: int, seed: int) -> str:
@@ -123,6 +124,7 @@ def test_ls_lR_of_50_by_100_tree(setup) -> None:
 def test_sequential_read_256mib_costs_one_token(setup) -> None:
     emu, m, seed, sums = setup
     emu.reset()
+    assert reset_hwm(m.proc.pid)
     h = hashlib.sha256()
     t0 = time.monotonic()
     with open(m.path / "big" / "seq.bin", "rb") as f:
@@ -130,13 +132,15 @@ def test_sequential_read_256mib_costs_one_token(setup) -> None:
             h.update(block)
     mount_s = time.monotonic() - t0
     assert h.hexdigest() == sums["seq.bin"]
+    peak = _hwm(m.proc.pid)
     s = emu.stats()
     wire_s = _direct_get_seconds(emu, "seq.bin")  # the same bytes straight from the emulator, same run
     print(f"\n256 MiB sequential: {s['calls']['download/get_token']} token call(s), "
           f"{s['calls']['download']} ranged GETs, {s['bytes_down'] / MiB:.1f} MiB downloaded; "
           f"mount {256 / mount_s:.0f} MiB/s vs direct ranged GET {256 / wire_s:.0f} MiB/s "
-          f"(ratio {wire_s / mount_s:.2f})")
+          f"(ratio {wire_s / mount_s:.2f}); peak RSS {peak / MiB:.0f} MiB (budget {BUDGET / MiB:.0f} MiB)")
     assert s["calls"]["download/get_token"] == 1
+    assert peak <= BUDGET + RSS_OVERHEAD, f"peak RSS {peak / MiB:.0f} MiB > budget + 64 MiB"
     assert s["bytes_down"] <= 1.05 * 256 * MiB
     assert s["flood_locks"] == 0
 
@@ -187,6 +191,7 @@ def test_eight_concurrent_readers_share_chunks(setup) -> None:
 def test_rss_with_100_files_open_and_read(setup) -> None:
     emu, m, seed, _ = setup
     emu.reset()
+    assert reset_hwm(m.proc.pid)
     files = [open(m.path / "many" / f"m{i:03}.bin", "rb") for i in range(100)]  # noqa: SIM115
     errors: list[BaseException] = []
     try:

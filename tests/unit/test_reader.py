@@ -89,7 +89,7 @@ class FakeScheduler:
             self._issued[direct] = trio.current_time()
             return DownloadLink(url=direct, file_url=FileUrl(url), single=bool(kw.get("single", False)))
         if endpoint == "download":
-            link, start, end = args
+            link, start, end, *rest = args  # download_range(link, start, end) / download_chunks(…, chunk_size)
             assert isinstance(link, DownloadLink) and 0 <= start < end
             self.downloads.append((start, end, lane))
             issued = self._issued.get(link.url)
@@ -99,6 +99,9 @@ class FakeScheduler:
             data = self.files.get(link.file_url)
             if data is None:
                 raise NotFound("HTTP 404", http_status=404)
+            if rest:
+                (cs,) = rest
+                return [bytearray(data[o : min(o + cs, end)]) for o in range(start, min(end, len(data)), cs)]
             return data[start:end]
         raise AssertionError(f"unexpected endpoint {endpoint}")
 
@@ -318,7 +321,9 @@ async def test_cached_data_is_served_while_flood_locked(autojump_clock: trio.tes
     data = blob(size, 10)
     sched = FakeScheduler({URL: data})
     async with manager(sched) as rm:
+        other_handle = rm.open(URL, size)  # two handles: passed chunks are kept (not a lone reader)
         assert await read_all(rm, URL, size) == data
+        other_handle.close()
         sched.flood = True
         await trio.sleep(400)  # even with the link expired
         assert await read_all(rm, URL, size, step=100 * KiB) == data  # a new handle, other sizes
@@ -329,6 +334,25 @@ async def test_cached_data_is_served_while_flood_locked(autojump_clock: trio.tes
         with pytest.raises(FloodLocked):
             await h.read(0, 10)  # not cached: the lock is the caller's answer
         h.close()
+
+
+async def test_lone_sequential_reader_drops_what_it_passed(autojump_clock: trio.testing.MockClock) -> None:
+    """A one-pass read holds about seq_backward + its read-ahead in memory, not the whole file (issue 15.4)."""
+    size = 32 * MiB
+    data = blob(size, 12)
+    sched = FakeScheduler({URL: data})
+    async with manager(sched, budget=256 * MiB, readahead_max=4 * MiB) as rm:
+        h = rm.open(URL, size)
+        peak = 0
+        for off in range(0, size, 128 * KiB):
+            assert await h.read(off, 128 * KiB) == data[off : off + 128 * KiB]
+            peak = max(peak, rm.cache.cached_bytes)
+        h.close()
+        st = rm.cache.statistics()
+    # behind the reader: at most seq_backward (1 MiB) + one chunk; ahead: at most two windows of 4 MiB
+    assert peak <= 1 * MiB + CS + 2 * 4 * MiB, peak
+    assert st["discarded_bytes"] >= size - 10 * MiB, st
+    assert sched.downloaded() <= size, "nothing is fetched twice"
 
 
 async def test_readahead_failure_is_quiet_and_reader_recovers(autojump_clock: trio.testing.MockClock) -> None:
