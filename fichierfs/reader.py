@@ -139,6 +139,12 @@ PRESSURE_WAIT = 5.0
 """Seconds: read-ahead that needs a new link is skipped if the token call could not start sooner."""
 FLOOD_PAUSE = 30.0
 """Seconds without read-ahead after a download answered FloodLocked (1fichier-api.md §4, §8.10)."""
+PAGE = 4 * 1024
+"""Bytes: the unit of the random-read cache (a page; fio's and databases' smallest read)."""
+RANDOM_UNIT_MAX = 64 * 1024
+"""Bytes: the largest unit a random read is rounded to (the unit follows the handle's request size)."""
+RANDOM_BACK_TO_SEQ = 2
+"""Chunks of strictly contiguous reads that turn a random handle sequential again."""
 
 
 SchedulerLike = ApiCaller
@@ -222,6 +228,11 @@ class ReadManager:
         self._readahead_skipped = 0
         self._readahead_errors = 0
         self._random_resets = 0
+        self._random_reads = 0
+        self._random_fetched = 0
+        # random handles fetch pages, not chunks: their own small cache, 1/8 of the budget (≤ 32 MiB)
+        small_budget = max(16 * RANDOM_UNIT_MAX, min(cache.budget // 8, 32 * MiB))
+        self.pages = ChunkCache(small_budget, PAGE)
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> ReadManager:
@@ -283,6 +294,7 @@ class ReadManager:
             if st.handles == 0:
                 del self._files[file_url]
         self.cache.invalidate(file_url)
+        self.pages.invalidate(file_url)
 
     def _closed(self, st: _FileState) -> None:
         st.handles -= 1
@@ -315,22 +327,26 @@ class ReadManager:
             st.link = link
             return link
 
-    def _fetcher(self, st: _FileState, lane: Lane) -> FetchRange:
-        cs = self.chunk_size
+    def _fetcher(self, st: _FileState, lane: Lane, unit: int = 0) -> FetchRange:
+        """Fetch function of the chunk cache (``unit`` 0) or of the page cache (``unit`` = PAGE)."""
+        cs = unit or self.chunk_size
 
         async def fetch(first: int, stop: int) -> list[bytearray]:
-            return await self._download(st, first * cs, min(stop * cs, st.size), lane)
+            data = await self._download(st, first * cs, min(stop * cs, st.size), lane, cs)
+            if unit:
+                self._random_fetched += sum(len(c) for c in data)
+            return data
 
         return fetch
 
-    async def _download(self, st: _FileState, start: int, end: int, lane: Lane) -> list[bytearray]:
+    async def _download(self, st: _FileState, start: int, end: int, lane: Lane, unit: int) -> list[bytearray]:
         """Bytes ``[start, end)`` of the file in one ranged GET, cut into chunks as they arrive (``start`` is
         chunk-aligned); one link renewal on HTML."""
         client = self._scheduler.client
         for attempt in (1, 2):
             link = await self._link(st)
             try:
-                data = await self._scheduler.call(client.download_chunks, link, start, end, self.chunk_size, lane=lane)
+                data = await self._scheduler.call(client.download_chunks, link, start, end, unit, lane=lane)
             except LinkExpired:
                 self._link_expired += 1
                 if st.link is link:
@@ -411,7 +427,10 @@ class ReadManager:
             "readahead_skipped": self._readahead_skipped,
             "readahead_errors": self._readahead_errors,
             "random_resets": self._random_resets,
+            "random_reads": self._random_reads,
+            "random_fetched_bytes": self._random_fetched,
             "cache": self.cache.statistics(),
+            "pages": self.pages.statistics(),
         }
 
 
@@ -432,6 +451,8 @@ class Reader:
         self._last = 0  # chunks of the last window requested
         self._window = manager.initial_chunks  # chunks of the next read-ahead window
         self._drop_next = 0  # first chunk index this handle has not dropped yet (lone sequential reader)
+        self._random = False  # reads go to the page cache (after a non-sequential jump)
+        self._streak = 0  # bytes of strictly contiguous reads while random
 
     @property
     def file_url(self) -> str:
@@ -486,9 +507,23 @@ class Reader:
         nchunks = -(-fsize // cs)
         first, stop = offset // cs, -(-end // cs)
         extend_to = 0
+        sequential = random_path = False
 
         # -- sequential detector (no await before the fetch is planned) --
-        if self._pos is None:
+        if self._pos is not None and self._random:
+            # a random handle turns sequential again only after strictly contiguous reads
+            self._streak = self._streak + (end - offset) if offset == self._pos else 0
+            self._pos = end
+            if self._streak >= RANDOM_BACK_TO_SEQ * cs:
+                self._random = False
+                self._ra_next = stop
+                self._last = stop - first
+                self._window = m.initial_chunks
+                sequential = True
+                self._issue(stop, self._window, grow=True)  # read-ahead restarts beside this read
+            else:
+                random_path = True
+        elif self._pos is None:
             init_stop = min(first + m.initial_chunks, nchunks)
             if self._present(first, stop):
                 self._ra_next = stop
@@ -501,6 +536,7 @@ class Reader:
             self._window = min(2 * m.initial_chunks, m.max_chunks)
             self._pos = end
         elif self._pos - m.seq_backward <= offset <= self._pos + m.seq_forward:
+            sequential = True
             self._pos = max(self._pos, end)
             self._ra_next = max(self._ra_next, stop)
             ahead = self._ra_next * cs - end
@@ -508,17 +544,22 @@ class Reader:
                 self._issue(self._ra_next, self._window, grow=True)
         else:
             m._random_resets += 1
+            self._random, self._streak = True, 0
+            random_path = True
             self._pos = end
             self._ra_next = stop
             self._last = stop - first
             self._window = m.initial_chunks
+
+        if random_path and not self._present(first, stop):
+            return await self._read_pages(offset, end)
 
         chunks = await m.cache.get_range(
             self.file_url, first, stop, m._fetcher(self._st, Lane.INTERACTIVE), extend_to=extend_to
         )
         m._reads += 1
         m._read_bytes += end - offset
-        if self._st.handles == 1 and self._pos == end:
+        if sequential and self._st.handles == 1 and self._pos == end:
             # A lone sequential reader will not come back to chunks it has read past: drop them
             # now (not merely first in line for eviction), so that a one-pass read holds about its
             # read-ahead rather than the whole budget, and 100 concurrent readers under a small
@@ -536,6 +577,27 @@ class Reader:
         head = offset - first * cs
         tail = end - (stop - 1) * cs
         views = [memoryview(chunks[0])[head:], *chunks[1:-1], memoryview(chunks[-1])[:tail]]
+        return b"".join(views)
+
+    async def _read_pages(self, offset: int, end: int) -> bytes:
+        """A random read: the request rounded out to a small unit (a power of two between PAGE and
+        RANDOM_UNIT_MAX that follows the request's size), from the page cache; missing neighbouring pages
+        are fetched together, one ranged GET per run (issue 15.3)."""
+        m = self._m
+        unit = min(RANDOM_UNIT_MAX, max(PAGE, 1 << (end - offset - 1).bit_length()))
+        lo = offset // unit * unit
+        hi = min(-(-end // unit) * unit, self._st.size)
+        first, stop = lo // PAGE, -(-hi // PAGE)
+        pages = await m.pages.get_range(self.file_url, first, stop, m._fetcher(self._st, Lane.INTERACTIVE, PAGE))
+        m._reads += 1
+        m._read_bytes += end - offset
+        m._random_reads += 1
+        p0, p1 = offset // PAGE - first, -(-end // PAGE) - first
+        base = (first + p0) * PAGE
+        if p1 - p0 == 1:
+            return bytes(memoryview(pages[p0])[offset - base : end - base])
+        views = [memoryview(pages[p0])[offset - base :], *pages[p0 + 1 : p1 - 1],
+                 memoryview(pages[p1 - 1])[: end - (first + p1 - 1) * PAGE]]
         return b"".join(views)
 
     def _present(self, first: int, stop: int) -> bool:

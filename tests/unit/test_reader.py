@@ -177,7 +177,9 @@ async def test_small_reorderings_keep_the_window(autojump_clock: trio.testing.Mo
     assert sched.downloaded() <= size
 
 
-async def test_random_reads_fetch_only_the_chunks_needed(autojump_clock: trio.testing.MockClock) -> None:
+async def test_random_reads_fetch_small_units(autojump_clock: trio.testing.MockClock) -> None:
+    """Issue 15.3: a handle recognised as random fetches its request rounded to a small unit (a page for small
+    reads, up to 64 KiB for bigger ones), not whole chunks."""
     size = 96 * MiB
     data = blob(size, 3)
     sched = FakeScheduler({URL: data})
@@ -189,9 +191,11 @@ async def test_random_reads_fetch_only_the_chunks_needed(autojump_clock: trio.te
         for off, n in probes:
             assert await h.read(off, n) == data[off : off + n]
         h.close()
-        assert rm.statistics()["random_resets"] == 4
-    # one chunk each, two for the read straddling a chunk boundary, three for the 2-chunk read at +3
-    assert sched.download_sizes()[1:] == [CS, CS, 2 * CS, 3 * CS]
+        st = rm.statistics()
+        assert st["random_resets"] == 1 and st["random_reads"] == 4
+    # 4 KiB at +7: two pages; 100 B: one page; 20 B across a page boundary: two pages; 128 KiB at +3: rounded
+    # to 64 KiB units, three of them
+    assert sched.download_sizes()[1:] == [8 * KiB, 4 * KiB, 8 * KiB, 3 * 64 * KiB]
     assert all(lane == Lane.INTERACTIVE for _, _, lane in sched.downloads)
 
 
@@ -208,9 +212,9 @@ async def test_random_then_sequential_restarts_from_the_initial_window(autojump_
         await trio.sleep(1)
         h.close()
     sizes = sched.download_sizes()
-    assert sizes[1] == 2 * CS  # the random read: just its two chunks
-    # the next read is sequential but beyond what was fetched: its own chunks at once, and
-    # read-ahead restarts from the initial window beside it
+    assert sizes[1] == 2 * CS  # the random read: its 128 KiB (two 64 KiB units of the page cache)
+    # the next read is contiguous: once RANDOM_BACK_TO_SEQ chunks were read in a row the handle is
+    # sequential again; its own chunks at once, and read-ahead restarts from the initial window beside it
     assert sizes[2] == 2 * CS
     assert sizes[3:6] == [INITIAL, 2 * INITIAL, 4 * MiB]
 
