@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -87,7 +87,7 @@ ChunkKey = tuple[str, int]
 Chunk = bytes | bytearray
 """One chunk's bytes (a bytearray when it came from :meth:`FichierClient.download_chunks`; never mutated)."""
 
-FetchRange = Callable[[int, int], Awaitable["bytes | bytearray | list[bytearray]"]]
+FetchRange = Callable[[int, int], Awaitable["bytes | bytearray | Sequence[Chunk]"]]
 """``fetch_range(first, stop)`` → the bytes of chunks ``[first, stop)`` of one file: concatenated, or already
 cut into one buffer per chunk (no copy is then made to cache them).
 
@@ -506,10 +506,10 @@ class ChunkCache:
         self._space.set()
         self._space = trio.Event()
 
-    def _complete_run(self, w: Window, first: int, stop: int, data: bytes | bytearray | list[bytearray]) -> None:
+    def _complete_run(self, w: Window, first: int, stop: int, data: bytes | bytearray | Sequence[Chunk]) -> None:
         cs = self.chunk_size
         self._fetches += 1
-        pieces: list[bytearray] | None = data if isinstance(data, list) else None
+        pieces: Sequence[Chunk] | None = None if isinstance(data, (bytes, bytearray)) else data
         total = sum(len(p) for p in pieces) if pieces is not None else len(data)  # type: ignore[arg-type]
         self._fetched_bytes += total
         view = memoryview(data) if pieces is None else None  # type: ignore[arg-type]

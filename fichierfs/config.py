@@ -56,6 +56,9 @@ class Options:
     memory_budget: int = _opt(256 << 20, "bytes of downloaded data kept in memory, all open files together", "bytes")
     chunk_size: int = _opt(256 << 10, "unit of caching (downloads fetch many chunks per request)", "bytes")
     readahead_max: int = _opt(32 << 20, "largest read-ahead window of one sequential reader", "bytes")
+    disk_cache_size: int = _opt(
+        1 << 30, "bytes of downloaded data kept in the cache directory across remounts (LRU; 0 = off)", "bytes"
+    )
     dir_ttl: float = _opt(600.0, "how long a folder listing is trusted before it is re-listed", "s")
     entry_timeout: float = _opt(1.0, "kernel entry cache time-out", "s")
     attr_timeout: float = _opt(1.0, "kernel attribute cache time-out", "s")

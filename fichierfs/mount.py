@@ -42,6 +42,7 @@ import trio
 
 from fichierfs.api import FichierClient, Secret
 from fichierfs.chunks import ChunkCache
+from fichierfs.diskcache import DiskCache
 from fichierfs.config import Options
 from fichierfs.meta import ROOT_INODE, MetaCache
 from fichierfs.ops import Operations, PyfuseNotifier
@@ -102,16 +103,18 @@ async def run_mount(
             await nursery.start(scheduler.run)
             await nursery.start(notifier.run)
             meta.attach_nursery(nursery)
+            account = hashlib.sha256(api_key.reveal().encode()).hexdigest()
+            store_dir = options.store_dir(account)
+            disk = DiskCache(store_dir / "read-cache", options.disk_cache_size, options.chunk_size)
             reader = ReadManager(
                 scheduler,
                 cache,
                 chunk_size=options.chunk_size,
                 readahead_max=options.readahead_max,
                 token_ttl=options.token_ttl,
+                disk=disk,
             )
             await nursery.start(reader.run)
-            account = hashlib.sha256(api_key.reveal().encode()).hexdigest()
-            store_dir = options.store_dir(account)
             _lock_store(store_dir)
             history = store_dir.parent / f"rate-{hashlib.sha256((options.api_url + account).encode()).hexdigest()[:16]}.json"
             _load_history(scheduler, history)

@@ -113,7 +113,8 @@ from typing import Any
 
 import trio
 
-from fichierfs.chunks import ChunkCache, FetchRange, Window
+from fichierfs.chunks import Chunk, ChunkCache, FetchRange, Window
+from fichierfs.diskcache import DiskCache
 from fichierfs.errors import FichierError, FloodLocked, LinkExpired, NotFound, ServerError
 from fichierfs.models import DownloadLink
 from fichierfs.scheduler import ApiCaller, Lane
@@ -152,13 +153,15 @@ SchedulerLike = ApiCaller
 
 
 class _FileState:
-    """Per-file state shared by every handle of the file: its download link."""
+    """Per-file state shared by every handle of the file: its download link, its disk cache key."""
 
-    __slots__ = ("file_url", "size", "link", "lock", "handles")
+    __slots__ = ("file_url", "size", "link", "lock", "handles", "checksum", "disk_key")
 
     def __init__(self, file_url: str, size: int) -> None:
         self.file_url = file_url
         self.size = size
+        self.checksum = ""
+        self.disk_key: str | None = None
         self.link: DownloadLink | None = None
         self.lock = trio.Lock()
         self.handles = 0
@@ -197,6 +200,7 @@ class ReadManager:
         initial_window: int = INITIAL_WINDOW,
         seq_forward: int = SEQ_FORWARD,
         seq_backward: int = SEQ_BACKWARD,
+        disk: DiskCache | None = None,
     ) -> None:
         cs = cache.chunk_size if chunk_size is None else chunk_size
         if cs != cache.chunk_size:
@@ -205,6 +209,7 @@ class ReadManager:
             raise ValueError("token_ttl must be > 0 s")
         self._scheduler = scheduler
         self.cache = cache
+        self.disk = disk if disk is not None and disk.limit and disk.chunk_size == cs else None
         self.chunk_size = cs
         self.token_ttl = token_ttl
         self._clock = clock
@@ -229,6 +234,7 @@ class ReadManager:
         self._readahead_errors = 0
         self._random_resets = 0
         self._random_reads = 0
+        self._disk_bytes = 0
         self._random_fetched = 0
         # random handles fetch pages, not chunks: their own small cache, 1/8 of the budget (≤ 32 MiB)
         small_budget = max(16 * RANDOM_UNIT_MAX, min(cache.budget // 8, 32 * MiB))
@@ -273,15 +279,22 @@ class ReadManager:
             self._nursery.cancel_scope.cancel()
 
     # ------------------------------------------------------------------ handles
-    def open(self, file_url: str, size: int) -> Reader:
-        """A new :class:`Reader` for ``file_url`` of ``size`` bytes (no API call)."""
+    def open(self, file_url: str, size: int, checksum: str = "") -> Reader:
+        """A new :class:`Reader` for ``file_url`` of ``size`` bytes whose whirlpool is ``checksum`` (no API
+        call). Another size or checksum than the file's open handles had means another version of the file:
+        what is cached of the old one is dropped, and the disk cache is keyed by URL + whirlpool."""
         if size < 0:
             raise ValueError("size must be ≥ 0 bytes")
         st = self._files.get(file_url)
+        if st is not None and (st.size != size or st.checksum != checksum.lower()):
+            self.cache.invalidate(file_url)
+            self.pages.invalidate(file_url)
         if st is None:
             self._prune()
             st = self._files[file_url] = _FileState(file_url, size)
         st.size = size
+        st.checksum = checksum.lower()
+        st.disk_key = self.disk.key(file_url, st.checksum) if self.disk is not None else None
         st.handles += 1
         self._handles += 1
         return Reader(self, st)
@@ -328,14 +341,35 @@ class ReadManager:
             return link
 
     def _fetcher(self, st: _FileState, lane: Lane, unit: int = 0) -> FetchRange:
-        """Fetch function of the chunk cache (``unit`` 0) or of the page cache (``unit`` = PAGE)."""
+        """Fetch function of the chunk cache (``unit`` 0: the disk cache first, downloads stored there) or of
+        the page cache (``unit`` = PAGE)."""
         cs = unit or self.chunk_size
+        disk, key = (self.disk, st.disk_key) if not unit else (None, None)
 
-        async def fetch(first: int, stop: int) -> list[bytearray]:
-            data = await self._download(st, first * cs, min(stop * cs, st.size), lane, cs)
+        async def fetch(first: int, stop: int) -> list[Chunk]:
             if unit:
-                self._random_fetched += sum(len(c) for c in data)
-            return data
+                pages = await self._download(st, first * cs, min(stop * cs, st.size), lane, cs)
+                self._random_fetched += sum(len(c) for c in pages)
+                return list(pages)
+            out: list[Chunk] = []
+            i = first
+            while i < stop:
+                c = disk.get(key, i) if disk is not None and key is not None else None
+                if c is not None:
+                    self._disk_bytes += len(c)
+                    out.append(c)
+                    i += 1
+                    continue
+                j = i + 1
+                while j < stop and not (disk is not None and (key, j) in disk):
+                    j += 1
+                got = await self._download(st, i * cs, min(j * cs, st.size), lane, cs)
+                if disk is not None and key is not None:
+                    for n, piece in enumerate(got):
+                        disk.put(key, i + n, piece)
+                out.extend(got)
+                i = j
+            return out
 
         return fetch
 
@@ -429,6 +463,8 @@ class ReadManager:
             "random_resets": self._random_resets,
             "random_reads": self._random_reads,
             "random_fetched_bytes": self._random_fetched,
+            "disk_read_bytes": self._disk_bytes,
+            "disk": self.disk.statistics() if self.disk is not None else None,
             "cache": self.cache.statistics(),
             "pages": self.pages.statistics(),
         }
@@ -551,7 +587,7 @@ class Reader:
             self._last = stop - first
             self._window = m.initial_chunks
 
-        if random_path and not self._present(first, stop):
+        if random_path and not self._present(first, stop) and not self._on_disk(first, stop):
             return await self._read_pages(offset, end)
 
         chunks = await m.cache.get_range(
@@ -599,6 +635,10 @@ class Reader:
         views = [memoryview(pages[p0])[offset - base :], *pages[p0 + 1 : p1 - 1],
                  memoryview(pages[p1 - 1])[: end - (first + p1 - 1) * PAGE]]
         return b"".join(views)
+
+    def _on_disk(self, first: int, stop: int) -> bool:
+        disk, key = self._m.disk, self._st.disk_key
+        return disk is not None and all((key, n) in disk for n in range(first, stop))
 
     def _present(self, first: int, stop: int) -> bool:
         cache, url = self._m.cache, self.file_url

@@ -339,7 +339,7 @@ class Filesystem:
                         pass
         if node.file is None:
             raise FsError(errno.EIO, f"{node.name}: no content (local entry without staging copy)")
-        self._handles[fh] = _Handle(ino, self.reader.open(node.file.url, node.size))
+        self._handles[fh] = _Handle(ino, self.reader.open(node.file.url, node.size, node.file.checksum))
         return fh
 
     async def _take_over(self, node: Node, *, keep: bool) -> Staged:
@@ -347,7 +347,7 @@ class Filesystem:
         if node.file is None:
             raise FsError(errno.EIO, f"{node.name}: no content")
         parent = self.meta.get(node.parent)
-        reader = self.reader.open(node.file.url, node.size) if keep and node.size else None
+        reader = self.reader.open(node.file.url, node.size, node.file.checksum) if keep and node.size else None
         try:
             fetch = None
             if reader is not None:
