@@ -112,6 +112,8 @@ def run_mount(emu: EmulatorProc, mnt: Path, *args: str, env: dict[str, str] | No
     """``fichierfs mount -f`` in a subprocess; waits until mounted; unmounts and stops it after."""
     mnt.mkdir(parents=True, exist_ok=True)
     log = mnt.parent / f"{mnt.name}.mount.log"
+    if "--cache-dir" not in args:  # never the user's own cache directory (the read cache keeps up to 1 GiB)
+        args = ("--cache-dir", str(mnt.parent / f"{mnt.name}.cache"), *args)
     cmd = mount_cmd(emu.url, mnt, log, *args)
     full_env = {**os.environ, "FICHIER_API_KEY": KEY, **(env or {})}
     proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)

@@ -220,3 +220,32 @@ def test_rss_with_100_files_open_and_read(setup) -> None:
     assert peak <= BUDGET + RSS_OVERHEAD
     assert s["bytes_down"] <= 2 * 100 * 2 * MiB, "readers under a small budget must not thrash"
     assert s["flood_locks"] == 0
+
+
+def test_reread_after_remount_costs_no_call(tmp_path: Path) -> None:
+    """Issue 15.2: ``file`` on 200 files, then a remount on the same cache directory and ``file`` again: the
+    second pass is served from the on-disk read cache with 0 download-link calls and 0 bytes from 1fichier."""
+    seed = tmp_path / "seed" / "photos"
+    seed.mkdir(parents=True)
+    for i in range(200):
+        (seed / f"p{i:03}.jpg").write_bytes(b"\xff\xd8\xff\xe0" + random.Random(i).randbytes(96 * 1024))
+    cache = tmp_path / "cache"
+    figures = []
+    with run_emulator(tmp_path / "state", tmp_path / "seed") as emu:
+        for attempt in ("first mount", "after remount"):
+            with run_mount(emu, tmp_path / "mnt", "--cache-dir", str(cache)) as m:
+                names = sorted(p.name for p in (m.path / "photos").iterdir())  # the listing, not measured
+                emu.reset()
+                t0 = time.monotonic()
+                out = subprocess.run(["file", *names], cwd=m.path / "photos", capture_output=True, text=True,
+                                     check=True).stdout
+                secs = time.monotonic() - t0
+                s = emu.stats()
+                figures.append((attempt, s["calls"].get("download/get_token", 0), s["bytes_down"], secs))
+                assert out.count("JPEG") == 200, out[:500]
+                assert s["flood_locks"] == 0
+    print("\n" + "; ".join(f"{a}: {n} link calls, {b / MiB:.1f} MiB, {t:.2f} s" for a, n, b, t in figures))
+    assert figures[0][1] == 200
+    assert figures[1][1] == 0 and figures[1][2] == 0, figures
+    modes = {oct(p.stat().st_mode & 0o777) for p in (cache).rglob("*") if "read-cache" in p.parts}
+    assert modes <= {"0o600", "0o700"}, modes
