@@ -56,6 +56,9 @@ class Options:
     memory_budget: int = _opt(256 << 20, "bytes of downloaded data kept in memory, all open files together", "bytes")
     chunk_size: int = _opt(256 << 10, "unit of caching (downloads fetch many chunks per request)", "bytes")
     readahead_max: int = _opt(32 << 20, "largest read-ahead window of one sequential reader", "bytes")
+    kernel_readahead: int = _opt(
+        1 << 20, "kernel read-ahead of the mount (bigger FUSE reads; needs root, else the kernel's 128K)", "bytes"
+    )
     disk_cache_size: int = _opt(
         1 << 30, "bytes of downloaded data kept in the cache directory across remounts (LRU; 0 = off)", "bytes"
     )
