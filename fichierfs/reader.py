@@ -78,7 +78,7 @@ Errors
     fetches them itself on the INTERACTIVE lane and gets its own error, if any.
 
 Concurrency notes
-    Single trio thread. Shared state: ``_FileState.link`` (replaced atomically; refreshed
+    Single trio thread. Shared state: ``ReadManager._links`` (replaced atomically; refreshed
     under ``_FileState.lock``) and the ChunkCache (see chunks.py). Detector state is per
     handle and updated before the first await of ``read``. Read-ahead tasks run in the
     manager's nursery under a per-handle cancel scope; closing the handle cancels them and
@@ -112,6 +112,7 @@ from types import TracebackType
 from typing import Any
 
 import trio
+from cachetools import TTLCache
 
 from fichierfs.chunks import Chunk, ChunkCache, FetchRange, Window
 from fichierfs.diskcache import DiskCache
@@ -155,14 +156,13 @@ SchedulerLike = ApiCaller
 class _FileState:
     """Per-file state shared by every handle of the file: its download link, its disk cache key."""
 
-    __slots__ = ("file_url", "size", "link", "lock", "handles", "checksum", "disk_key")
+    __slots__ = ("file_url", "size", "lock", "handles", "checksum", "disk_key")
 
     def __init__(self, file_url: str, size: int) -> None:
         self.file_url = file_url
         self.size = size
         self.checksum = ""
         self.disk_key: str | None = None
-        self.link: DownloadLink | None = None
         self.lock = trio.Lock()
         self.handles = 0
 
@@ -218,6 +218,9 @@ class ReadManager:
         self.seq_forward = seq_forward
         self.seq_backward = seq_backward
         self._files: dict[str, _FileState] = {}
+        # file URL -> its download link, expired token_ttl seconds after it was stored (TTL is the meaning:
+        # 1fichier's link is valid 300 s, §5). maxsize only bounds memory: an evicted link costs one call.
+        self._links: TTLCache[str, DownloadLink] = TTLCache(maxsize=65536, ttl=token_ttl, timer=clock)
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
         self._readahead_paused_until = -math.inf
@@ -302,8 +305,8 @@ class ReadManager:
     def forget(self, file_url: str) -> None:
         """Drop the file's link and cached chunks (it was deleted or replaced remotely)."""
         st = self._files.get(file_url)
+        self._links.pop(file_url, None)
         if st is not None:
-            st.link = None
             if st.handles == 0:
                 del self._files[file_url]
         self.cache.invalidate(file_url)
@@ -312,32 +315,34 @@ class ReadManager:
     def _closed(self, st: _FileState) -> None:
         st.handles -= 1
         self._handles -= 1
-        if st.handles == 0 and not self._fresh(st.link):
+        if st.handles == 0 and st.file_url not in self._links:
             self._files.pop(st.file_url, None)
 
     def _prune(self) -> None:
         """Forget idle files whose link has expired (bounded by token calls per TTL)."""
         for url, st in list(self._files.items()):
-            if st.handles == 0 and not self._fresh(st.link):
+            if st.handles == 0 and url not in self._links:
                 del self._files[url]
 
     # ------------------------------------------------------------------ links and GETs
-    def _fresh(self, link: DownloadLink | None) -> bool:
-        return link is not None and self._clock() - link.issued_at < self.token_ttl
+    def _link_of(self, st: _FileState) -> DownloadLink | None:
+        """The file's link while younger than ``token_ttl`` (a cachetools TTLCache on ``clock`` expires it)."""
+        link: DownloadLink | None = self._links.get(st.file_url)
+        return link
 
     async def _link(self, st: _FileState) -> DownloadLink:
         """The file's link, renewed when older than ``token_ttl`` (one call per file at a time)."""
-        link = st.link
-        if link is not None and self._fresh(link):
+        link = self._link_of(st)
+        if link is not None:
             return link
         async with st.lock:
-            link = st.link
-            if link is not None and self._fresh(link):
+            link = self._link_of(st)
+            if link is not None:
                 return link
             self._token_calls += 1
             got = await self._scheduler.call(self._scheduler.client.download_get_token, st.file_url, lane=Lane.INTERACTIVE)
             link = dataclasses.replace(got, issued_at=self._clock())
-            st.link = link
+            self._links[st.file_url] = link
             return link
 
     def _fetcher(self, st: _FileState, lane: Lane, unit: int = 0) -> FetchRange:
@@ -383,8 +388,8 @@ class ReadManager:
                 data = await self._scheduler.call(client.download_chunks, link, start, end, unit, lane=lane)
             except LinkExpired:
                 self._link_expired += 1
-                if st.link is link:
-                    st.link = None
+                if self._links.get(st.file_url) is link:
+                    self._links.pop(st.file_url, None)
                 if attempt == 2:
                     raise
                 log.debug("link of %s expired early; renewing it once", st.file_url)
@@ -404,7 +409,7 @@ class ReadManager:
     def _readahead_blocked(self, st: _FileState) -> bool:
         if self._nursery is None or self._clock() < self._readahead_paused_until:
             return True
-        if self._fresh(st.link):
+        if self._link_of(st) is not None:
             return False
         return self._scheduler.next_allowed(self._scheduler.client.download_get_token) > PRESSURE_WAIT
 
