@@ -467,9 +467,13 @@ class Api:
     INT_OPTS = ("page_limit", "default_domain", "ftp_did")
 
     def user_info(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
-        """§2.1: fields with rclone's exact JSON types. used = cold_storage = hot_storage = bytes stored;
-        total = available_cold_storage = quota, so rclone ``about`` shows used/total/free sensibly.
-        Setters (§2.1 req) are stored; string fields stay strings, int fields ints."""
+        """§2.1: fields with rclone's exact JSON types. ``cold_storage`` = ``hot_storage`` = the bytes of every
+        file of the account (seeded, uploaded and copied files; anonymous uploads excluded), counted afresh on
+        each call so they move with uploads and deletes at once ([UNVERIFIED]: §2.1 names the fields but not
+        the hot/cold split, so both carry the total). ``available_cold_storage`` = the quota (rclone's "total",
+        §2.1), ``available_storage`` = quota − used. Over quota: ``upload_forbidden`` "1" and ``overquota`` 1
+        ([UNVERIFIED choice] of values). Setters (§2.1 req) are stored; string fields stay strings, int fields
+        ints."""
         opts = json.loads(self.acct.get_meta("user_options", "{}") or "{}")
         for k in self.STR_OPTS:
             if k in body:
@@ -479,7 +483,7 @@ class Api:
                 opts[k] = _int(body, k)
         self.acct.set_meta("user_options", json.dumps(opts))
         used = self.acct.used_bytes()
-        q = self.cfg.quota
+        q = self.emu.quota
         return {
             "status": "OK",
             # strings (§2.1 list)
@@ -497,7 +501,7 @@ class Api:
             "use_cdn": opts.get("use_cdn", "0"),
             "subscription_end": "2099-12-31 23:59:59",
             "stats_date": paris_date(self.emu.wall()),
-            "upload_forbidden": "0",
+            "upload_forbidden": "1" if used >= q else "0",
             # integers (§2.1 list)
             "ftp_did": opts.get("ftp_did", 0),
             "default_domain": opts.get("default_domain", 0),
@@ -509,7 +513,7 @@ class Api:
             "allowed_cold_storage": q,
             "available_storage": max(0, q - used),
             "available_cold_storage": q,
-            "overquota": 0,
+            "overquota": 1 if used > q else 0,
         }
 
     # ---- §2.2 folder/ls -----------------------------------------------------------------------------
@@ -689,7 +693,7 @@ class Api:
             _check_name(rename, self.emu)
         self._folder(dest)
         recs = [self._file(u) for u in urls]
-        if self.acct.used_bytes() + sum(r.size for r in recs) > self.cfg.quota:
+        if self.acct.used_bytes() + sum(r.size for r in recs) > self.emu.quota:
             raise KO(OVER_QUOTA)
         pairs = []
         for r in recs:
@@ -873,10 +877,20 @@ class Api:
 
     # ---- §6 upload.cgi ------------------------------------------------------------------------------
     async def upload_cgi(self, request: Request, fault: str | None) -> Response:
-        """§6 step 2–3: multipart ``file[]`` parts (≤500) + ``did``; Content-Length required (411 otherwise);
-        unknown id, no file ("Pas de fichier"), an empty file, a file > 300 GB, > 500 GB in total, a bad
-        name (§7) or quota exhaustion → an HTML error page (HTTP 200, [UNVERIFIED choice]) and nothing is
-        stored (all-or-nothing, [UNVERIFIED choice]). Success: 302 ``Location: /end.pl?xid=<id>``.
+        """§6 step 2–3: one POST carries up to 500 ``file[]`` parts + ``did``; success is a 302 to
+        ``/end.pl?xid=<id>`` whose report lists every stored file (§6 "one end.pl report lists them all").
+
+        Refused as a whole (an HTML page, HTTP 200 [UNVERIFIED choice], nothing stored, the id stays usable):
+        no Content-Length (411, §6 "Content-Length is required"); an unknown or used id; no file part ("Pas de
+        fichier", §6); more than ``max_files_per_upload`` (500) files or more than ``max_upload_size`` (500 GB)
+        in all (§6 Limits); the upload process past ``max_upload_seconds`` (4 h, §6; the id is then spent);
+        for an account upload, files that do not fit in the free space (§2.1 quota; whole-POST refusal is an
+        [UNVERIFIED choice]).
+
+        Refused per file (absent from the end.pl report while the others are stored; a POST whose files are all
+        refused gets the first refusal's HTML page): an empty file (§6 rclone "refuses 0-byte files", §8.8), a
+        file over ``max_file_size`` (300 GB, §6), a name 1fichier refuses (§7). Per-file refusal is the
+        [UNVERIFIED] reading the write-back design relies on (issue 12: "a member missing from the report").
 
         ``did`` is honoured only with a valid key; an invalid ``did`` → root (§6). Without a valid key the
         files belong to no folder and get a removal code (§6 step 4 ``remove``). An id serves one successful
@@ -903,15 +917,24 @@ class Api:
             emu._stats["bytes_up"] += sum(sizes)
             if session.done_at is not None:  # a concurrent POST with the same id won the race
                 return html_page("Identifiant d'upload invalide / Invalid upload id")
+            if emu.clock() - session.created > self.cfg.max_upload_seconds:  # §6 "at most 4 h"
+                emu._uploads.pop(uid, None)
+                return html_page("Délai d'envoi dépassé / Upload time limit exceeded (4 h)")
             if not parts:
                 return html_page("Pas de fichier")
-            if any(s == 0 for s in sizes):
-                return html_page("Fichier vide / Empty file")
-            if any(s > self.cfg.max_file_size for s in sizes) or sum(sizes) > self.cfg.max_upload_size:
-                return html_page("Fichier trop gros / File too big")
-            for p in parts:
-                if name_error(p.filename, self.cfg.max_name) is not None:
-                    return html_page("Nom de fichier invalide / Invalid file name")
+            if sum(sizes) > self.cfg.max_upload_size:
+                return html_page("Envoi trop gros / Upload too big (500 GB per upload)")
+            accepted: list[UploadFile] = []
+            refusals: list[str] = []
+            for p, size in zip(parts, sizes, strict=True):
+                why = self._part_refusal(p.filename, size)
+                if why is None:
+                    accepted.append(p)
+                else:
+                    refusals.append(why)
+            emu._stats["refused_files"] += len(refusals)
+            if not accepted:
+                return html_page(refusals[0])
             authed = self._authenticated(request)
             folder_id: int | None = None
             remove = ""
@@ -921,11 +944,12 @@ class Api:
                 if isinstance(did, str) and re.fullmatch(r"\d+", did.strip()):
                     if self.acct.folder(int(did)) is not None:
                         folder_id = int(did)
-                if self.acct.used_bytes() + sum(sizes) > self.cfg.quota:
+                if self.acct.used_bytes() + sum(int(p.size or 0) for p in accepted) > emu.quota:
+                    emu._stats["refused_files"] += len(accepted)
                     return html_page("Quota d'espace disque atteint / Storage quota exceeded")
             links = []
             now = emu.clock()
-            for p in parts:
+            for p in accepted:
                 blob = self.acct.new_blob()
                 p.file.seek(0)
                 if (p.size or 0) > 8 * 1024 * 1024:
@@ -948,6 +972,16 @@ class Api:
         body = f'<html><body><a href="/end.pl?xid={uid}">end.pl</a></body></html>'.encode()
         return Response(body, status_code=302, headers={"Location": f"/end.pl?xid={uid}"},
                         media_type="text/html; charset=utf-8")
+
+    def _part_refusal(self, filename: str | None, size: int) -> str | None:
+        """Why one ``file[]`` part is refused (its HTML message), or None (§6 Limits, §7 Names, §8.8)."""
+        if size == 0:
+            return "Fichier vide / Empty file"
+        if size > self.cfg.max_file_size:
+            return "Fichier trop gros / File too big (300 GB per file)"
+        if name_error(filename, self.cfg.max_name) is not None:
+            return "Nom de fichier invalide / Invalid file name"
+        return None
 
     # ---- §6 end.pl ----------------------------------------------------------------------------------
     async def end_pl(self, request: Request, fault: str | None) -> Response:

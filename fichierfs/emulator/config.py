@@ -109,6 +109,10 @@ class EmulatorConfig:
     folder_mv_rename_moves: bool = False
     #: How long an end.pl result stays available after the POST: "kept for 2 h" (§6 step 4). Not scaled.
     upload_result_ttl: float = 7200.0
+    #: "one upload process may run for at most 4 h" (§6 Limits): from get_upload_server's id to the end of the
+    #: POST body ([UNVERIFIED choice] of the start point: §6 says to fetch a fresh id for every upload). A POST
+    #: that ends later is refused as a whole (HTML page, nothing stored). Not scaled.
+    max_upload_seconds: float = 4 * 3600.0
 
     def scaled(self, seconds: float) -> float:
         """A limit window or lock duration after ``time_scale`` (seconds)."""

@@ -43,6 +43,8 @@ class Emulator:
         self.state_dir = Path(state_dir)
         self.account = Account(self.state_dir, self.wall, config.upload_date_spacing)
         self.faults = FaultPlan()
+        #: the account's capacity in bytes (§2.1); starts at ``config.quota``, changed by ``set_quota``
+        self.quota: int = config.quota
         self._stats: dict[str, Any] = {}
         self.reset_stats()
         self.limiter = Limiter(config, self.clock, self._count_lock)
@@ -73,15 +75,28 @@ class Emulator:
 
     # -- stats ----------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """``{"calls": {endpoint: n}, "flood_locks": n, "bytes_down": n, "bytes_up": n}``; every endpoint of
-        ``config.ENDPOINTS`` is present. bytes_down counts file bytes served by token downloads; bytes_up the
-        file-part bytes received by upload.cgi."""
+        """``{"calls": {endpoint: n}, "flood_locks": n, "bytes_down": n, "bytes_up": n, "refused_files": n}``;
+        every endpoint of ``config.ENDPOINTS`` is present. bytes_down counts file bytes served by token
+        downloads; bytes_up the file-part bytes received by upload.cgi; refused_files the ``file[]`` parts
+        upload.cgi refused (per-file refusals and whole-POST quota refusals)."""
         s = self._stats
         return {"calls": dict(s["calls"]), "flood_locks": s["flood_locks"], "bytes_down": s["bytes_down"],
-                "bytes_up": s["bytes_up"]}
+                "bytes_up": s["bytes_up"], "refused_files": s["refused_files"]}
 
     def reset_stats(self) -> None:
-        self._stats = {"calls": {e: 0 for e in ENDPOINTS}, "flood_locks": 0, "bytes_down": 0, "bytes_up": 0}
+        self._stats = {"calls": {e: 0 for e in ENDPOINTS}, "flood_locks": 0, "bytes_down": 0, "bytes_up": 0,
+                       "refused_files": 0}
+
+    # -- account -------------------------------------------------------------------------------------
+    def set_quota(self, quota: int) -> None:
+        """Change the account's capacity (bytes) at run time (§2.1); uploads beyond it are refused (§6)."""
+        if quota < 0:
+            raise ValueError("quota must be >= 0")
+        self.quota = int(quota)
+
+    def used_bytes(self) -> int:
+        """Bytes stored in the account (every account file, seeded ones included; user/info, §2.1)."""
+        return self.account.used_bytes()
 
     # -- faults and limits ----------------------------------------------------------------------------
     def inject(self, endpoint: str, kind: str, nth: int = 1, count: int = 1) -> None:
