@@ -1068,6 +1068,16 @@ class Api:
         self.emu.reset_limits()
         return json_response({"status": "OK"})
 
+    async def ctl_quota(self, request: Request) -> Response:
+        """GET: ``{"status","quota","used"}`` (bytes); POST ``{"bytes": N}`` sets the quota first."""
+        if request.method == "POST":
+            try:
+                b = await request.json()
+                self.emu.set_quota(int(b["bytes"]))
+            except (ValueError, KeyError, TypeError) as e:
+                return json_response({"status": "KO", "message": str(e)}, 400)
+        return json_response({"status": "OK", "quota": self.emu.quota, "used": self.emu.used_bytes()})
+
     async def ctl_fault(self, request: Request) -> Response:
         try:
             b = await request.json()
@@ -1146,5 +1156,6 @@ def build_app(emu: Emulator) -> Starlette:
         Route("/_emulator/reset", _loopback_only(api.ctl_reset), methods=["POST"]),
         Route("/_emulator/fault", _loopback_only(api.ctl_fault), methods=["POST"]),
         Route("/_emulator/unlock", _loopback_only(api.ctl_unlock), methods=["POST"]),
+        Route("/_emulator/quota", _loopback_only(api.ctl_quota), methods=["GET", "POST"]),
     ]
     return Starlette(routes=routes)

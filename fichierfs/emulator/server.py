@@ -62,7 +62,25 @@ def _parser() -> argparse.ArgumentParser:
                    help="how long a flood lock lasts (extended by every call during it), seconds")
     p.add_argument("--visibility-delay", type=float, default=0.0,
                    help="seconds before a new upload shows in listings (eventual consistency)")
+    p.add_argument("--quota", type=parse_size, default=None, metavar="BYTES",
+                   help="the account's capacity (default 1 TiB): an upload that does not fit is refused with "
+                   "'Storage quota exceeded' and user/info shows it; suffixes k M G T (powers of 1000, as 1fichier "
+                   "counts GB) or Ki Mi Gi Ti; change it at run time with POST /_emulator/quota {\"bytes\": N}")
     return p
+
+
+_SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+               "KI": 1 << 10, "MI": 1 << 20, "GI": 1 << 30, "TI": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``"1000"``, ``"10G"`` (10·10⁹), ``"512Mi"`` (512·2²⁰), an optional trailing ``B`` → bytes."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT][iI]?)?[bB]?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1000, 10G, 512Mi)")
+    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").upper()])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     state = args.state if args.state is not None else Path(tempfile.mkdtemp(prefix="fichier-emu-"))
     cfg = EmulatorConfig(limits=not args.no_limits, time_scale=args.time_scale, latency=args.latency,
                          bandwidth=args.bandwidth, flood_lock_seconds=args.flood_lock_seconds,
-                         visibility_delay=args.visibility_delay)
+                         visibility_delay=args.visibility_delay,
+                         **({} if args.quota is None else {"quota": args.quota}))
     emu = Emulator(state, cfg)
     if args.seed is not None:
         emu.seed(args.seed)
