@@ -89,7 +89,9 @@ async def run_mount(
     """
     timeout = httpx.Timeout(60.0, connect=15.0)
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
-    async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as http:
+    # --source-address: connect from this local address (two mounts on one machine = two hosts, §3/§4)
+    transport = httpx.AsyncHTTPTransport(limits=limits, local_address=options.source_address)
+    async with httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False) as http:
         client = FichierClient(http, api_key, base_url=options.api_url)
         budgets = Budgets(stall_limit=options.stall_limit).scaled(options.budget_scale)
         # stall_limit is a user-facing wait, not an API spacing: keep it unscaled.

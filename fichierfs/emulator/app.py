@@ -42,7 +42,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .config import API_ENDPOINTS, ENDPOINTS
-from .rules import name_error
+from .rules import ONE_LOCATION, name_error
 from .state import FileRec, paris_date, store_stream
 
 if TYPE_CHECKING:
@@ -58,7 +58,6 @@ FAULT_HEADER = "x-emulator-fault"
 _ALNUM = string.ascii_letters + string.digits
 
 # -- messages (§3 table; codes not in the doc are [UNVERIFIED choice]s) ------------------------------------
-FLOOD = "Flood detected: IP Locked #412"  # §3 (current code since 2024)
 NOT_JSON = "Content-Type not JSON #24"  # §1, §3
 NO_SUCH_USER = "No such user #93"  # §3
 NOT_AUTHENTICATED = "Not authenticated #247"  # §3 "#NNN": code is an [UNVERIFIED choice]
@@ -110,8 +109,20 @@ def html_page(message: str, status: int = 200) -> Response:
     return Response(body.encode(), status_code=status, media_type="text/html; charset=utf-8")
 
 
-def _flood_response() -> Response:
-    return json_response({"status": "KO", "message": FLOOD}, 403)
+def _flood_response(message: str) -> Response:
+    """§3: flood errors are HTTP 403 + KO (#412, #223, #38)."""
+    return json_response({"status": "KO", "message": message}, 403)
+
+
+def client_ip(scope_or_request: Request) -> str:
+    """The client address the per-IP rules key on (§3, §4): the TCP peer (in-process: the transport's
+    ``client_ip``)."""
+    c = scope_or_request.client
+    return c.host if c is not None and c.host else "127.0.0.1"
+
+
+#: The one account every ``emu-*`` key opens (per-user limits, §3 #223).
+ACCOUNT = "emulator@fichierfs.invalid"
 
 
 # -- request body helpers ---------------------------------------------------------------------------------
@@ -253,9 +264,9 @@ class FileBody:
     (bytes/s, sleeping with anyio so MockClock works) and counts ``bytes_down``."""
 
     def __init__(self, emu: Emulator, path: Any, start: int, length: int, status: int,
-                 headers: dict[str, str], head: bool) -> None:
+                 headers: dict[str, str], head: bool, ip: str) -> None:
         self.emu, self.path, self.start, self.length = emu, path, start, length
-        self.status, self.headers, self.head = status, headers, head
+        self.status, self.headers, self.head, self.ip = status, headers, head, ip
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
@@ -263,18 +274,22 @@ class FileBody:
         if self.head or self.length == 0:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        async with anyio.create_task_group() as tg:
+        self.emu.locations.opened(self.ip)  # an open stream keeps its address the location (§3 #887)
+        try:
+            async with anyio.create_task_group() as tg:
 
-            async def watch() -> None:
-                while True:
-                    msg = await receive()
-                    if msg["type"] == "http.disconnect":
-                        tg.cancel_scope.cancel()
-                        return
+                async def watch() -> None:
+                    while True:
+                        msg = await receive()
+                        if msg["type"] == "http.disconnect":
+                            tg.cancel_scope.cancel()
+                            return
 
-            tg.start_soon(watch)
-            await self._stream(send)
-            tg.cancel_scope.cancel()
+                tg.start_soon(watch)
+                await self._stream(send)
+                tg.cancel_scope.cancel()
+        finally:
+            self.emu.locations.closed(self.ip)
 
     async def _stream(self, send: Send) -> None:
         bw = self.emu.config.bandwidth
@@ -321,8 +336,7 @@ class Endpoint:
         elif fault == "html":
             response = html_page("Veuillez patienter / Please wait")
         elif fault == "flood":
-            emu.limiter.lock_for(emu.config.scaled(emu.config.flood_lock_seconds))
-            response = _flood_response()
+            response = _flood_response(emu.limiter.flood(client_ip(Request(scope))))
         else:
             response = await self.handler(Request(scope, receive), fault)
         if fault == "truncate":
@@ -357,8 +371,10 @@ class Api:
             # whose body is still arriving crashes hypercorn 0.18 (KeyError on the closed stream,
             # hypercorn #329), which the rclone fidelity run hit during flood locks.
             raw = await request.body()
-            if lim.is_locked() or not lim.admit_call():  # §3, §4
-                return _flood_response()
+            ip = client_ip(request)
+            refusal = lim.before_auth(ip, name)  # §3, §4: the address's locks and 3/s window
+            if refusal is not None:
+                return _flood_response(refusal)
             ctype = request.headers.get("content-type", "")
             if ctype.split(";")[0].strip().lower() != "application/json":  # §1
                 return json_response({"message": NOT_JSON}, 403)  # [UNVERIFIED choice] HTTP 403
@@ -366,6 +382,11 @@ class Api:
                 err = self._auth_error(request)
                 if err is not None:
                     return json_response({"status": "KO", "message": err}, 403)
+            user = ACCOUNT if self._authenticated(request) else None
+            if user is not None:
+                refusal = lim.after_auth(user, name)  # §3 #223: the account's lock and rate
+                if refusal is not None:
+                    return _flood_response(refusal)
             try:
                 body = json.loads(raw) if raw.strip() else {}
             except (ValueError, UnicodeDecodeError):
@@ -375,8 +396,9 @@ class Api:
             pretty = bool(body.get("pretty"))
             try:
                 folder_id = _int(body, "folder_id", 0) if name in ("folder/ls", "file/ls") else None
-                if not lim.admit_endpoint(name, folder_id):  # §2.1, §2.2, §2.3, §4
-                    return _flood_response()
+                refusal = lim.admit_endpoint(ip, user, name, folder_id)  # §2.1, §2.2, §2.3, §4
+                if refusal is not None:
+                    return _flood_response(refusal)
                 result = fn(request, body)
                 if isinstance(result, Response):
                     return result
@@ -828,6 +850,9 @@ class Api:
         rec = self.acct.file(fid) if fid else None
         if rec is None:
             raise _not_found()
+        if not self.emu.locations.admit(client_ip(request)):  # §3 #887
+            self.emu._stats["location_refusals"] += 1
+            raise KO(ONE_LOCATION)
         while True:
             path = "/p" + str(secrets.randbelow(9 * 10**9) + 10**9)
             if path not in self.emu._tokens:
@@ -1031,6 +1056,10 @@ class Api:
         rec = self.acct.file(tok.file_id)
         if rec is None:
             return dead
+        ip = client_ip(request)
+        if not emu.locations.admit(ip):  # §3 "or download made, from a second IP" #887
+            emu._stats["location_refusals"] += 1
+            return html_page(ONE_LOCATION, 403)
         if not head:
             tok.gets += 1
         size = rec.size
@@ -1054,7 +1083,7 @@ class Api:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         headers["Content-Length"] = str(length)
-        return FileBody(emu, self.acct.blob_path(rec), start, length, status, headers, head)
+        return FileBody(emu, self.acct.blob_path(rec), start, length, status, headers, head, ip)
 
     # ---- /_emulator control routes ------------------------------------------------------------------
     async def ctl_stats(self, request: Request) -> Response:
@@ -1067,6 +1096,10 @@ class Api:
     async def ctl_unlock(self, request: Request) -> Response:
         self.emu.reset_limits()
         return json_response({"status": "OK"})
+
+    async def ctl_client(self, request: Request) -> Response:
+        """``{"status":"OK","ip": the address this request came from}``: check a source-address set-up."""
+        return json_response({"status": "OK", "ip": client_ip(request)})
 
     async def ctl_quota(self, request: Request) -> Response:
         """GET: ``{"status","quota","used"}`` (bytes); POST ``{"bytes": N}`` sets the quota first."""
@@ -1157,5 +1190,6 @@ def build_app(emu: Emulator) -> Starlette:
         Route("/_emulator/fault", _loopback_only(api.ctl_fault), methods=["POST"]),
         Route("/_emulator/unlock", _loopback_only(api.ctl_unlock), methods=["POST"]),
         Route("/_emulator/quota", _loopback_only(api.ctl_quota), methods=["GET", "POST"]),
+        Route("/_emulator/client", _loopback_only(api.ctl_client), methods=["GET"]),
     ]
     return Starlette(routes=routes)
