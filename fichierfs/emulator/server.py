@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                         return
 
             nursery.start_soon(on_signals)
-            binds = await nursery.start(lambda task_status: serve(emu.app, hc, shutdown_trigger=stop.wait,
+            binds = await nursery.start(lambda task_status: serve(emu.app, hc,  # type: ignore[arg-type]
+                                                                  shutdown_trigger=stop.wait,
                                                                   task_status=task_status))
             url = binds[0]  # e.g. http://127.0.0.1:PORT (hypercorn reports the real port)
             if tls:
