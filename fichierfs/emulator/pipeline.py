@@ -67,7 +67,7 @@ class Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         svc = self.svc
-        svc.count_call(self.name)
+        svc.count_call(self.name, client_ip(Request(scope)))
         if svc.config.latency > 0:
             await anyio.sleep(svc.config.latency)
         fault = svc.faults.take(self.name)

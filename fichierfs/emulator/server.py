@@ -88,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
 _EPILOG = """\
 control routes (loopback clients only; <base> = FICHIER_API_URL without /v1):
   GET  <base>/_emulator/stats    calls per endpoint, flood_locks, locks by kind (ip/user/user_info),
-                                 bytes_down, bytes_up, refused_files, location_refusals
+                                 bytes_down, bytes_up, refused_files, location_refusals, clients (calls per
+                                 client address)
   POST <base>/_emulator/reset    zero the counters
   POST <base>/_emulator/unlock   lift every lock, forget limit windows, past offences, the download location
   POST <base>/_emulator/fault    {"endpoint": "file/ls", "kind": "5xx|html|no_links|truncate|reset|flood",

@@ -58,23 +58,26 @@ class EmulatorService:
     # -- stats ----------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """``{"calls": {endpoint: n}, "flood_locks": n, "locks": {"ip", "user", "user_info": n},
-        "bytes_down": n, "bytes_up": n, "refused_files": n, "location_refusals": n}``; every endpoint of
+        "bytes_down": n, "bytes_up": n, "refused_files": n, "location_refusals": n, "clients": {ip: n}}``;
+        every endpoint of
         ``config.ENDPOINTS`` is present. flood_locks counts every new lock (all kinds); bytes_down the file
         bytes served by token downloads; bytes_up the file-part bytes received by upload.cgi; refused_files
         the ``file[]`` parts upload.cgi refused (per-file refusals and whole-POST quota refusals);
-        location_refusals the #887 refusals (§3)."""
+        location_refusals the #887 refusals (§3); clients ``{address: calls}`` (every named endpoint) per
+        client address."""
         s = self._stats
         return {"calls": dict(s["calls"]), "flood_locks": s["flood_locks"], "bytes_down": s["bytes_down"],
                 "bytes_up": s["bytes_up"], "refused_files": s["refused_files"], "locks": dict(s["locks"]),
-                "location_refusals": s["location_refusals"]}
+                "location_refusals": s["location_refusals"], "clients": dict(s["clients"])}
 
     def reset_stats(self) -> None:
         self._stats = {"calls": {e: 0 for e in ENDPOINTS}, "flood_locks": 0, "bytes_down": 0, "bytes_up": 0,
                        "refused_files": 0, "locks": {"ip": 0, "user": 0, "user_info": 0},
-                       "location_refusals": 0}
+                       "location_refusals": 0, "clients": {}}
 
-    def count_call(self, endpoint: str) -> None:
+    def count_call(self, endpoint: str, ip: str = "127.0.0.1") -> None:
         self._stats["calls"][endpoint] += 1
+        self._stats["clients"][ip] = self._stats["clients"].get(ip, 0) + 1
 
     def count(self, counter: str, n: int = 1) -> None:
         """Add ``n`` to one of ``bytes_down``, ``bytes_up``, ``refused_files``, ``location_refusals``."""

@@ -62,6 +62,10 @@ async def test_client_address_seen(hosts_factory: Any, autojump_clock: Any) -> N
     h = await hosts_factory()
     assert (await h.b.get("http://127.0.0.1/_emulator/client")).json()["ip"] == "127.0.0.2"
     assert (await h.a.get("http://127.0.0.1/_emulator/client")).json()["ip"] == "127.0.0.1"
+    await call(h.a, "file/ls")
+    await call(h.b, "folder/ls", folder_id=0)
+    await call(h.b, "user/info")
+    assert h.emu.stats()["clients"] == {"127.0.0.1": 1, "127.0.0.2": 2}
 
 
 async def test_per_user_rate_over_two_hosts(hosts_factory: Any, autojump_clock: Any) -> None:
