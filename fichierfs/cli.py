@@ -38,7 +38,7 @@ from typing import Any
 
 from fichierfs import __version__
 from fichierfs.config import Options, add_arguments, options_from_args
-from fichierfs.errors import ConfigError, FichierError
+from fichierfs.errors import ConfigError, FichierError, MountGone
 
 __all__ = ["main", "build_parser", "parse_o_options", "mount_helper", "helper_to_argv", "sd_notify"]
 
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             return _logout()
     except ConfigError as exc:
         print(f"fichierfs: {exc}", file=sys.stderr)
-        return 2 if not isinstance(exc, _mount_gone()) else 1
+        return 2 if not isinstance(exc, MountGone) else 1
     parser.print_help()
     return 2
 
@@ -316,12 +316,6 @@ def _is_helper_call(argv: list[str]) -> bool:
     """``SOURCE MOUNTPOINT -o OPTS`` where SOURCE is no sub-command: the mount.fuse3 convention
     (mount(8) always passes ``-o``, at least ``rw``)."""
     return len(argv) >= 3 and argv[0] not in COMMANDS and not argv[0].startswith("-") and "-o" in argv
-
-
-def _mount_gone() -> type[ConfigError]:
-    from fichierfs.control import MountGone
-
-    return MountGone
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -424,7 +418,7 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 
 def _umount(mountpoint: Path, timeout: float, *, wait: bool = False, drain_timeout: float | None = None) -> int:
-    from fichierfs.control import Backlog, MountGone, human_bytes, read_status, wait_drained
+    from fichierfs.control import Backlog, human_bytes, read_status, wait_drained
     from fichierfs.mount import is_mounted
 
     target = mountpoint.resolve()
@@ -462,7 +456,7 @@ def _umount(mountpoint: Path, timeout: float, *, wait: bool = False, drain_timeo
 def _status(mountpoint: Path | None, *, as_json: bool, verbose: bool = False) -> int:
     from rich.console import Console
 
-    from fichierfs.control import MountGone, fichierfs_mounts, read_status, render_status
+    from fichierfs.control import fichierfs_mounts, read_status, render_status
 
     targets = [mountpoint.resolve()] if mountpoint is not None else fichierfs_mounts()
     if not targets:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fichierfs.errors import ConfigError
+from fichierfs.errors import MountGone
 
 __all__ = [
     "STATUS_XATTR",
@@ -43,10 +43,6 @@ __all__ = [
 STATUS_XATTR = "user.fichierfs.status"
 """Same name as :data:`fichierfs.vfs.STATUS_XATTR` (not imported: keeps ``fichierfs status`` light)."""
 FSTYPE = "fuse.fichierfs"
-
-
-class MountGone(ConfigError):
-    """The mount point is not (or no longer) a live fichierfs mount."""
 
 
 def fichierfs_mounts(mounts_file: str = "/proc/self/mounts") -> list[Path]:

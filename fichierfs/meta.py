@@ -30,7 +30,6 @@ which awaits the scheduler (and coalesces concurrent listings of one folder thro
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import stat as stat_mod
@@ -41,7 +40,7 @@ from typing import Any, Protocol
 
 import trio
 
-from fichierfs.errors import FichierError, NotFound
+from fichierfs.errors import FichierError, NoEntry, NotFound
 from fichierfs.models import FileUrl, FolderId, FolderListing, RemoteFile
 from fichierfs.names import decode
 from fichierfs.scheduler import Lane
@@ -51,13 +50,6 @@ __all__ = ["ROOT_INODE", "Node", "KernelNotifier", "NullNotifier", "RecordingNot
 log = logging.getLogger(__name__)
 
 ROOT_INODE = 1
-
-
-class NoEntry(FichierError):
-    """No such file or directory (ENOENT); logged at debug, it is routine."""
-
-    errno = errno.ENOENT
-    level = logging.DEBUG
 
 
 class KernelNotifier(Protocol):

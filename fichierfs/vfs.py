@@ -45,8 +45,8 @@ from typing import Any
 
 import trio
 
-from fichierfs.errors import FichierError
-from fichierfs.meta import ROOT_INODE, MetaCache, NoEntry, Node
+from fichierfs.errors import FichierError, FsError, NoEntry
+from fichierfs.meta import ROOT_INODE, MetaCache, Node
 from fichierfs.names import decode, encode
 from fichierfs.scheduler import Lane
 from fichierfs.storm import ProcessPolicy
@@ -60,15 +60,6 @@ BLOCK = 4096
 XATTRS = ("user.fichier.url", "user.fichier.whirlpool", "user.fichier.content_type")
 STATUS_XATTR = "user.fichierfs.status"
 """On the mount's root: a JSON document of every component's statistics (``fichierfs status``)."""
-
-
-class FsError(FichierError):
-    """A POSIX error raised by the core itself (errno given per instance)."""
-
-    def __init__(self, err: int, message: str = "", level: int = logging.DEBUG) -> None:
-        super().__init__(message or os.strerror(err))
-        self.errno = err
-        self.level = level
 
 
 @dataclass(frozen=True, slots=True)
