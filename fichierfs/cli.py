@@ -34,11 +34,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fichierfs import __version__
 from fichierfs.config import Options, add_arguments, options_from_args
 from fichierfs.errors import ConfigError, FichierError, MountGone
+
+if TYPE_CHECKING:  # the API client is imported only by the commands that talk to 1fichier
+    from fichierfs.api import Secret
 
 __all__ = ["main", "build_parser", "parse_o_options", "mount_helper", "helper_to_argv", "sd_notify"]
 
@@ -105,7 +108,7 @@ def sd_notify(state: str, env: dict[str, str] | None = None) -> bool:
     return True
 
 
-def helper_to_argv(args: list[str]) -> tuple[list[str] | None, bool]:
+def helper_to_argv(args: list[str]) -> tuple[list[str], bool]:
     """Translate a mount(8)/mount.fuse3 helper call into ``fichierfs`` CLI arguments.
 
     The call is ``SOURCE MOUNTPOINT [-o OPTS] [-s] [-f] [-n] [-v]`` (mount(8)'s helper
@@ -349,16 +352,17 @@ def _spawn_background(argv: list[str], options: Options) -> int:
     r, w = os.pipe()
     env = dict(os.environ, **{READY_FD: str(w)})
     cmd = [sys.executable, "-m", "fichierfs", *argv, "-f"]
-    stderr = open(options.log_file, "ab") if options.log_file else subprocess.DEVNULL  # noqa: SIM115
+    log_out = open(options.log_file, "ab") if options.log_file else None  # noqa: SIM115 - closed below
     try:
         child = subprocess.Popen(
             cmd, env=env, pass_fds=(w,), start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=log_out if log_out is not None else subprocess.DEVNULL,
         )
     finally:
         os.close(w)
-        if stderr is not subprocess.DEVNULL:
-            stderr.close()
+        if log_out is not None:
+            log_out.close()
     with os.fdopen(r, "r") as pipe:
         message = pipe.read()
     if message.startswith("ok"):
@@ -369,7 +373,7 @@ def _spawn_background(argv: list[str], options: Options) -> int:
     return 1
 
 
-def _run_foreground(options: Options, mountpoint: Path, key: Any) -> int:
+def _run_foreground(options: Options, mountpoint: Path, key: Secret) -> int:
     import trio
 
     from fichierfs.log import setup_logging
