@@ -70,3 +70,30 @@ def test_emulator_does_not_import_the_client() -> None:
     for path in (PKG / "emulator").rglob("*.py"):
         for imp in _imports(path):
             assert imp.startswith("fichierfs.emulator"), f"{path.name} imports {imp}"
+
+
+def test_static_checks_are_wired_and_relaxations_stay_temporary() -> None:
+    """scripts/test runs scripts/check (mypy + ruff); mypy is strict; only the listed modules relax.
+
+    The relaxed modules are being rewritten in parallel branches (pyproject.toml says so); a new
+    module must pass strict as it is. Shrinking this list is welcome, growing it is not.
+    """
+    import tomllib
+
+    root = PKG.parent
+    test_sh = (root / "scripts" / "test").read_text()
+    check_sh = (root / "scripts" / "check").read_text()
+    assert test_sh.index("scripts/check") < test_sh.index("pytest")
+    assert ".venv/bin/mypy" in check_sh and ".venv/bin/ruff check" in check_sh
+    conf = tomllib.loads((root / "pyproject.toml").read_text())
+    mypy = conf["tool"]["mypy"]
+    assert mypy["strict"] is True and "fichierfs" in mypy["files"]
+    strictness = {"ignore_errors", "disable_error_code", "warn_return_any", "disallow_untyped_defs",
+                  "warn_unused_ignores", "check_untyped_defs", "disallow_any_generics", "strict"}
+    relaxed = {m for o in mypy.get("overrides", []) if strictness & o.keys()
+               for m in ([o["module"]] if isinstance(o["module"], str) else o["module"])}
+    assert relaxed <= {"tests", "tests.*", "fichierfs.emulator.*", "bench"}, relaxed
+    ignores = conf["tool"]["ruff"]["lint"].get("per-file-ignores", {})
+    allowed = {"tests/**", "scripts/**", "fichierfs/emulator/**", "fichierfs/chunks.py", "fichierfs/reader.py",
+               "fichierfs/store.py", "fichierfs/writer.py"}
+    assert set(ignores) <= allowed, set(ignores) - allowed
