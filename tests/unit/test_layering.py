@@ -17,7 +17,7 @@ RANK = {
     "scheduler": 3,
     "meta": 4, "chunks": 4, "reader": 5, "journal": 4, "writer": 5, "store": 4,
     "vfs": 6, "control": 6,
-    "ops": 7,
+    "ops": 7, "core": 7,
     "mount": 8,
     "cli": 9,
 }
