@@ -122,6 +122,9 @@ async def build_core(
         FichierError subclasses from the first calls (AuthError for a bad key, NoEntry for a
         missing ``remote_folder``).
     """
+    if transport is None and options.source_address:
+        # --source-address: connect from this local address (two mounts on one machine = two hosts, §3/§4)
+        transport = httpx.AsyncHTTPTransport(limits=HTTP_LIMITS, local_address=options.source_address)
     async with httpx.AsyncClient(
         transport=transport, timeout=HTTP_TIMEOUT, limits=HTTP_LIMITS, follow_redirects=False
     ) as http:
