@@ -88,8 +88,6 @@ class Endpoint:
             await response(scope, receive, send)
 
 
-
-
 class Base:
     """Shared by the handler classes: the service, its account and config, the /v1 pipeline, lookups."""
 
@@ -98,7 +96,7 @@ class Base:
         self.acct = svc.account
         self.cfg = svc.config
 
-    # ---- the /v1 pipeline (module docstring) -------------------------------------------------------------------------
+    # ---- the /v1 pipeline (module docstring) --------------------------------------------------------
     def v1(self, name: str, fn: V1Handler) -> Handler:
         async def handler(request: Request, fault: str | None) -> Response:
             lim = self.svc.limiter
