@@ -509,10 +509,13 @@ class ChunkCache:
     def _complete_run(self, w: Window, first: int, stop: int, data: bytes | bytearray | Sequence[Chunk]) -> None:
         cs = self.chunk_size
         self._fetches += 1
-        pieces: Sequence[Chunk] | None = None if isinstance(data, (bytes, bytearray)) else data
-        total = sum(len(p) for p in pieces) if pieces is not None else len(data)  # type: ignore[arg-type]
+        if isinstance(data, (bytes, bytearray)):
+            pieces: Sequence[Chunk] | None = None
+            total = len(data)
+            view: memoryview | None = memoryview(data)
+        else:
+            pieces, total, view = data, sum(len(p) for p in data), None
         self._fetched_bytes += total
-        view = memoryview(data) if pieces is None else None  # type: ignore[arg-type]
         for n in range(first, stop):
             fl = w._flights[n]
             i = n - first

@@ -617,7 +617,7 @@ class Reader:
             return bytes(memoryview(c)[offset - first * cs : end - first * cs])  # the one copy
         head = offset - first * cs
         tail = end - (stop - 1) * cs
-        views = [memoryview(chunks[0])[head:], *chunks[1:-1], memoryview(chunks[-1])[:tail]]
+        views: list[Chunk | memoryview] = [memoryview(chunks[0])[head:], *chunks[1:-1], memoryview(chunks[-1])[:tail]]
         return b"".join(views)
 
     async def _read_pages(self, offset: int, end: int) -> bytes:

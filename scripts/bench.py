@@ -46,6 +46,7 @@ from bench_kit.common import MOUNTS, MiB, Run, Sizes, log  # noqa: E402
 from bench_kit.report import write_outputs  # noqa: E402
 from bench_kit.runner import Bench  # noqa: E402
 from bench_kit.workloads import discover  # noqa: E402
+
 from tests.harness.fidelity import NS_SCRIPT, RCLONE, Fidelity  # noqa: E402
 from tests.harness.procs import stop_proc, unmount  # noqa: E402
 

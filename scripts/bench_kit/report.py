@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench_kit.common import KiB, MOUNTS, Run, Sizes, human_bytes, log
+from bench_kit.common import MOUNTS, KiB, Run, Sizes, human_bytes, log
 from bench_kit.workloads import discover
 
 WORKLOADS = discover()

@@ -16,8 +16,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_kit.common import KiB, MOUNTS, PY, RC_ADDR, ROOT, Phase, Run, Sizes, Workload, first_line, human_bytes, \
-    log, sh
+from bench_kit.common import (
+    MOUNTS,
+    PY,
+    RC_ADDR,
+    ROOT,
+    KiB,
+    Phase,
+    Run,
+    Sizes,
+    Workload,
+    first_line,
+    human_bytes,
+    log,
+    sh,
+)
 from bench_kit.workloads import discover
 from tests.harness.fidelity import RCLONE, Fidelity
 from tests.harness.procs import fuse_abort, is_mounted, kill_group, stop_proc, unmount, vm_hwm_kib
