@@ -658,6 +658,11 @@ class Reader:
         if m._readahead_blocked(self._st):
             m._readahead_skipped += 1
             return
+        if m._link_of(self._st) is None and (self._pos or 0) < 2 * m.initial_chunks * m.chunk_size:
+            # everything so far came from the caches (a header read after a remount): read-ahead that would
+            # cost a download-link call waits until the reader has gone past two first windows
+            m._readahead_skipped += 1
+            return
         w = m.cache.claim(self.file_url, first, stop, optional=True)
         if w is None:
             m._readahead_skipped += 1

@@ -73,6 +73,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"subset of {','.join(WORKLOADS)}")
     p.add_argument("--mounts", default=",".join(MOUNTS), help="subset of fichierfs,rclone")
     p.add_argument("--rclone-cache-mode", default="writes", help="rclone mount --vfs-cache-mode (default writes)")
+    p.add_argument("--lenient-runs", type=int, default=None,
+                   help="then rerun at the same time scale with the emulator's --profile lenient (separate listing "
+                   "clocks per endpoint, locks not extended): runs per workload (default 1, quick 0 = skip)")
+    p.add_argument("--lenient-workloads", default=REFERENCE, help="workloads of the lenient pass")
     p.add_argument("--reference-scale", type=float, default=None,
                    help="then rerun everything with the emulator at this time scale, where rclone's pacing passes "
                    "(default 0.0002; 0 = skip; quick: skip)")
@@ -89,6 +93,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--inner", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--cmdline", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.lenient_runs is None:
+        a.lenient_runs = 0 if a.quick else 1
     a.workloads = [w.strip() for w in a.workloads.split(",") if w.strip()]
     a.mounts = [m.strip() for m in a.mounts.split(",") if m.strip()]
     bad = [w for w in a.workloads if w not in WORKLOADS] + [m for m in a.mounts if m not in MOUNTS]
