@@ -161,6 +161,7 @@ def render(bench_info: dict[str, Any], runs: list[Run], args: argparse.Namespace
             f"It answers \"which is faster when the API does not punish\", not \"which survives 1fichier\".")
         add("")
         lines.extend(section(ref, findings, "reference"))
+    lines.extend(previous_section(main, args))
     add("")
     add("## Findings (computed from the tables above)")
     add("")
@@ -178,6 +179,43 @@ def render(bench_info: dict[str, Any], runs: list[Run], args: argparse.Namespace
     if not findings:
         add("- fichierfs lost to rclone on no workload both completed, and met 0.9 × the wire limit.")
     return "\n".join(lines) + "\n", findings
+
+
+def previous_section(runs: list[Run], args: argparse.Namespace) -> list[str]:
+    """fichierfs now beside the figures of the run before issue 15 (bench_kit/previous.json), main pass."""
+    path = Path(__file__).with_name("previous.json")
+    if not path.exists():
+        return []
+    prev = json.loads(path.read_text())
+    summ = summarize(runs)
+    rows = []
+    for (wl, phase), label in PHASE_LABEL.items():
+        now = summ.get((wl, phase, "fichierfs"))
+        old = prev["fichierfs"].get(f"{wl}/{phase}")
+        if not now or not old:
+            continue
+
+        def cell(d: dict[str, Any]) -> str:
+            t = f"{d['median']:.2f} s" if d.get("median") is not None else str(d.get("status", "–"))
+            for k, fmt in (("mib_s", "{:.1f} MiB/s"), ("iops", "{:.0f} IOPS"), ("p50_ms", "p50 {:.1f} ms"),
+                           ("over_fetch", "over-fetch {:.1f}×")):
+                if d.get(k) is not None:
+                    t += ", " + fmt.format(d[k])
+            return t
+
+        def num(d: dict[str, Any], k: str, fmt: Any) -> str:
+            return fmt(d[k]) if d.get(k) is not None else "–"
+
+        rows.append(f"| {label} | {cell(old)} | {cell(now)} | {num(old, 'api_calls', lambda x: f'{x:g}')} → "
+                    f"{num(now, 'api_calls', lambda x: f'{x:g}')} | {num(old, 'bytes_down', human_bytes)} → "
+                    f"{num(now, 'bytes_down', human_bytes)} | {num(old, 'rss_kib', lambda x: human_bytes(x * KiB))} → "
+                    f"{num(now, 'rss_kib', lambda x: human_bytes(x * KiB))} |")
+    if not rows:
+        return []
+    return ["", "## fichierfs before and after issue 15 (read path)", "",
+            f"Previous figures: {prev['source']}. Now: this run's main pass. The machine is shared and was loaded "
+            "differently, so compare ratios (calls, bytes, RSS, over-fetch) more than seconds.", "",
+            "| workload | before | now | API calls | downloaded | peak RSS |", "|---|---|---|---|---|---|", *rows]
 
 
 def section(runs: list[Run], findings: list[str], name: str) -> list[str]:
