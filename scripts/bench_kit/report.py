@@ -400,13 +400,13 @@ stacks) and from experiments with `--fichierfs-args`. They describe mechanisms, 
 machine; the figures quoted here are from the development run (2 vCPUs shared with other jobs,
 load average ≈ 4–6) and only indicate magnitudes.
 
-- **rclone and the flood lock.** rclone 1.60 lists a folder with `file/ls` then `folder/ls` of the
-  same folder about 0.4 s apart. The API allows one listing of a folder per 30 s (3 s at time scale
-  0.1), so the second call earns a flood lock on the very first folder rclone looks at (the root,
-  to resolve the first path component). Its pacer retries every ≤ 5 s, ten low-level retries, each
-  one extending the lock; the system call fails with EIO after ≈ 41 s, and the next one starts over.
-  No workload gets past its first lookup. Against the real service (scale 1) the windows are ten
-  times longer, so the outcome is the same, only slower.
+- **rclone and the flood lock.** rclone (1.60 and 1.75.2 alike) lists a folder with `file/ls` then
+  `folder/ls` of the same folder about 0.4 s apart. Under the strict profile (one folder clock for
+  both endpoints, §4 as the doc's unverified reading) the second call earns a flood lock on the very
+  first folder rclone looks at; its pacer retries inside the lock, each call extending it, and the
+  system call fails with EIO after ≈ 41 s. 1.75.2 recognises the flood codes (#412) but still retries
+  through its pacer, so the outcome is the same. The lenient pass (separate clocks per endpoint, a
+  lock that is not extended) shows what rclone earns if 1fichier reads §4 the forgiving way.
 - **Cold `ls -lR` is bound by the listing budget, not by fichierfs.** One `folder/ls` (with
   `files:1`) per folder, one every `listing_interval` = 3.5 s × budget scale: 51 listings × 0.49 s
   ≈ 25 s here, ≈ 3 min at real scale. That is the price of never being locked. In the reference pass
@@ -432,26 +432,31 @@ load average ≈ 4–6) and only indicate magnitudes.
   `download/get_token` through its 400 ms pacer on every open, warm or cold (no read cache with
   `--vfs-cache-mode writes`).
 - **Sequential read ≥ the wire limit.** fichierfs fetches with parallel ranged GETs on one link
-  (windows doubling up to `readahead_max` = 32 MiB: 37 GETs for 1 GiB), so under a per-connection
-  cap it matches or beats one curl connection. On 2 cores the emulator's own TLS streaming (Python)
-  is the actual ceiling (≈ 15–20 MiB/s against a 32 MiB/s cap). py-spy of a 256 MiB read: the mount
-  used ≈ 63 % of one core at 17.5 MiB/s; 38 % of its samples in httpx/httpcore/ssl receive, 8 % in
-  `FichierClient.download_range` growing a `bytearray` piece by piece, FUSE `read` handling ≈ 7 %.
-  **Recommended fix** (api.py): pre-size the buffer (`bytearray(want)` and `memoryview` slice
-  assignment) to drop the reallocations and copies — worth it on a faster line, where the mount
-  becomes CPU-bound at roughly 25–30 MiB/s per core.
-- **Memory.** A one-pass sequential read fills the whole `memory_budget` (256 MiB; peak RSS
-  ≈ 330–360 MiB) although every chunk is read once: consumed chunks are evicted first, but only
-  under pressure. rclone streams through a bounded buffer (peak RSS ≈ 70 MiB). **Recommended fix**
-  (chunks.py/reader.py): drop a sequential stream's chunks once consumed (or cap what one stream
-  keeps to about two windows), so that RSS follows the read-ahead and not the budget.
-- **Random 4 KiB reads.** Each miss fetches one 256 KiB chunk (`chunk_size`, ≈ 64× read
-  amplification) and waits one request latency plus the chunk at the per-connection rate: ≈ 21 IOPS,
-  p50 ≈ 47 ms at 20 ms latency. With `--fichierfs-args "--chunk-size 64K"` (same run conditions):
-  26 IOPS, p50 38 ms, 50 MiB downloaded instead of 149 MiB. **Possible fix**: a smaller fetch unit
-  for reads the detector classifies as random, keeping 256 KiB for sequential streams. rclone
-  re-opens its stream with a new `download/get_token` (400 ms pacer) on every seek: ≈ 1 IOPS,
-  p50 ≈ 800 ms.
+  (windows doubling up to `readahead_max` = 32 MiB), so under a per-connection cap it matches or
+  beats one curl connection; on 2 shared cores the emulator's own TLS streaming (Python) is the
+  ceiling. Issue 15 removed the copies of the read path: a window arrives cut into chunk buffers
+  allocated once (`FichierClient.download_chunks`, no growing `bytearray`, no second copy to cut it
+  into chunks), and the mount raises its kernel read-ahead to 1 MiB (`--kernel-readahead`, root
+  only) so sequential reads reach pyfuse3 in fewer, larger requests. On bare loopback (the mount
+  tier, no latency or bandwidth cap) a 256 MiB read went from ≈ 115 to ≈ 250 MiB/s on this machine,
+  still ≈ 0.2× an in-process httpx GET (≈ 1.2 GB/s): py-spy shows ≈ 34 % in pyfuse3's request
+  handling and ≈ 30 % in httpcore's 64 KiB socket reads. The 0.6× goal is not met.
+- **Memory.** A lone sequential reader drops the chunks it has read past (1 MiB behind, for the
+  kernel's reordering) instead of demoting them, so RSS follows the read-ahead, not the budget:
+  before issue 15 a one-pass read filled the whole 256 MiB budget (peak RSS ≈ 330–360 MiB); now
+  peak RSS stays under budget + 64 MiB (tests/mount/test_budgets.py asserts it with a 64 MiB budget:
+  80 MiB for a 256 MiB read, 116 MiB for 100 files read at once).
+- **Random 4 KiB reads.** A handle that jumps is served by a page cache: the request rounded to a
+  unit that follows its size (4 KiB for fio's 4 KiB reads, up to 64 KiB), missing neighbouring pages
+  in one GET; strictly contiguous reads turn it sequential again. Over-fetch fell from ≈ 57× (a
+  256 KiB chunk per miss) to ≈ 1×. IOPS are bound by one request latency per miss (psync, one job):
+  at 20 ms of added latency the ceiling is 50 IOPS, and the emulator's per-request cost on 2 shared
+  cores adds ≈ 10 ms, so the 2× IOPS goal is reached only where the old figure was far from that
+  ceiling. rclone re-opens its stream with a new `download/get_token` on every seek.
+- **Head storm after a remount.** The on-disk read cache (`--disk-cache-size`, chunks keyed by file
+  URL + whirlpool, LRU limit enforced at every insertion) survives the remount, so the second storm
+  costs no download-link call and no byte from 1fichier. Before issue 15 nothing survived: every
+  remount paid one `download/get_token` per file again (≈ 200 × 0.54 s ≈ 108 s at real limits).
 - **Copy-in and `tar -x`: one `get_upload_server` per file.** 1 000 small files cost 1 001
   `upload/get_upload_server` + 1 001 `upload.cgi` + 1 001 `end.pl`; the metered
   `get_upload_server` calls alone take 1 001 × `min_interval` (0.5 s × 0.14) ≈ 70 s of the ≈ 88 s,
