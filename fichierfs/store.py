@@ -358,7 +358,9 @@ class Store:
     # ------------------------------------------------------------------ figures
     def journal_size(self) -> int:
         """Pending entries: files not yet uploaded (empty files excluded), folders, ops."""
-        n = self._x("SELECT COUNT(*) FROM files WHERE state != 'empty' OR replaces != '[]'").fetchone()[0]
+        n = self._x(
+            "SELECT COUNT(*) FROM files WHERE state != 'refused' AND (state != 'empty' OR replaces != '[]')"
+        ).fetchone()[0]
         n += self._x("SELECT COUNT(*) FROM dirs").fetchone()[0]
         n += self._x("SELECT COUNT(*) FROM ops").fetchone()[0]
         return int(n)
