@@ -53,7 +53,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 import trio
 
@@ -64,10 +64,35 @@ from fichierfs.errors import FichierError, RequestRejected, ServerError, UploadF
 from fichierfs.models import FolderId, RemoteFile, UploadServer
 from fichierfs.names import encode
 from fichierfs.scheduler import Lane
-from fichierfs.store import FileRow
+from fichierfs.store import FileRow, Store
 
-if TYPE_CHECKING:
-    from fichierfs.writer import WriteBack
+
+class StagedFile(Protocol):
+    """What the uploader reads and sets on a staged file (fichierfs.writer.Staged)."""
+
+    path: Path
+    size: int
+    writers: int
+    dirty: bool
+    due: float
+    inflight: bool
+    cowed: bool
+
+
+class WriteSide(Protocol):
+    """What the uploader needs from the write-back (fichierfs.writer.WriteBack)."""
+
+    store: Store
+    meta: Any
+    scheduler: Any
+    by_row: Any  # dict[int, Staged]
+    retry_base: float
+    retry_max: float
+
+    def clock(self) -> float: ...
+    def poke(self) -> None: ...
+    def staging_path(self, row: int) -> Path: ...
+    async def complete(self, sent: FileRow, rf: RemoteFile, *, started: float | None = None) -> None: ...
 
 __all__ = ["Uploader", "Batch", "Member", "MAX_FILE_SIZE", "MAX_BATCH_FILES", "MAX_BATCH_BYTES", "whirlpool_of"]
 
@@ -198,7 +223,7 @@ class Uploader:
 
     def __init__(
         self,
-        wb: WriteBack,
+        wb: WriteSide,
         *,
         max_uploads: int = 2,
         batch_files: int = MAX_BATCH_FILES,
@@ -266,7 +291,7 @@ class Uploader:
             if st is None:
                 continue
             g = groups.setdefault(row.folder_id, _Group())
-            if st.writers > 0:
+            if st.writers > 0 or st.dirty:  # being written, or written and not flushed yet
                 g.more_coming = True
                 continue
             due = max(st.due, self.not_before.get(row.id, -math.inf))
