@@ -12,7 +12,7 @@ Forming batches (:meth:`Uploader.start_due`)
   ``batch_files`` (≤ 500) and ``batch_bytes``; a file of ``batch_bytes`` or more goes alone.
   Names are unique within a batch (end.pl's links are matched back by name).
 * A folder's batch leaves when it is full, when nothing else of that folder is still being
-  written or waiting for its quiet delay, or when its oldest due member has waited
+  written or waiting for its quiet delay and no new member came for ``LINGER`` (1 s), or when its oldest due member has waited
   ``batch_wait`` seconds (a steady ``cp -r`` of 10,000 files never waits for a quiet moment).
 * At most ``max_uploads`` batches are in flight (1fichier dislikes many parallel streams).
 
@@ -104,6 +104,9 @@ MAX_BATCH_FILES = 500
 """Files per upload POST (§6 limits)."""
 MAX_BATCH_BYTES = 500 * 10**9
 """Bytes per upload POST (§6 limits)."""
+LINGER = 1.0
+"""A partial batch leaves once no file of its folder became due for this long (and none is
+being written): a program that pauses a moment between files still fills one batch."""
 
 
 def whirlpool_of(path: Path | int) -> str:
@@ -196,6 +199,7 @@ class _Group:
 
     rows: list[FileRow] = field(default_factory=list)
     oldest: float = math.inf
+    newest: float = -math.inf
     more_coming: bool = False
 
 
@@ -235,6 +239,7 @@ class Uploader:
         self.batch_files = max(1, min(batch_files, MAX_BATCH_FILES, _fd_room(self.max_uploads)))
         self.batch_bytes = max(1, min(batch_bytes, MAX_BATCH_BYTES))
         self.batch_wait = batch_wait
+        self.linger = min(LINGER, batch_wait)
         self.batches: list[Batch] = []
         self.inflight: dict[int, Batch] = {}  # row id → its batch
         self.not_before: dict[int, float] = {}  # row id → back-off end
@@ -302,6 +307,7 @@ class Uploader:
                 continue
             g.rows.append(row)
             g.oldest = min(g.oldest, st.due)
+            g.newest = max(g.newest, st.due)
         for xid, members in posting.items():
             if xid not in self.resolving and len(self.batches) < self.max_uploads:
                 self.resolving.add(xid)
@@ -316,9 +322,10 @@ class Uploader:
             for batch_rows, full in self._split(g.rows):
                 if len(self.batches) >= self.max_uploads:
                     return wait
-                leave = full or not g.more_coming or now - g.oldest >= self.batch_wait
+                quiet = not g.more_coming and now - g.newest >= self.linger
+                leave = full or quiet or now - g.oldest >= self.batch_wait
                 if not leave:
-                    wait = min(wait, g.oldest + self.batch_wait - now)
+                    wait = min(wait, g.oldest + self.batch_wait - now, max(0.0, g.newest + self.linger - now))
                     break
                 batch = self._open(folder, batch_rows, now)
                 if batch is not None:
