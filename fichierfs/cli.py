@@ -431,7 +431,12 @@ def _umount(mountpoint: Path, timeout: float, *, wait: bool = False, drain_timeo
     if not is_mounted(target):
         print(f"fichierfs: {target} is not mounted", file=sys.stderr)
         return 1
+    pid: int | None = None
     try:
+        try:
+            pid = int((read_status(target).get("daemon") or {}).get("pid") or 0) or None
+        except (TypeError, ValueError):
+            pid = None
         if wait:
             left = wait_drained(lambda: read_status(target), timeout=drain_timeout,
                                 progress=sys.stderr.isatty())
@@ -456,7 +461,24 @@ def _umount(mountpoint: Path, timeout: float, *, wait: bool = False, drain_timeo
     deadline = time.monotonic() + timeout
     while is_mounted(target) and time.monotonic() < deadline:
         time.sleep(0.05)
+    # the daemon saves its journal and budget clocks and exits within seconds (its waiting
+    # requests are cancelled); a remount before that would be refused, so wait for it
+    while pid is not None and _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid is not None and _alive(pid):
+        print(f"fichierfs: {target} is unmounted, but its daemon (pid {pid}) is still finishing; "
+              "a new mount of the same folder is refused until it has exited", file=sys.stderr)
+        return 1
     return 0
+
+
+def _alive(pid: int) -> bool:
+    """True while process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _status(mountpoint: Path | None, *, as_json: bool, verbose: bool = False) -> int:

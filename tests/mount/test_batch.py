@@ -53,3 +53,47 @@ def test_cp_600_real_files_into_3_folders_costs_at_most_12_upload_calls(env: Env
     with env.mount() as m:
         assert tree_sums(m.path) == want  # identical after a remount
     assert env.emu.stats()["flood_locks"] == 0
+
+
+def test_daemon_exits_within_seconds_after_unmounting_a_busy_mount(tmp_path: Path) -> None:
+    """Requests waiting for the API budget (listings of a dozen folders at 1fichier's real pacing)
+    must not keep the daemon alive once its mount is gone (issue 12.5): pyfuse3.main() returns
+    only when every handler has, so the daemon cancels them when the mount leaves the table."""
+    import subprocess
+
+    from tests.mount.conftest import PY, ROOT, run_mount
+
+    seed = tmp_path / "seed"
+    for i in range(12):
+        (seed / f"d{i:02}").mkdir(parents=True)
+        (seed / f"d{i:02}" / "x.txt").write_text(f"{i}\n")
+    with run_emulator(tmp_path / "state", seed) as emu:
+        mnt = tmp_path / "mnt"
+        cache = str(tmp_path / "cache")
+        with run_mount(emu, mnt, "--cache-dir", cache, "--budget-scale", "1", "--stall-limit", "300",
+                       "--write-back-delay", "60") as m:
+            (m.path / "new.txt").write_text("pending at unmount\n")  # journalled, not uploaded yet
+            lsers = [subprocess.Popen(["ls", str(m.path / f"d{i:02}")], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL) for i in range(12)]
+            try:
+                time.sleep(1.5)
+                assert sum(p.poll() is None for p in lsers) >= 6  # most listings wait for the budget
+                t0 = time.monotonic()
+                subprocess.run(["fusermount3", "-u", "-z", str(m.path)], check=True)
+                m.proc.wait(60)
+                took = time.monotonic() - t0
+                print(f"\nbusy mount: the daemon exited {took:.1f} s after the unmount")
+                assert took < 5, f"the daemon lingered {took:.1f} s after the unmount"
+                assert m.proc.returncode == 0
+            finally:
+                for p in lsers:
+                    p.kill()
+                    p.wait(30)
+        # the journal lock is free at once; `fichierfs umount` returns once the daemon has exited
+        with run_mount(emu, mnt, "--cache-dir", cache) as m:
+            assert (m.path / "new.txt").read_text() == "pending at unmount\n"  # kept in the journal
+            wait_synced(m.path)
+            res = subprocess.run([PY, "-m", "fichierfs", "umount", str(m.path)], capture_output=True, text=True,
+                                 timeout=60, cwd=ROOT)
+            assert res.returncode == 0, res.stderr
+            assert m.proc.poll() is not None, "umount returned while the daemon was still running"
