@@ -63,7 +63,7 @@ from fichierfs.backoff import backoff
 from fichierfs.errors import FichierError, RequestRejected, ServerError, UploadFailed
 from fichierfs.models import FolderId, RemoteFile, UploadServer
 from fichierfs.names import encode
-from fichierfs.scheduler import Lane
+from fichierfs.scheduler import ApiCaller, Lane
 from fichierfs.store import FileRow, Store
 
 
@@ -83,8 +83,8 @@ class WriteSide(Protocol):
     """What the uploader needs from the write-back (fichierfs.writer.WriteBack)."""
 
     store: Store
-    meta: Any
-    scheduler: Any
+    meta: Any  # MetaCache (uploader ranks below meta's users; only shadow/node_for_url are used)
+    scheduler: ApiCaller
     by_row: Any  # dict[int, Staged]
     retry_base: float
     retry_max: float
@@ -439,7 +439,7 @@ class Uploader:
                 self.inflight.pop(m.row.id, None)
         if not batch.members:
             return
-        server: UploadServer = await wb.scheduler.call("upload/get_upload_server", lane=Lane.WRITEBACK)
+        server: UploadServer = await wb.scheduler.call(wb.scheduler.client.upload_get_upload_server, lane=Lane.WRITEBACK)
         batch.server = server
         with store.transaction():  # the batch is journalled before the POST (§8.7)
             for m in batch.members:
@@ -459,7 +459,7 @@ class Uploader:
         self.posts += 1
         try:
             await wb.scheduler.call(
-                "upload.cgi", server, [UploadSource(m.name, "", m.size, file=m.fh) for m in batch.members],
+                wb.scheduler.client.upload_post, server, [UploadSource(m.name, "", m.size, file=m.fh) for m in batch.members],
                 batch.folder, lane=Lane.WRITEBACK,
             )
         except FichierError as exc:
@@ -582,7 +582,8 @@ class Uploader:
             return found
         by_name = {encode(r.sent_name or r.name): r for r in rows}
         try:
-            links = await wb.scheduler.call("end.pl", server, lane=Lane.WRITEBACK, retries=4 if posted_ok else 1)
+            links = await wb.scheduler.call(wb.scheduler.client.upload_end, server, lane=Lane.WRITEBACK,
+                                            retries=4 if posted_ok else 1)
             now = datetime.now(timezone.utc)
             for x in links:
                 r = by_name.get(x.filename)
@@ -607,7 +608,7 @@ class Uploader:
             wants[r.id] = (size, wp)
         if not wants:
             return found
-        listing = await wb.scheduler.call("folder/ls", folder, files=True, lane=Lane.WRITEBACK)
+        listing = await wb.scheduler.call(wb.scheduler.client.folder_ls, folder, files=True, lane=Lane.WRITEBACK)
         taken: set[str] = set()
         for r in left:
             want = wants.get(r.id)

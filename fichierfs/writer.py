@@ -61,7 +61,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
 import trio
 
@@ -71,9 +71,12 @@ from fichierfs.errors import FichierError, NotFound, RequestRejected
 from fichierfs.meta import MetaCache, Node
 from fichierfs.models import FileUrl, FolderId, RemoteFile
 from fichierfs.names import encode
-from fichierfs.scheduler import Lane
-from fichierfs.store import FileRow, Store
+from fichierfs.scheduler import ApiCaller, Lane
+from fichierfs.store import FileRow, OpRow, Store
 from fichierfs.uploader import MAX_FILE_SIZE, Uploader, whirlpool_of
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 __all__ = ["WriteBack", "Staged", "MAX_FILE_SIZE", "whirlpool_of"]
 
@@ -141,7 +144,7 @@ class WriteBack:
 
     def __init__(
         self,
-        scheduler: Any,
+        scheduler: ApiCaller,
         store: Store,
         meta: MetaCache,
         cache_dir: Path,
@@ -468,11 +471,11 @@ class WriteBack:
         and folders show at their new place.
         """
         now = self.clock()
-        for d in self.store.dirs():
-            if d.cancelled:  # removed by the user while its mkdir was in flight: never shown
-                self._cancelled_dirs.add(d.id)
+        for dir_row in self.store.dirs():
+            if dir_row.cancelled:  # removed by the user while its mkdir was in flight: never shown
+                self._cancelled_dirs.add(dir_row.id)
                 continue
-            self.meta.add_orphan(d.parent, d.name, is_dir=True, folder_id=d.id)
+            self.meta.add_orphan(dir_row.parent, dir_row.name, is_dir=True, folder_id=dir_row.id)
         for row in self.store.files():
             path = self._path(row.id)
             for u in row.replaces:
@@ -662,8 +665,8 @@ class WriteBack:
         dirs = self.store.dirs()
         busy_folders = {f.folder_id for f in files} | {f.sent_folder for f in files if f.sent_folder is not None}
         busy_folders |= {d.parent for d in dirs} | {d.id for d in dirs}
-        blocked: set[Any] = set()
-        batch: list[Any] = []
+        blocked: set[_Entity] = set()
+        batch: list[OpRow] = []
         for op in ops:
             ents = _entities(op)
             waiting = (
@@ -691,7 +694,7 @@ class WriteBack:
         await self._run_batch(batch)
         return True
 
-    async def _run_batch(self, batch: list[Any]) -> None:
+    async def _run_batch(self, batch: list[OpRow]) -> None:
         kind = batch[0].kind
         seqs = [o.seq for o in batch]
         try:
@@ -699,7 +702,7 @@ class WriteBack:
                 crashpoint.hit("before_delete_old")
                 urls = list(dict.fromkeys(u for o in batch for u in o.data["urls"]))
                 try:
-                    await self._call("file/rm", urls)
+                    await self._call(self.scheduler.client.file_rm, urls)
                 except NotFound:
                     pass  # already gone (deleted elsewhere, or before a crash)
                 for u in urls:
@@ -709,7 +712,7 @@ class WriteBack:
             elif kind == "rmdir":
                 fid = int(batch[0].data["folder_id"])
                 try:
-                    await self._call("folder/rm", fid)
+                    await self._call(self.scheduler.client.folder_rm, fid)
                 except NotFound:
                     pass
                 self.meta.hide_folder(fid, self.clock() + self.settle)
@@ -718,14 +721,14 @@ class WriteBack:
                 fid = int(d["folder_id"])
                 if d["name"] != d["old_name"]:
                     try:
-                        await self._call("folder/mv", fid, rename=encode(d["name"]))
+                        await self._call(self.scheduler.client.folder_mv, fid, rename=encode(d["name"]))
                     except RequestRejected:
                         if d["parent"] == d["from_parent"]:
                             raise
                     d["old_name"] = d["name"]
                     self.store.update_op(batch[0].seq, data=d)
                 if d["parent"] != d["from_parent"]:
-                    await self._call("folder/mv", fid, destination_folder_id=int(d["parent"]))
+                    await self._call(self.scheduler.client.folder_mv, fid, destination_folder_id=int(d["parent"]))
                 node = self.meta.node_for_folder(fid)
                 if node is not None:
                     self.meta.pin(node, self.clock() + self.settle)
@@ -741,43 +744,44 @@ class WriteBack:
             self._op_not_before.pop(s, None)
         self.poke()
 
-    async def _run_mv(self, batch: list[Any]) -> None:
+    async def _run_mv(self, batch: list[OpRow]) -> None:
         first = batch[0].data
         now = self.clock()
         if first["folder_id"] == first["from_folder"]:
             pairs = [(o.data["url"], encode(o.data["name"])) for o in batch]
             try:
-                await self._call("file/rename", pairs)
+                await self._call(self.scheduler.client.file_rename, pairs)
             except RequestRejected:
                 # #312: nothing renamed, e.g. already done before a crash (§2.7); check one by one
                 if not await self._already_there(batch):
                     raise
         elif len(batch) == 1 and first["name"] != first["old_name"]:
             try:
-                await self._call("file/mv", [first["url"]], int(first["folder_id"]), rename=encode(first["name"]))
+                await self._call(self.scheduler.client.file_mv, [first["url"]], int(first["folder_id"]), rename=encode(first["name"]))
             except RequestRejected:
                 if not await self._already_there(batch):
                     raise
         else:
-            await self._call("file/mv", [o.data["url"] for o in batch], int(first["folder_id"]))
+            await self._call(self.scheduler.client.file_mv, [o.data["url"] for o in batch], int(first["folder_id"]))
         for o in batch:
             node = self.meta.node_for_url(FileUrl(o.data["url"]))
             if node is not None:
                 self.meta.pin(node, now + self.settle)
 
-    async def _already_there(self, batch: list[Any]) -> bool:
+    async def _already_there(self, batch: list[OpRow]) -> bool:
         for o in batch:
             try:
-                rf = await self.scheduler.call("file/info", o.data["url"], lane=Lane.WRITEBACK)
+                rf = await self.scheduler.call(self.scheduler.client.file_info, o.data["url"], lane=Lane.WRITEBACK)
             except NotFound:
                 continue
             if rf.filename != encode(o.data["name"]) or (rf.folder_id is not None and int(rf.folder_id) != int(o.data["folder_id"])):
                 return False
         return True
 
-    async def _call(self, endpoint: str, *args: Any, **kw: Any) -> Any:
+    async def _call(self, fn: Callable[[*Ts], Awaitable[T]], /, *args: *Ts, **kw: Any) -> T:
+        """One metered mutation of the ops queue, in the WRITEBACK lane (counted in ``op_calls``)."""
         self.op_calls += 1
-        return await self.scheduler.call(endpoint, *args, lane=Lane.WRITEBACK, **kw)
+        return await self.scheduler.call(fn, *args, lane=Lane.WRITEBACK, **kw)
 
     async def _mkdir(self, did: int) -> None:
         d = self.store.dir(did)
@@ -786,10 +790,10 @@ class WriteBack:
         self._mkdir_inflight.add(did)
         try:
             try:
-                new_id = int(await self._call("folder/mkdir", d.parent, encode(d.name)))
+                new_id = int(await self._call(self.scheduler.client.folder_mkdir, d.parent, encode(d.name)))
             except RequestRejected:
                 # "already exists": created before a crash (or by someone else): adopt it (§2.11)
-                listing = await self.scheduler.call("folder/ls", d.parent, files=True, lane=Lane.WRITEBACK)
+                listing = await self.scheduler.call(self.scheduler.client.folder_ls, d.parent, files=True, lane=Lane.WRITEBACK)
                 # never adopt a folder that a journaled rmdir is about to remove (mkdir d; rmdir d;
                 # mkdir d while the first mkdir was in flight — found by tests/model): retry after it
                 doomed = {int(o.data["folder_id"]) for o in self.store.ops() if o.kind == "rmdir"}
@@ -899,9 +903,13 @@ class WriteBack:
             await self._changed.wait()
 
 
-def _entities(op: Any) -> set[Any]:
+_Entity = tuple[str, str] | int
+"""What an op touches: ``("u", url)`` for a file, an int folder id for a folder."""
+
+
+def _entities(op: OpRow) -> set[_Entity]:
     d = op.data
-    ents: set[Any] = set()
+    ents: set[_Entity] = set()
     if op.kind == "rm":
         ents |= {("u", u) for u in d["urls"]}
     elif op.kind == "mv":
@@ -913,7 +921,7 @@ def _entities(op: Any) -> set[Any]:
     return ents
 
 
-def _batchable(first: Any, op: Any, batch: list[Any]) -> bool:
+def _batchable(first: OpRow, op: OpRow, batch: list[OpRow]) -> bool:
     if op.kind != first.kind:
         return False
     if op.kind == "rm":
@@ -923,8 +931,8 @@ def _batchable(first: Any, op: Any, batch: list[Any]) -> bool:
         if any(o.data["url"] == b["url"] for o in batch) or len(batch) >= 100:
             return False
         if a["folder_id"] == a["from_folder"]:  # in-place renames: one file/rename
-            return b["folder_id"] == b["from_folder"]
+            return bool(b["folder_id"] == b["from_folder"])
         # plain moves to one folder (no rename): one file/mv
-        return (a["name"] == a["old_name"] and b["name"] == b["old_name"] and b["folder_id"] == a["folder_id"]
-                and b["from_folder"] != b["folder_id"])
+        return bool(a["name"] == a["old_name"] and b["name"] == b["old_name"] and b["folder_id"] == a["folder_id"]
+                    and b["from_folder"] != b["folder_id"])
     return False

@@ -125,9 +125,9 @@ async def test_report_missing_members_are_found_or_resent_alone(rig: Rig, emu, a
         sched = fs.writer.scheduler
         real = sched.call
 
-        async def short_report(endpoint, *args, **kw):  # noqa: ANN001, ANN202
-            out = await real(endpoint, *args, **kw)
-            if endpoint == "end.pl":
+        async def short_report(fn, *args, **kw):  # noqa: ANN001, ANN202
+            out = await real(fn, *args, **kw)
+            if fn == sched.client.upload_end:
                 return out[:-3]
             return out
 
