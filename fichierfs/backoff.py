@@ -13,4 +13,4 @@ def backoff(attempts: int, base: float, cap: float) -> float:
     """
     if attempts <= 0:
         return 0.0
-    return min(cap, base * 2 ** min(attempts - 1, 60))
+    return float(min(cap, base * 2.0 ** min(attempts - 1, 60)))

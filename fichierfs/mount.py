@@ -88,7 +88,7 @@ async def run_mount(
         ) as core:
             core.fs.status_sources["daemon"] = lambda: {"pid": os.getpid()}
             ops = Operations(core.fs, entry_timeout=options.entry_timeout, attr_timeout=options.attr_timeout)
-            real_mountpoint = os.path.realpath(mountpoint)  # before the mount: never stat our own mount
+            real_mountpoint = os.path.realpath(mountpoint)  # noqa: ASYNC240 - before the mount: never stat our own
             pyfuse3.init(ops, str(mountpoint), fuse_options(options))
             unmounted_by_us = False
             try:

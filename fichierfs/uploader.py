@@ -12,8 +12,9 @@ Forming batches (:meth:`Uploader.start_due`)
   ``batch_files`` (≤ 500) and ``batch_bytes``; a file of ``batch_bytes`` or more goes alone.
   Names are unique within a batch (end.pl's links are matched back by name).
 * A folder's batch leaves when it is full, when nothing else of that folder is still being
-  written or waiting for its quiet delay and no new member came for ``LINGER`` (1 s), or when its oldest due member has waited
-  ``batch_wait`` seconds (a steady ``cp -r`` of 10,000 files never waits for a quiet moment).
+  written or waiting for its quiet delay and no new member came for ``LINGER`` (1 s), or
+  when its oldest due member has waited ``batch_wait`` seconds (a steady ``cp -r`` of
+  10,000 files never waits for a quiet moment).
 * At most ``max_uploads`` batches are in flight (1fichier dislikes many parallel streams).
 
 One batch (:meth:`Uploader._run_batch`)
@@ -439,7 +440,8 @@ class Uploader:
                 self.inflight.pop(m.row.id, None)
         if not batch.members:
             return
-        server: UploadServer = await wb.scheduler.call(wb.scheduler.client.upload_get_upload_server, lane=Lane.WRITEBACK)
+        client = wb.scheduler.client
+        server: UploadServer = await wb.scheduler.call(client.upload_get_upload_server, lane=Lane.WRITEBACK)
         batch.server = server
         with store.transaction():  # the batch is journalled before the POST (§8.7)
             for m in batch.members:
@@ -459,7 +461,7 @@ class Uploader:
         self.posts += 1
         try:
             await wb.scheduler.call(
-                wb.scheduler.client.upload_post, server, [UploadSource(m.name, "", m.size, file=m.fh) for m in batch.members],
+                client.upload_post, server, [UploadSource(m.name, "", m.size, file=m.fh) for m in batch.members],
                 batch.folder, lane=Lane.WRITEBACK,
             )
         except FichierError as exc:
