@@ -203,3 +203,32 @@ async def test_kill_during_a_batch_then_remount(rig: Rig, emu, autojump_clock, m
             assert emu.stats()["calls"].get("upload.cgi", 0) == 0  # never sent twice
     got = sorted((f["filename"], f["whirlpool"]) for f in emu.list_files(0))
     assert got == sorted((n, _wp(b)) for n, b in new.items())
+
+
+async def test_a_refused_name_is_reported_and_never_blocks_the_others(rig: Rig, emu, autojump_clock,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name 1fichier refuses (sent unencoded here) fails its batch as a whole: the batch is
+    halved until the bad file is alone; it is then reported as refused, not pending, and the
+    others arrive. A rename makes it upload."""
+    import fichierfs.uploader as up
+
+    real = up.encode
+    monkeypatch.setattr(up, "encode", lambda n: n if "\u00b4" in n else real(n))
+    files = _contents(16, "q")
+    async with rig.mount() as fs:
+        for n, b in files.items():
+            await write_file(fs, ROOT_INODE, n, b)
+        await write_file(fs, ROOT_INODE, "bad\u00b4name", b"refused")
+        await sync(fs)  # returns: the refused file is not pending
+        wb = fs.status()["writeback"]
+        assert wb["pending"] == 0
+        assert [r["path"] for r in wb["refused"]] == ["/bad\u00b4name"]
+        assert "name" in wb["refused"][0]["error"]
+        assert await names(fs) == sorted([*files, "bad\u00b4name"])  # kept locally
+        assert emu.stats()["calls"]["upload.cgi"] <= 12
+        monkeypatch.setattr(up, "encode", real)
+        await fs.rename(ROOT_INODE, "bad\u00b4name", ROOT_INODE, "good")
+        await sync(fs)
+        assert fs.status()["writeback"]["refused"] == []
+    got = sorted(f["filename"] for f in emu.list_files(0))
+    assert got == sorted([*files, "good"])
