@@ -273,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT", help="a fichierfs mount")
     sy.add_argument("--timeout", type=float, default=None, metavar="S", help="give up after S seconds")
     sy.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sy.add_argument("--retry-now", action="store_true",
+                    help="try failed uploads again at once (e.g. after freeing space on the account)")
 
     li = sub.add_parser("login", help="store the API key in the system keyring",
                         description="Read the API key (from the terminal without echo, or from standard input) "
@@ -305,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return _status(args.mountpoint, as_json=args.json, verbose=args.verbose)
         if args.command == "sync":
-            return _sync(args.mountpoint, timeout=args.timeout, quiet=args.quiet)
+            return _sync(args.mountpoint, timeout=args.timeout, quiet=args.quiet,
+                         retry_now=getattr(args, "retry_now", False))
         if args.command == "login":
             return _login(force_stdin=args.stdin)
         if args.command == "logout":
@@ -509,11 +512,31 @@ def _status(mountpoint: Path | None, *, as_json: bool, verbose: bool = False) ->
     return 1 if failed else 0
 
 
-def _sync(mountpoint: Path, *, timeout: float | None, quiet: bool) -> int:
-    from fichierfs.control import read_status, wait_drained
+def _sync(mountpoint: Path, *, timeout: float | None, quiet: bool, retry_now: bool = False) -> int:
+    from fichierfs.control import CONTROL_XATTR, MountGone, read_status, wait_drained
 
     target = mountpoint.resolve()
+    if retry_now:
+        try:
+            os.setxattr(target, CONTROL_XATTR, b"retry-now")
+        except OSError as exc:
+            raise MountGone(f"{target}: cannot ask for a retry ({exc.strerror})") from None
     left = wait_drained(lambda: read_status(target), timeout=timeout, progress=not quiet)
+    if left.blocked:
+        print(f"fichierfs: {left.blocked}", file=sys.stderr)
+        for name in left.blocked_files[:20]:
+            print(f"  {name}", file=sys.stderr)
+        if len(left.blocked_files) > 20:
+            print(f"  … and {len(left.blocked_files) - 20} more", file=sys.stderr)
+        print("fichierfs: staged data is kept; free space on the account (or delete files through the mount), "
+              f"then run 'fichierfs sync --retry-now {target}'", file=sys.stderr)
+        return 1
+    if left.refused:
+        print(f"fichierfs: {len(left.refused)} file(s) refused by 1fichier, kept locally and not uploaded:",
+              file=sys.stderr)
+        for r in left.refused[:20]:
+            print(f"  {r.get('path')}: {r.get('error')}", file=sys.stderr)
+        return 1
     if not left.drained:
         print(f"fichierfs: {left.pending} upload(s) still pending after {timeout} s", file=sys.stderr)
         return 1

@@ -36,6 +36,8 @@ folders), EBADF, and EIO/EAGAIN when content must be downloaded first and cannot
 
 from __future__ import annotations
 
+import dataclasses
+
 import errno
 import logging
 import os
@@ -60,6 +62,9 @@ log = logging.getLogger(__name__)
 BLOCK = 4096
 XATTRS = ("user.fichier.url", "user.fichier.whirlpool", "user.fichier.content_type")
 STATUS_XATTR = "user.fichierfs.status"
+CONTROL_XATTR = "user.fichierfs.control"
+"""Write-only xattr on the root: ``retry-now`` forgets every upload back-off and the
+over-quota stop (``fichierfs sync --retry-now``)."""
 """On the mount's root: a JSON document of every component's statistics (``fichierfs status``)."""
 
 
@@ -716,18 +721,29 @@ class Filesystem:
         """
         now = self.clock()
         if self._statfs is not None and now - self._statfs[0] < self.statfs_ttl:
-            return self._statfs[1]
+            return self._with_writes(self._statfs[1])
         try:
             info = await self.scheduler.call(self.scheduler.client.user_info, lane=Lane.INTERACTIVE)
             total, free = max(info.total, 1), info.free
             value = StatFs(BLOCK, total // BLOCK, free // BLOCK, 1 << 20, 1 << 20, 255)
+            if self.writer is not None:
+                self.writer.account_space(total, max(0, total - free))
         except FichierError as exc:
             log.log(exc.level, "statfs: user/info failed: %s", exc)
             if self._statfs is not None:
                 return self._statfs[1]
             value = StatFs(BLOCK, 1 << 40 >> 12, 1 << 40 >> 12, 1 << 20, 1 << 20, 255)
         self._statfs = (now, value)
-        return value
+        return self._with_writes(value)
+
+    def _with_writes(self, value: StatFs) -> StatFs:
+        """df reflects this mount's writes at once: used = last user/info + uploaded since −
+        deleted since + staged not uploaded yet (user/info may be asked once per 5 min, §4)."""
+        sp = self.writer.space() if self.writer is not None else None
+        if sp is None:
+            return value
+        total, used = sp
+        return dataclasses.replace(value, blocks=total // BLOCK, bfree=max(0, total - used) // BLOCK)
 
     def listxattr(self, ino: int) -> list[str]:
         """The xattr names a file has; the root has the status document; folders have none."""
@@ -764,6 +780,18 @@ class Filesystem:
             return str(v)
 
         return json.dumps(clean(self.status()), sort_keys=True).encode()
+
+    def setxattr(self, ino: int, name: str, value: bytes) -> None:
+        """Control commands: ``user.fichierfs.control`` = ``retry-now`` on the root.
+
+        Raises FsError(ENOTSUP) for any other xattr, EINVAL for an unknown command.
+        """
+        if ino != ROOT_INODE or name != CONTROL_XATTR:
+            raise FsError(errno.ENOTSUP)
+        if value.strip() != b"retry-now":
+            raise FsError(errno.EINVAL, f"unknown control command {value[:40]!r}")
+        if self.writer is not None:
+            self.writer.retry_now()
 
     def getxattr(self, ino: int, name: str) -> bytes:
         """``user.fichier.url`` (share link), ``.whirlpool`` (hex, §7), ``.content_type``.

@@ -193,6 +193,10 @@ class WriteBack:
         self._recent: deque[tuple[float, int, float]] = deque()  # (done, bytes, batch start)
         self.uploaded_files = 0
         self.uploaded_bytes = 0
+        self.deleted_bytes = 0
+        self._url_size: dict[str, int] = {}  # sizes of urls queued for deletion (df)
+        self._space: tuple[int, int, int, int] | None = None  # (total, used, uploaded, deleted) at user/info
+        self._pending_sum: tuple[float, int] = (-math.inf, 0)
         self.op_calls = 0
 
     # ================================================================== staging (vfs side)
@@ -306,9 +310,11 @@ class WriteBack:
         end = offset + len(data)
         if end > MAX_FILE_SIZE:
             raise OSError(errno.EFBIG, "1fichier takes files up to 300 GB (§6)")
+        self._check_space(st, end - st.size)
         if st.inflight and not st.cowed:
             self._cow(st, keep=True)
         n = os.pwrite(st.open_fd(), data, offset)
+        self._pending_sum = (self._pending_sum[0], self._pending_sum[1] + max(0, offset + n - st.size))
         st.size = max(st.size, offset + n)
         st.dirty = True
         return n
@@ -316,6 +322,7 @@ class WriteBack:
     def truncate(self, st: Staged, size: int) -> None:
         if size > MAX_FILE_SIZE:
             raise OSError(errno.EFBIG, "1fichier takes files up to 300 GB (§6)")
+        self._check_space(st, size - st.size)
         if st.inflight and not st.cowed:
             self._cow(st, keep=size > 0)
         os.truncate(st.path, size)
@@ -457,10 +464,60 @@ class WriteBack:
         self.store.add_op(kind, **data)
         if kind == "rm":
             for u in data["urls"]:
+                self._note_size(u)
                 self.meta.hide_url(u)
         elif kind == "rmdir":
             self.meta.hide_folder(int(data["folder_id"]))
         self.poke()
+
+    def retry_now(self) -> None:
+        """Every failed item is tried again at once (``fichierfs sync --retry-now``)."""
+        self.uploader.retry_now()
+        self._op_not_before.clear()
+        self._dir_not_before.clear()
+        log.info("retry now: every upload, namespace change and folder creation is tried again")
+        self.poke()
+
+    # ================================================================== space (df, ENOSPC)
+    def _note_size(self, url: str) -> None:
+        """Remember the size of a remote file about to be deleted (df counts it as freed)."""
+        if url not in self._url_size:
+            node = self.meta.node_for_url(FileUrl(url))
+            if node is not None and node.file is not None:
+                self._url_size[url] = int(node.file.size)
+
+    def account_space(self, total: int, used: int) -> None:
+        """A fresh ``user/info`` answer: the base of :meth:`space` (uploads and deletes since
+        are added to it by this mount)."""
+        self._space = (total, used, self.uploaded_bytes, self.deleted_bytes)
+
+    def pending_bytes(self) -> int:
+        """Bytes staged and not uploaded yet (recomputed at most once a second)."""
+        now = self.clock()
+        if now - self._pending_sum[0] >= 1.0:
+            total = sum(st.size for st in self.by_row.values())
+            self._pending_sum = (now, total)
+        return self._pending_sum[1]
+
+    def space(self) -> tuple[int, int] | None:
+        """(total, used) as this mount knows it: the last user/info figure + bytes uploaded
+        since − bytes deleted since + bytes staged and not uploaded yet; None before user/info."""
+        if self._space is None:
+            return None
+        total, used, up0, del0 = self._space
+        used = used + (self.uploaded_bytes - up0) - (self.deleted_bytes - del0) + self.pending_bytes()
+        return total, max(0, used)
+
+    def _check_space(self, st: Staged, growth: int) -> None:
+        """ENOSPC when the account is known to be full (an over-quota refusal, or growth
+        beyond the known free space)."""
+        if growth <= 0:
+            return
+        if self.uploader.over_quota is not None:
+            raise OSError(errno.ENOSPC, f"the 1fichier account is full ({self.uploader.over_quota})")
+        sp = self.space()
+        if sp is not None and sp[1] + growth > sp[0]:
+            raise OSError(errno.ENOSPC, "the 1fichier account has no space left for this write")
 
     # ================================================================== replay
     def replay(self) -> None:
@@ -701,12 +758,18 @@ class WriteBack:
             if kind == "rm":
                 crashpoint.hit("before_delete_old")
                 urls = list(dict.fromkeys(u for o in batch for u in o.data["urls"]))
+                for u in urls:
+                    self._note_size(u)
                 try:
                     await self._call(self.scheduler.client.file_rm, urls)
                 except NotFound:
                     pass  # already gone (deleted elsewhere, or before a crash)
                 for u in urls:
                     self.meta.hide_url(u, self.clock() + self.settle)
+                freed = sum(self._url_size.pop(u, 0) for u in urls)
+                self.deleted_bytes += freed
+                if freed:
+                    self.uploader.space_freed()
             elif kind == "mv":
                 await self._run_mv(batch)
             elif kind == "rmdir":
