@@ -936,6 +936,9 @@ class WriteBack:
             "batches": up["batches"],
             "posts": up["posts"],
             "journal": len(files) + len(ops) + len(dirs),
+            "journal_commits": self.store.commits,
+            "journal_commit_seconds": round(self.store.commit_seconds, 3),
+            "journal_commit_max": round(self.store.commit_max, 4),
             "ops": len(ops),
             "local_folders": len(dirs),
         }
