@@ -326,7 +326,9 @@ class Uploader:
                 quiet = not g.more_coming and now - g.newest >= self.linger
                 leave = full or quiet or now - g.oldest >= self.batch_wait
                 if not leave:
-                    wait = min(wait, g.oldest + self.batch_wait - now, max(0.0, g.newest + self.linger - now))
+                    wait = min(wait, g.oldest + self.batch_wait - now)
+                    if g.newest + self.linger > now:
+                        wait = min(wait, g.newest + self.linger - now)
                     break
                 batch = self._open(folder, batch_rows, now)
                 if batch is not None:
