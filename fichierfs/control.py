@@ -267,7 +267,8 @@ def render_status(doc: dict[str, Any], mountpoint: Path | str | None = None, *, 
                     style="green")
     else:
         head.append(f"{b.pending} file(s), {human_bytes(b.pending_bytes)} to upload", style="bold yellow")
-        eta = _eta(b.pending_bytes - b.in_flight_bytes, b.rate, b.blocked is not None or api.get("connection") == "unreachable")
+        stuck = b.blocked is not None or api.get("connection") == "unreachable"
+        eta = _eta(b.pending_bytes - b.in_flight_bytes, b.rate, stuck)
         if eta != "-":
             head.append(f" (ETA {eta})")
     if b.blocked:

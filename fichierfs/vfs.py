@@ -37,7 +37,6 @@ folders), EBADF, and EIO/EAGAIN when content must be downloaded first and cannot
 from __future__ import annotations
 
 import dataclasses
-
 import errno
 import logging
 import os
@@ -50,7 +49,7 @@ import trio
 from fichierfs.chunks import ChunkCache
 from fichierfs.errors import FichierError, FsError, NoEntry
 from fichierfs.meta import ROOT_INODE, MetaCache, Node
-from fichierfs.names import decode, encode
+from fichierfs.names import encode
 from fichierfs.scheduler import ApiCaller, Lane
 from fichierfs.storm import ProcessPolicy
 from fichierfs.writer import Staged, WriteBack
@@ -542,11 +541,7 @@ class Filesystem:
         self.meta.remove(node)
 
     def _drop_file(self, writer: WriteBack, node: Node) -> None:
-        st = writer.staged(node.ino)
-        if st is not None:
-            writer.unlink_local(st)
-        elif node.file is not None:
-            writer.add_op("rm", urls=[node.file.url])
+        writer.delete_file(node)
         assert self.store is not None
         self.store.drop_attrs(node.key)
         self.store.commit()
@@ -564,11 +559,7 @@ class Filesystem:
         await self.meta.ensure_listed(node.ino)
         if any(True for _ in self.meta.children(node.ino)):
             raise FsError(errno.ENOTEMPTY)
-        fid = int(node.folder_id or 0)
-        if fid < 0:
-            writer.rmdir_local(fid)
-        else:
-            writer.add_op("rmdir", folder_id=fid)
+        writer.remove_folder(int(node.folder_id or 0))
         assert self.store is not None
         self.store.drop_attrs(node.key)
         self.store.commit()
@@ -627,25 +618,10 @@ class Filesystem:
         new_folder = int(pn.folder_id or 0)
         old_folder = int(self.meta.get(parent_old).folder_id or 0)
         if node.is_dir:
-            fid = int(node.folder_id or 0)
-            if fid < 0:
-                writer.rename_dir_local(fid, new_folder, name_new)
-            else:
-                writer.add_op("dmv", folder_id=fid, parent=new_folder, name=name_new, from_parent=old_folder,
-                              old_name=name_old)
+            writer.move_folder(int(node.folder_id or 0), new_folder, name_new, from_parent=old_folder,
+                               old_name=name_old)
         else:
-            st = writer.staged(node.ino)
-            if st is not None:
-                writer.rename_local(st, new_folder, name_new, also_replaces=replaces)
-            elif node.file is not None:
-                remote_name = decode(node.file.filename)
-                if new_folder != old_folder or remote_name != name_new:
-                    date = node.file.date.timestamp() if node.file.date else 0.0
-                    writer.add_op("mv", url=node.file.url, folder_id=new_folder, name=name_new,
-                                  from_folder=old_folder, old_name=remote_name, size=node.size,
-                                  checksum=node.file.checksum, date=date)
-                if replaces:
-                    writer.add_op("rm", urls=replaces)
+            writer.move_file(node, new_folder, name_new, from_folder=old_folder, replaces=replaces)
         self.meta.move(node, parent_new, name_new)
         if self.store is not None:
             la = self.store.get_attrs(node.key)

@@ -70,7 +70,7 @@ from fichierfs.backoff import backoff
 from fichierfs.errors import FichierError, NotFound, RequestRejected
 from fichierfs.meta import MetaCache, Node
 from fichierfs.models import FileUrl, FolderId, RemoteFile
-from fichierfs.names import encode
+from fichierfs.names import decode, encode
 from fichierfs.scheduler import ApiCaller, Lane
 from fichierfs.store import FileRow, OpRow, Store
 from fichierfs.uploader import MAX_FILE_SIZE, Uploader, whirlpool_of
@@ -458,6 +458,55 @@ class WriteBack:
 
     def rename_dir_local(self, folder_id: int, parent: int, name: str) -> None:
         self.store.update_dir(folder_id, parent=parent, name=name)
+
+    # ------------------------------------------------------------------ intent-named calls (vfs)
+    def delete_file(self, node: Node) -> None:
+        """unlink of ``node`` (POSIX checks done by vfs): a local file is dropped (or deleted once
+        its upload lands); a remote one is deleted by the batcher (one file/rm per run)."""
+        st = self.staged(node.ino)
+        if st is not None:
+            self.unlink_local(st)
+        elif node.file is not None:
+            self.add_op("rm", urls=[node.file.url])
+
+    def delete_urls(self, urls: list[str]) -> None:
+        """Remote copies replaced by a rename over them: deleted by the batcher."""
+        if urls:
+            self.add_op("rm", urls=urls)
+
+    def remove_folder(self, folder_id: int) -> None:
+        """rmdir of an empty folder: a local one is forgotten, a remote one removed (folder/rm)."""
+        if folder_id < 0:
+            self.rmdir_local(folder_id)
+        else:
+            self.add_op("rmdir", folder_id=folder_id)
+
+    def move_folder(self, folder_id: int, parent: int, name: str, *, from_parent: int, old_name: str) -> None:
+        """A folder renamed or moved (folder/mv, or the pending mkdir's row for a local folder)."""
+        if folder_id < 0:
+            self.rename_dir_local(folder_id, parent, name)
+        else:
+            self.add_op("dmv", folder_id=folder_id, parent=parent, name=name, from_parent=from_parent,
+                        old_name=old_name)
+
+    def move_file(self, node: Node, folder: int, name: str, *, from_folder: int, replaces: list[str]) -> None:
+        """A file renamed or moved to ``folder``/``name``, replacing the remote copies ``replaces``.
+
+        A local file's row takes the new place (its upload carries the name); a remote file is
+        moved by the batcher (file/rename or file/mv); replaced copies are deleted after.
+        """
+        st = self.staged(node.ino)
+        if st is not None:
+            self.rename_local(st, folder, name, also_replaces=replaces)
+            return
+        if node.file is None:
+            return
+        remote_name = decode(node.file.filename)
+        if folder != from_folder or remote_name != name:
+            date = node.file.date.timestamp() if node.file.date else 0.0
+            self.add_op("mv", url=node.file.url, folder_id=folder, name=name, from_folder=from_folder,
+                        old_name=remote_name, size=node.size, checksum=node.file.checksum, date=date)
+        self.delete_urls(replaces)
 
     def add_op(self, kind: str, **data: Any) -> None:
         """Journal a namespace op of a remote object (see store.py ``ops``)."""
