@@ -15,6 +15,7 @@ real limits). ``--repo DIR`` runs another checkout's code (e.g. the previous mai
 "before" figure. Prints one JSON line per workload.
 
 Usage: scripts/measure_writes.py [--workloads copyin,gitclone] [--time-scale 1] [--big 256M] [--repo DIR]
+       [--git-pack]
 """
 
 from __future__ import annotations
@@ -145,17 +146,25 @@ def copyin(rig: Rig, work: Path, big: int) -> dict:
     return summary("copyin", rig, calls0, time.monotonic() - t0, {"cp_seconds": round(t_cp, 1), "files": 1001})
 
 
-def gitclone(rig: Rig, work: Path) -> dict:
+def gitclone(rig: Rig, work: Path, loose: bool = True) -> dict:
     repo = work / "repo"
     git_repo(repo, 250)
     calls0 = rig.stats()["calls"]
     t0 = time.monotonic()
-    subprocess.run(["git", "clone", "-q", "--no-local", str(repo), str(rig.mnt / "clone")], check=True)
+    # fetch.unpackLimit: git keeps the received objects loose (one file per object in ~100+
+    # two-hex-digit folders), as a clone of few objects or a repository with loose objects
+    # does; without it one pack file holds them all (--git-pack)
+    cmd = ["git", "clone", "-q", "--no-local", str(repo), str(rig.mnt / "clone")]
+    if loose:
+        cmd[1:1] = ["-c", "fetch.unpackLimit=1000000", "-c", "transfer.unpackLimit=1000000"]
+    subprocess.run(cmd, check=True)
     t_clone = time.monotonic() - t0
     rig.sync()
     folders = sum(1 for p in (rig.mnt / "clone").rglob("*") if p.is_dir()) + 1
+    files = sum(1 for p in (rig.mnt / "clone").rglob("*") if p.is_file())
     return summary("gitclone", rig, calls0, time.monotonic() - t0,
-                   {"clone_seconds": round(t_clone, 1), "folders": folders})
+                   {"clone_seconds": round(t_clone, 1), "folders": folders, "files": files,
+                    "objects": "loose" if loose else "pack"})
 
 
 def main() -> int:
@@ -163,6 +172,7 @@ def main() -> int:
     ap.add_argument("--workloads", default="copyin,gitclone")
     ap.add_argument("--time-scale", type=float, default=1.0, help="emulator limits × this (1 = real limits)")
     ap.add_argument("--big", default="256M", help="size of the big file of copyin (e.g. 256M)")
+    ap.add_argument("--git-pack", action="store_true", help="gitclone: keep git's pack (fewer files and folders)")
     ap.add_argument("--repo", type=Path, default=ROOT, help="checkout whose code runs (its .venv)")
     a = ap.parse_args()
     big = int(a.big.rstrip("Mm")) << 20
@@ -172,7 +182,7 @@ def main() -> int:
             rig = Rig(a.repo.resolve(), work, a.time_scale)
             try:
                 rig.start()
-                out = copyin(rig, work, big) if name == "copyin" else gitclone(rig, work)
+                out = copyin(rig, work, big) if name == "copyin" else gitclone(rig, work, not a.git_pack)
             finally:
                 rig.stop()
             out.update(time_scale=a.time_scale, repo=str(a.repo))
