@@ -124,11 +124,16 @@ class Rig:
 
 def summary(name: str, rig: Rig, calls0: dict, seconds: float, extra: dict) -> dict:
     calls = {k: v - calls0.get(k, 0) for k, v in rig.stats()["calls"].items() if v - calls0.get(k, 0)}
+    try:
+        wb = json.loads(os.getxattr(rig.mnt, "user.fichierfs.status")).get("writeback") or {}
+    except OSError:
+        wb = {}
+    journal = {k: wb[k] for k in ("journal_commits", "journal_commit_seconds", "journal_commit_max") if k in wb}
     return {"workload": name, "seconds": round(seconds, 1),
             "upload_side_calls": sum(calls.get(k, 0) for k in UPLOAD_SIDE),
             "metered_calls": sum(v for k, v in calls.items() if k not in UNMETERED),
             "calls": calls, "peak_rss_mib": round(rig.rss_peak() / (1 << 20), 1),
-            "flood_locks": rig.stats().get("flood_locks"), **extra}
+            "flood_locks": rig.stats().get("flood_locks"), **journal, **extra}
 
 
 def copyin(rig: Rig, work: Path, big: int) -> dict:
