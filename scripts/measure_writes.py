@@ -156,13 +156,15 @@ def gitclone(rig: Rig, work: Path, loose: bool = True) -> dict:
     git_repo(repo, 250)
     calls0 = rig.stats()["calls"]
     t0 = time.monotonic()
-    # fetch.unpackLimit: git keeps the received objects loose (one file per object in ~100+
-    # two-hex-digit folders), as a clone of few objects or a repository with loose objects
-    # does; without it one pack file holds them all (--git-pack)
     cmd = ["git", "clone", "-q", "--no-local", str(repo), str(rig.mnt / "clone")]
-    if loose:
-        cmd[1:1] = ["-c", "fetch.unpackLimit=1000000", "-c", "transfer.unpackLimit=1000000"]
     subprocess.run(cmd, check=True)
+    if loose:  # git clone always keeps a pack: unpack it into loose objects (~100+ folders)
+        objects = rig.mnt / "clone" / ".git" / "objects" / "pack"
+        for pack in sorted(objects.glob("*.pack")):
+            data = pack.read_bytes()
+            pack.unlink()
+            pack.with_suffix(".idx").unlink()
+            subprocess.run(["git", "-C", str(rig.mnt / "clone"), "unpack-objects", "-q"], input=data, check=True)
     t_clone = time.monotonic() - t0
     rig.sync()
     folders = sum(1 for p in (rig.mnt / "clone").rglob("*") if p.is_dir()) + 1

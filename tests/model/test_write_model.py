@@ -317,10 +317,12 @@ class WriteModel(RuleBasedStateMachine):
                 raise Crash(name)
 
         before = self.host.crashes
+        for name, content in zip(NAMES, data):
+            self.write(d, name, content, "new")
+        # armed once every write is acknowledged (a kill -9 during a write() would make it
+        # unacknowledged, which the reference cannot express); the batch leaves seconds later
         crashpoint.hit = hook
         try:
-            for name, content in zip(NAMES, data):
-                self.write(d, name, content, "new")
 
             async def wait_for_it() -> None:
                 for _ in range(120):
