@@ -352,27 +352,56 @@ def _mount(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _spawn_background(argv: list[str], options: Options) -> int:
+    """Start ``fichierfs mount … -f`` as a daemon and wait until it reports the mount live.
+
+    The child runs ``python -P -m fichierfs``: ``-P`` keeps the working directory off
+    ``sys.path``, so a ``fichierfs/`` folder there (the parent of a clone, ``~`` after cloning
+    into ``~/fichierfs``) cannot shadow the installed package. Its stderr goes to an unlinked
+    temporary file until the mount is live (the child then points it at the log file or
+    /dev/null): a child that dies first has its last lines shown here, never lost.
+    """
+    import tempfile
+
     r, w = os.pipe()
     env = dict(os.environ, **{READY_FD: str(w)})
-    cmd = [sys.executable, "-m", "fichierfs", *argv, "-f"]
-    stderr = open(options.log_file, "ab") if options.log_file else subprocess.DEVNULL  # noqa: SIM115
-    try:
-        child = subprocess.Popen(
-            cmd, env=env, pass_fds=(w,), start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-        )
-    finally:
-        os.close(w)
-        if stderr is not subprocess.DEVNULL:
-            stderr.close()
-    with os.fdopen(r, "r") as pipe:
-        message = pipe.read()
-    if message.startswith("ok"):
-        return 0
-    child.wait(timeout=30)
-    print(f"fichierfs: mount failed: {message.strip().removeprefix('error: ') or f'exit code {child.returncode}'}",
-          file=sys.stderr)
+    cmd = [sys.executable, "-P", "-m", "fichierfs", *argv, "-f"]
+    with tempfile.TemporaryFile() as err:
+        try:
+            child = subprocess.Popen(
+                cmd, env=env, pass_fds=(w,), start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+            )
+        finally:
+            os.close(w)
+        with os.fdopen(r, "r") as pipe:
+            message = pipe.read()
+        if message.startswith("ok"):
+            return 0
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        err.seek(0)
+        tail = err.read()[-4000:].decode(errors="replace").strip()
+    reason = message.strip().removeprefix("error: ")
+    if not reason:
+        code = child.returncode
+        reason = f"the mount process exited (code {code}) before the mount was live" if code is not None \
+            else "the mount process stopped talking before the mount was live"
+    print(f"fichierfs: mount failed: {reason}", file=sys.stderr)
+    if tail and tail not in reason:
+        print("fichierfs: the mount process said:\n" + "\n".join("  " + ln for ln in tail.splitlines()[-25:]),
+              file=sys.stderr)
     return 1
+
+
+def _detach_stderr(log_file: Path | None) -> None:
+    """Once live, a daemon's stderr leaves the parent's capture file: the log file or /dev/null."""
+    target = os.open(log_file if log_file else os.devnull, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.dup2(target, 2)
+    finally:
+        os.close(target)
 
 
 def _run_foreground(options: Options, mountpoint: Path, key: Any) -> int:
@@ -390,6 +419,7 @@ def _run_foreground(options: Options, mountpoint: Path, key: Any) -> int:
         nonlocal ready_fd
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=mounted {options.remote_folder} on {mountpoint}")
         if ready_fd is not None:
+            _detach_stderr(options.log_file)
             os.write(int(ready_fd), b"ok\n")
             os.close(int(ready_fd))
             ready_fd = None
