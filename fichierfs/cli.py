@@ -373,8 +373,13 @@ def _spawn_background(argv: list[str], options: Options) -> int:
             )
         finally:
             os.close(w)
+        message = ""
         with os.fdopen(r, "r") as pipe:
-            message = pipe.read()
+            for line in pipe:  # "note: …" while it starts, then "ok" or "error: …"
+                if line.startswith("note: "):
+                    print(f"fichierfs: {line[6:].rstrip()}", file=sys.stderr, flush=True)
+                else:
+                    message += line
         if message.startswith("ok"):
             return 0
         try:
@@ -409,24 +414,42 @@ def _run_foreground(options: Options, mountpoint: Path, key: Any) -> int:
 
     from fichierfs.log import setup_logging
     from fichierfs.mount import run_mount
+    from fichierfs.private import private_dir, restrict_umask
 
+    restrict_umask()  # the cache and the logs are private whatever the caller's umask (issue 11)
     ready_fd = os.environ.pop(READY_FD, None)
     daemon = ready_fd is not None
-    setup_logging(options.log_level, options.log_file, syslog=daemon and options.log_file is None,
-                  secrets=[key.reveal()])
+    log_file = options.log_file
+    fallback = ""
+    if daemon and log_file is None and not Path("/dev/log").exists():
+        # no syslog (containers, minimal systems): warnings would be lost; keep them in the cache dir
+        log_file = private_dir(options.cache_root()) / "fichierfs.log"
+        fallback = f"no syslog on this machine (/dev/log missing): the mount logs to {log_file}"
+    setup_logging(options.log_level, log_file, syslog=daemon and log_file is None, secrets=[key.reveal()])
+
+    def say(text: str) -> None:
+        """Tell the person who ran ``fichierfs mount`` (the parent prints ``note:`` lines as they come)."""
+        log.warning("%s", text) if text.startswith("WARNING") else log.info("%s", text)
+        if ready_fd is not None:
+            os.write(int(ready_fd), f"note: {text}\n".encode())
+        elif log_file is not None:  # else the log line above went to stderr already
+            print(f"fichierfs: {text}", file=sys.stderr)
+
+    if fallback:
+        say(fallback)
 
     def ready() -> None:
         nonlocal ready_fd
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=mounted {options.remote_folder} on {mountpoint}")
         if ready_fd is not None:
-            _detach_stderr(options.log_file)
+            _detach_stderr(log_file)
             os.write(int(ready_fd), b"ok\n")
             os.close(int(ready_fd))
             ready_fd = None
 
     try:
         try:
-            trio.run(run_mount, options, mountpoint, key, ready)
+            trio.run(run_mount, options, mountpoint, key, ready, say)
         except BaseExceptionGroup as group:
             raise _unwrap(group) from None
     except FichierError as exc:
@@ -442,6 +465,8 @@ def _run_foreground(options: Options, mountpoint: Path, key: Any) -> int:
         log.exception("mount crashed")
         if ready_fd is not None:
             os.write(int(ready_fd), f"error: {type(exc).__name__}: {exc}\n".encode())
+        else:
+            print(f"fichierfs: mount crashed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0
 

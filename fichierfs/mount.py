@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -40,11 +41,14 @@ import httpx
 import pyfuse3
 import trio
 
+from fichierfs.account import (account_known, identify, legacy_key_account, other_journals, pending_in,
+                               write_origin)
 from fichierfs.api import FichierClient, Secret
 from fichierfs.chunks import ChunkCache
 from fichierfs.config import Options
 from fichierfs.meta import ROOT_INODE, MetaCache
 from fichierfs.ops import Operations, PyfuseNotifier
+from fichierfs.private import open_private, private_dir, restrict_umask, tighten
 from fichierfs.reader import ReadManager
 from fichierfs.scheduler import Budgets, Lane, Scheduler
 from fichierfs.store import Store
@@ -74,6 +78,7 @@ async def run_mount(
     mountpoint: Path,
     api_key: Secret,
     ready: Callable[[], None] = lambda: None,
+    say: Callable[[str], None] = lambda text: None,
 ) -> None:
     """Mount and serve until unmounted or signalled.
 
@@ -82,6 +87,8 @@ async def run_mount(
         mountpoint: an existing empty directory.
         api_key: the account's key (never logged).
         ready: called once the kernel mount is live (the CLI's background parent waits for it).
+        say: tells the person running ``fichierfs mount`` something before the mount is live
+            (what a long step waits for, journals left with pending work); also logged.
 
     Raises:
         FichierError subclasses (AuthError for a bad key, NoEntry for a missing remote
@@ -110,13 +117,31 @@ async def run_mount(
                 token_ttl=options.token_ttl,
             )
             await nursery.start(reader.run)
-            account = hashlib.sha256(api_key.reveal().encode()).hexdigest()
-            store_dir = options.store_dir(account)
+            root = options.cache_root()
+            restrict_umask()
+            private_dir(root)
+            if (n := tighten(root)):
+                log.warning("%d entries of the cache %s were readable by others: now 0700/0600", n, root)
+            if not account_known(root, options.api_url, api_key):
+                # a new key may open an account that another key used just now (a rotation):
+                # respect the clocks of every mount of this API address (user/info: 1 per 5 min, §4)
+                for old in root.glob("rate-*.json"):
+                    _load_history(scheduler, old, only_url=options.api_url)
+            ident = await identify(scheduler, options.api_url, api_key, root)
+            store_dir = options.store_dir(ident.account)
+            _migrate_legacy(options.store_dir(legacy_key_account(api_key)), store_dir)
             _lock_store(store_dir)
-            history = store_dir.parent / f"rate-{hashlib.sha256((options.api_url + account).encode()).hexdigest()[:16]}.json"
+            if options.adopt_journal is not None:
+                _adopt(Path(options.adopt_journal), store_dir, say)
+            write_origin(store_dir, options.api_url, options.remote_folder, ident.account)
+            for j in other_journals(root, store_dir, ident.account):
+                say(f"WARNING: the journal {j.describe()} is not this mount's and nothing uploads it. "
+                    f"To upload it here: fichierfs umount {mountpoint}; fichierfs mount --adopt-journal {j.path} "
+                    f"... {mountpoint} (or mount again with the API address it was written for)")
+            history = root / f"rate-{hashlib.sha256((options.api_url + ident.account).encode()).hexdigest()[:16]}.json"
             _load_history(scheduler, history)
-            scheduler.on_charge = lambda: _save_history(scheduler, history)  # listings: before they go out
-            nursery.start_soon(_save_history_every, scheduler, history, 2.0)
+            scheduler.on_charge = lambda: _save_history(scheduler, history, options.api_url)  # before they go out
+            nursery.start_soon(_save_history_every, scheduler, history, 2.0, options.api_url)
             if options.remote_folder.strip("/"):
                 meta.rebase(await meta.resolve_path(options.remote_folder, lane=Lane.PREFETCH))
             store = Store(store_dir / "store.db")
@@ -132,8 +157,8 @@ async def run_mount(
             writeback.replay()  # before the first listing, so that it is merged over the journal
             wait = scheduler.next_allowed("folder/ls", int(meta.get(ROOT_INODE).folder_id or 0))
             if wait > 1:
-                log.info("waiting %.0f s: 1fichier allows one listing of a folder per 30 s (§4), "
-                         "and the previous mount listed it recently", wait)
+                say(f"waiting {wait:.0f} s before listing {options.remote_folder}: 1fichier allows one listing "
+                    "of a folder per 30 s (§4), and the previous mount listed it recently")
             await meta.ensure_listed(ROOT_INODE, lane=Lane.PREFETCH)  # may wait out the budget, never stalls
             if not options.read_only:
                 await nursery.start(writeback.run)
@@ -143,6 +168,8 @@ async def run_mount(
             fs = Filesystem(
                 meta, reader, scheduler, read_only=options.read_only, statfs_ttl=options.statfs_ttl, writer=writeback
             )
+            if ident.info is not None:  # the identifying user/info also answers the first df (1 per 5 min, §4)
+                fs.remember_quota(ident.info)
             if options.thumbnails != "allow":
                 fs.policy = ProcessPolicy(options.thumbnails)
                 fs.status_sources["storm"] = fs.policy.statistics
@@ -160,7 +187,7 @@ async def run_mount(
                 raise
             finally:
                 pyfuse3.close(unmount=unmounted_by_us)
-                _save_history(scheduler, history)
+                _save_history(scheduler, history, options.api_url)
                 writeback.stop()
                 store.close()
                 stats = scheduler.statistics()
@@ -168,10 +195,15 @@ async def run_mount(
                 nursery.cancel_scope.cancel()
 
 
-def _load_history(scheduler: Scheduler, path: Path) -> None:
-    """Restore the API budget clocks of the previous mount of this account (see Scheduler.export_history)."""
+def _load_history(scheduler: Scheduler, path: Path, only_url: str | None = None) -> None:
+    """Restore the API budget clocks of the previous mount of this account (see Scheduler.export_history).
+
+    ``only_url``: skip a history saved for another API address.
+    """
     try:
         doc = json.loads(path.read_text())
+        if only_url is not None and doc.get("api_url") != only_url:
+            return
         scheduler.import_history(doc["history"], time.time() - float(doc["wall"]))
     except FileNotFoundError:
         return
@@ -179,24 +211,78 @@ def _load_history(scheduler: Scheduler, path: Path) -> None:
         log.debug("rate history %s unreadable: %s", path, exc)
 
 
-def _save_history(scheduler: Scheduler, path: Path) -> None:
+def _save_history(scheduler: Scheduler, path: Path, api_url: str = "") -> None:
     """Write the budget clocks atomically (a crash leaves the old or the new file, never half)."""
     tmp = path.with_suffix(".tmp")
     try:
-        tmp.write_text(json.dumps({"wall": time.time(), "history": scheduler.export_history()}))
+        tmp.write_text(json.dumps({"wall": time.time(), "api_url": api_url, "history": scheduler.export_history()}))
         os.replace(tmp, path)
     except OSError as exc:
         log.debug("rate history %s not saved: %s", path, exc)
 
 
-async def _save_history_every(scheduler: Scheduler, path: Path, period: float) -> None:
+async def _save_history_every(scheduler: Scheduler, path: Path, period: float, api_url: str = "") -> None:
     """Keep the saved clocks fresh, so that even a kill -9 leaves a usable history."""
     while True:
         await trio.sleep(period)
-        _save_history(scheduler, path)
+        _save_history(scheduler, path, api_url)
 
 
 _LOCKS: list[int] = []
+
+
+def _migrate_legacy(legacy: Path, store_dir: Path) -> None:
+    """A journal of fichierfs 0.1 (keyed by the key) becomes this account's, if it has none yet."""
+    if legacy == store_dir or not (legacy / "store.db").exists() or (store_dir / "store.db").exists():
+        return
+    try:
+        if store_dir.exists():
+            store_dir.rmdir()  # only an empty leftover (a lock file would make this fail: keep both then)
+        os.rename(legacy, store_dir)
+        log.info("journal %s moved to %s (journals are now keyed by the account, not the key)", legacy, store_dir)
+    except OSError as exc:
+        log.warning("journal %s could not be moved to %s: %s", legacy, store_dir, exc)
+
+
+_JOURNAL_PARTS = ("store.db", "store.db-wal", "store.db-shm", "staging", "clean")
+
+
+def _adopt(other: Path, store_dir: Path, say: Callable[[str], None]) -> None:
+    """``--adopt-journal``: take ``other``'s journal and staged files, if this mount's journal is empty.
+
+    Raises:
+        ConfigError: ``other`` is no journal, is in use, or both journals hold pending work.
+    """
+    from fichierfs.errors import ConfigError
+
+    other = other.expanduser().resolve()
+    if other == store_dir.resolve():
+        return
+    if not (other / "store.db").is_file():
+        raise ConfigError(f"--adopt-journal {other}: no journal there (store.db missing)")
+    mine = pending_in(store_dir / "store.db") if (store_dir / "store.db").exists() else 0
+    if mine:
+        raise ConfigError(f"--adopt-journal {other}: this mount's journal {store_dir} has {mine} pending change(s) "
+                          "of its own; let them upload first ('fichierfs sync'), then adopt")
+    fd = os.open(other / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(f"--adopt-journal {other}: in use by a running fichierfs mount") from None
+        n = pending_in(other / "store.db")
+        for part in _JOURNAL_PARTS:
+            target = store_dir / part
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            if (other / part).exists():
+                os.rename(other / part, target)
+    finally:
+        os.close(fd)
+    shutil.rmtree(other, ignore_errors=True)
+    say(f"adopted the journal {other}: {n} pending change(s) resume here")
 
 
 def _lock_store(store_dir: Path) -> None:
@@ -207,8 +293,8 @@ def _lock_store(store_dir: Path) -> None:
     """
     from fichierfs.errors import ConfigError
 
-    store_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(store_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    private_dir(store_dir)
+    fd = open_private(store_dir / "lock")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
