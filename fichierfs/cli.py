@@ -45,7 +45,8 @@ __all__ = ["main", "build_parser", "parse_o_options", "mount_helper", "helper_to
 log = logging.getLogger("fichierfs.cli")
 READY_FD = "FICHIERFS_READY_FD"
 
-_O_FLAGS = {"ro": ("read_only", True), "rw": ("read_only", False), "allow_other": ("allow_other", True)}
+_O_FLAGS = {"ro": ("read_only", True), "rw": ("read_only", False), "allow_other": ("allow_other", True),
+            "nonempty": ("nonempty", True)}
 _O_IGNORED = {"defaults", "auto", "noauto", "user", "users", "nouser", "owner", "group", "_netdev", "nofail",
               "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime", "relatime", "strictatime",
               "nodiratime", "lazytime", "async", "sync", "dirsync", "nosymfollow", "loud", "silent"}
@@ -340,15 +341,91 @@ def _mount(args: argparse.Namespace, argv: list[str]) -> int:
         parse_levels(options.log_level)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    mountpoint = args.mountpoint.resolve()
+    mountpoint = Path(os.path.abspath(args.mountpoint))
+    if _dead_mount(mountpoint):
+        _clean_dead_mount(mountpoint)
+    mountpoint = mountpoint.resolve()
     if not mountpoint.is_dir():
         raise ConfigError(f"mount point {mountpoint} does not exist or is not a directory (mkdir -p it first)")
+    _check_empty(mountpoint, options)
     from fichierfs.keys import load_api_key
 
     key = load_api_key(options.api_key_file)  # fail early, in the foreground, with a clear message
     if not options.foreground:
         return _spawn_background(argv, options)
     return _run_foreground(options, mountpoint, key)
+
+
+def _dead_mount(path: Path) -> bool:
+    """True when ``path`` is a FUSE mount whose daemon is gone (ENOTCONN: killed, crashed).
+
+    ``stat`` may still answer from the kernel's attribute cache; listing the root may not.
+    """
+    import errno
+
+    from fichierfs.mount import is_mounted
+
+    if not is_mounted(path):
+        return False
+    try:
+        os.listdir(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
+def _fusermount_u(path: Path) -> subprocess.CompletedProcess[str]:
+    """``fusermount3 -u`` (``umount`` as root if that fails); the last result."""
+    res = subprocess.run(["fusermount3", "-u", str(path)], capture_output=True, text=True)
+    if res.returncode != 0 and os.geteuid() == 0:
+        res = subprocess.run(["umount", str(path)], capture_output=True, text=True)
+    return res
+
+
+def _clean_dead_mount(path: Path) -> None:
+    """Unmount what a killed daemon left behind, saying so.
+
+    Raises:
+        ConfigError: it cannot be unmounted (the message says how to do it by hand).
+    """
+    print(f"fichierfs: {path} is a mount whose fichierfs process died (transport endpoint not connected): "
+          "unmounting it first; its pending uploads are kept in the cache", file=sys.stderr)
+    res = _fusermount_u(path)
+    if res.returncode != 0:
+        raise ConfigError(f"{path} is left over from a fichierfs process that died and could not be unmounted "
+                          f"({res.stderr.strip()}); run: fusermount3 -u -z {path}")
+
+
+def _check_empty(mountpoint: Path, options: Options) -> None:
+    """Refuse a mount point holding files (they would be hidden) unless ``-o nonempty``.
+
+    Raises:
+        ConfigError: not empty, with the way out.
+    """
+    if options.nonempty or _fstype(mountpoint) == "autofs":  # x-systemd.automount: listing it would wait on us
+        return
+    try:
+        entries = sorted(p.name for p in mountpoint.iterdir())
+    except OSError as exc:
+        raise ConfigError(f"mount point {mountpoint}: {exc.strerror}") from None
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise ConfigError(f"mount point {mountpoint} is not empty ({len(entries)} entries: {shown}); the mount would "
+                          "hide them. Use an empty directory, or -o nonempty to mount over them anyway")
+
+
+def _fstype(path: Path) -> str | None:
+    """The type of the file system mounted exactly on ``path`` (last one wins), if any."""
+    found = None
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 2 and parts[1] == str(path):
+                    found = parts[2]
+    except OSError:
+        return None
+    return found
 
 
 def _spawn_background(argv: list[str], options: Options) -> int:
@@ -482,7 +559,17 @@ def _umount(mountpoint: Path, timeout: float, *, wait: bool = False, drain_timeo
     from fichierfs.control import Backlog, MountGone, human_bytes, read_status, wait_drained
     from fichierfs.mount import is_mounted
 
-    target = mountpoint.resolve()
+    target = Path(os.path.abspath(mountpoint))
+    if _dead_mount(target):  # killed daemon: nothing to wait for or ask, just unmount
+        res = _fusermount_u(target)
+        if res.returncode != 0:
+            print(f"fichierfs: the fichierfs process of {target} died and unmounting failed ({res.stderr.strip()}); "
+                  f"run: fusermount3 -u -z {target}", file=sys.stderr)
+            return 1
+        print(f"fichierfs: the fichierfs process of {target} had died; unmounted it. Changes not uploaded yet are "
+              "kept in the cache and uploaded at the next mount", file=sys.stderr)
+        return 0
+    target = target.resolve()
     if not is_mounted(target):
         print(f"fichierfs: {target} is not mounted", file=sys.stderr)
         return 1
@@ -502,9 +589,7 @@ def _umount(mountpoint: Path, timeout: float, *, wait: bool = False, drain_timeo
                       "('fichierfs umount --wait' uploads them first)", file=sys.stderr)
     except MountGone as exc:  # a dead daemon: unmounting is all that is left to do
         print(f"fichierfs: {exc}", file=sys.stderr)
-    res = subprocess.run(["fusermount3", "-u", str(target)], capture_output=True, text=True)
-    if res.returncode != 0:
-        res = subprocess.run(["umount", str(target)], capture_output=True, text=True) if os.geteuid() == 0 else res
+    res = _fusermount_u(target)
     if res.returncode != 0:
         print(f"fichierfs: {res.stderr.strip()}", file=sys.stderr)
         return 1
@@ -559,8 +644,9 @@ def _login(*, force_stdin: bool = False) -> int:
     import getpass
 
     from fichierfs.api import Secret
-    from fichierfs.keys import store_api_key
+    from fichierfs.keys import keyring_backend, store_api_key
 
+    keyring_backend()  # no usable keyring: say so before asking for the key
     if sys.stdin.isatty() and not force_stdin:
         value = getpass.getpass("1fichier API key (not shown): ")
     else:

@@ -80,6 +80,7 @@ class Options:
     log_file: Path | None = _opt(None, "write the log here (default: stderr in the foreground, syslog otherwise)")
     log_level: str = _opt("info", "debug, info, warning or error; per module: fichierfs.scheduler=debug")
     allow_other: bool = _opt(False, "let other users access the mount (needs user_allow_other)")
+    nonempty: bool = _opt(False, "allow a mount point that holds files (they are hidden while mounted; -o nonempty)")
     fsname: str = _opt("fichierfs", "file system name shown by mount and df")
 
     def __post_init__(self) -> None:

@@ -251,3 +251,33 @@ def test_no_silent_waits_and_no_lost_logs(tmp_path: Path) -> None:
         assert "waiting" in res.stderr and "30 s" in res.stderr, res.stderr
         assert emu.stats()["flood_locks"] == 0
         _umount(mnt)
+
+
+def test_a_killed_daemon_is_cleaned_up_by_mount_and_umount(tmp_path: Path) -> None:
+    """Issue 11.8: after kill -9, `mount` over the dead mount point says what happened and cleans up
+    (no traceback); `umount` after kill -9 does it without telling the user to run fusermount3."""
+    cache = tmp_path / "cache"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with run_emulator(tmp_path / "state", _seed(tmp_path)) as emu, background(mnt):
+        for step in ("mount", "umount"):
+            res = _bg_mount(emu, mnt, cache)
+            assert res.returncode == 0, res.stderr
+            for pid in _daemon_pids(mnt):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while _daemon_pids(mnt) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert is_mounted(mnt)  # ENOTCONN from here on
+            if step == "mount":
+                res = _bg_mount(emu, mnt, cache)
+                assert res.returncode == 0, res.stderr
+                assert "Traceback" not in res.stderr
+                assert "died" in res.stderr, res.stderr
+                assert (mnt / "d" / "hello.txt").read_text() == "hello\n"
+                assert _umount(mnt).returncode == 0
+            else:
+                res = _umount(mnt)
+                assert res.returncode == 0, res.stderr
+                assert "died" in res.stderr and "fusermount3 -u" not in res.stderr, res.stderr
+                assert not is_mounted(mnt)
