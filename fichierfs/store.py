@@ -12,7 +12,7 @@ Tables
 
 ``files`` — one row per **local file** (a file whose content exists only in the staging
 directory): new files, files being rewritten, empty files (1fichier cannot hold them,
-../shared/1fichier-api.md §6 limits, §8.8). Key ``local:<id>``.
+docs/1fichier-api.md §6 limits, §8.8). Key ``local:<id>``.
 
     =========  ===============================================================================
     column     meaning

@@ -27,7 +27,7 @@ __all__ = ["Emulator"]
 
 
 class Emulator:
-    """A local, faithful 1fichier (see /work/shared/1fichier-api.md).
+    """A local, faithful 1fichier (see docs/1fichier-api.md).
 
     ``Emulator(state_dir, config=EmulatorConfig(), clock=None)``; ``emu.app`` is the ASGI app and
     ``emu.transport()`` an in-process ``httpx.AsyncBaseTransport`` (any Host routes to the same app).

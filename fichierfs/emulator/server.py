@@ -42,7 +42,7 @@ def is_loopback(host: str) -> bool:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fichierfs emulator",
-        description="A local emulator of the 1fichier.com API (../shared/1fichier-api.md), with the documented "
+        description="A local emulator of the 1fichier.com API (docs/1fichier-api.md), with the documented "
         "rate limits ON by default. Prints FICHIER_API_URL=<url> as its first line once listening. "
         "API keys must start with 'emu-'. Counters: GET <url without /v1>/_emulator/stats.",
     )
