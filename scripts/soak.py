@@ -94,13 +94,15 @@ class Figures:
     wrong_content: list[str] = field(default_factory=list)
     missing_dirs: list[str] = field(default_factory=list)
     extra_dirs: list[str] = field(default_factory=list)
+    undrained: bool = False
     files_in_model: int = 0
     dirs_in_model: int = 0
     seconds: float = 0.0
 
     def ok(self) -> bool:
         return not (self.lost or self.duplicated or self.extra or self.wrong_content or self.missing_dirs
-                    or self.extra_dirs or self.read_mismatches) and self.flood_locks <= self.floods_injected
+                    or self.extra_dirs or self.read_mismatches or self.undrained) \
+            and self.flood_locks <= self.floods_injected
 
 
 class Soak:
@@ -196,6 +198,7 @@ class Soak:
                               str(self.mnt)], capture_output=True, text=True, cwd=ROOT)
         if res.returncode != 0:
             self.say(f"umount --wait: {res.stderr.strip()}")
+            return False
         if self.mount_proc is not None:
             try:
                 self.mount_proc.wait(60)
@@ -409,15 +412,19 @@ class Soak:
             del self.files[k]
 
     # ------------------------------------------------------------------ main loop
-    def soak(self, seconds: float) -> Figures:
+    def soak(self, seconds: float, kill_every: float = 25.0, restart_every: float = 60.0,
+             drain_timeout: float = 600.0) -> Figures:
         t_start = time.monotonic()
         self.start_emulator()
         self.mount()
         self.p("").mkdir()
         end = time.monotonic() + seconds
         next_fault = time.monotonic() + self.rng.uniform(0.5, 3)
-        next_kill = time.monotonic() + self.rng.uniform(5, 20)
-        next_restart = time.monotonic() + self.rng.uniform(15, 45)
+        def gap(mean: float) -> float:
+            return self.rng.uniform(0.5 * mean, 1.5 * mean)
+
+        next_kill = time.monotonic() + gap(kill_every)
+        next_restart = time.monotonic() + gap(restart_every)
         last_report = time.monotonic()
         while time.monotonic() < end:
             now = time.monotonic()
@@ -430,7 +437,7 @@ class Soak:
                 time.sleep(self.rng.uniform(0, 2))  # the mount sees connection refused meanwhile
                 self.start_emulator()
                 self.fig.emulator_restarts += 1
-                next_restart = time.monotonic() + self.rng.uniform(30, 90)
+                next_restart = time.monotonic() + gap(restart_every)
             kind, paths, do = self.op()
             during = now >= next_kill and self.rng.random() < 0.5
             killer: threading.Timer | None = None
@@ -444,7 +451,7 @@ class Soak:
                 self.fig.kills_during += 1
                 self.mount()
                 self.reconcile(paths)
-                next_kill = time.monotonic() + self.rng.uniform(10, 40)
+                next_kill = time.monotonic() + gap(kill_every)
                 continue
             if res.returncode != 0:
                 self.fig.op_failures.append(f"{kind} {paths}: {res.stderr.strip()[-300:]}")
@@ -454,7 +461,7 @@ class Soak:
                 self.kill_mount()
                 self.fig.kills_between += 1
                 self.mount()
-                next_kill = time.monotonic() + self.rng.uniform(10, 40)
+                next_kill = time.monotonic() + gap(kill_every)
             if time.monotonic() - last_report > 60:
                 last_report = time.monotonic()
                 self.say(f"{sum(self.fig.ops.values())} programs run, {len(self.files)} files, "
@@ -462,10 +469,12 @@ class Soak:
                          f"emulator restarts, {sum(self.fig.faults_injected.values())} faults")
         self.say("workload over: waiting for every upload, then checking the remote tree")
         t0 = time.monotonic()
-        clean = self.umount_clean(timeout=600)
+        clean = self.umount_clean(timeout=drain_timeout)
         self.fig.sync_seconds = round(time.monotonic() - t0, 1)
         if not clean:
-            self.fig.op_failures.append("umount --wait did not drain")
+            self.fig.op_failures.append(f"umount --wait did not drain in {drain_timeout:.0f} s")
+            self.fig.undrained = True
+            self.cleanup()
         self.stop_emulator()
         self.check()
         self.fig.seconds = round(time.monotonic() - t_start, 1)
@@ -521,6 +530,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None, help="random seed (printed; reuse it to replay a run)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, state, cache)")
+    ap.add_argument("--kill-every", type=float, default=25.0, metavar="S", help="mean seconds between kill -9s")
+    ap.add_argument("--drain-timeout", type=float, default=600.0, metavar="S",
+                    help="at the end, how long every pending change may take to upload")
+    ap.add_argument("--restart-every", type=float, default=60.0, metavar="S",
+                    help="mean seconds between emulator restarts")
     args = ap.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else 60 * (args.minutes if args.minutes is not None else 10)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
@@ -529,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     soak.say(f"seed {seed}, {seconds:.0f} s of workload, work dir {work}")
     fig: Figures | None = None
     try:
-        fig = soak.soak(seconds)
+        fig = soak.soak(seconds, args.kill_every, args.restart_every, args.drain_timeout)
     finally:
         soak.cleanup()
         if args.keep or fig is None or not fig.ok():
