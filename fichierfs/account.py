@@ -110,7 +110,7 @@ async def identify(scheduler: Scheduler, api_url: str, key: Secret, root: Path) 
     wait = scheduler.next_allowed("user/info")
     log.info("identifying the account behind this API key (one user/info, §2.1)%s",
              f": waiting {wait:.0f} s, 1fichier allows one user/info per 5 min (§4)" if wait > 1 else "")
-    info: AccountInfo = await scheduler.call("user/info", lane=Lane.PREFETCH)
+    info = await scheduler.call(scheduler.client.user_info, lane=Lane.PREFETCH)
     if not info.email:
         raise FichierError("user/info gave no account e-mail: cannot tell which account this key opens")
     ident = account_id(api_url, info.email)
