@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,19 @@ from fichierfs.models import AccountInfo
 from fichierfs.private import open_private
 from fichierfs.scheduler import Lane, Scheduler
 
-__all__ = ["account_id", "account_known", "pending_in", "key_fingerprint", "legacy_key_account", "Identity", "identify", "Journal",
-           "other_journals", "ORIGIN_FILE", "write_origin"]
+__all__ = [
+    "ORIGIN_FILE",
+    "Identity",
+    "Journal",
+    "account_id",
+    "account_known",
+    "identify",
+    "key_fingerprint",
+    "legacy_key_account",
+    "other_journals",
+    "pending_in",
+    "write_origin",
+]
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +109,11 @@ def account_known(root: Path, api_url: str, key: Secret) -> bool:
     return isinstance(_load_registry(root).get(key_fingerprint(api_url, key)), str)
 
 
-async def identify(scheduler: Scheduler, api_url: str, key: Secret, root: Path) -> Identity:
+async def identify(scheduler: Scheduler, api_url: str, key: Secret, root: Path,
+                   say: Callable[[str], None] | None = None) -> Identity:
     """The account behind ``key``: from the registry, else one ``user/info`` (then remembered).
+
+    ``say`` is told when that call must first wait for its budget (user/info: 1 per 5 min, §4).
 
     Raises:
         FichierError: user/info failed (AuthError for a refused key).
@@ -107,9 +122,12 @@ async def identify(scheduler: Scheduler, api_url: str, key: Secret, root: Path) 
     known = _load_registry(root).get(fingerprint)
     if isinstance(known, str) and known:
         return Identity(known)
-    wait = scheduler.next_allowed("user/info")
-    log.info("identifying the account behind this API key (one user/info, §2.1)%s",
-             f": waiting {wait:.0f} s, 1fichier allows one user/info per 5 min (§4)" if wait > 1 else "")
+    wait = scheduler.next_allowed(scheduler.client.user_info)
+    if wait > 1 and say is not None:
+        say(f"waiting {wait:.0f} s to identify the account behind this new API key: 1fichier allows one "
+            "user/info per 5 min (§4), and one was made recently")
+    else:
+        log.info("identifying the account behind this API key (one user/info, §2.1)")
     info = await scheduler.call(scheduler.client.user_info, lane=Lane.PREFETCH)
     if not info.email:
         raise FichierError("user/info gave no account e-mail: cannot tell which account this key opens")

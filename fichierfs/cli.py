@@ -376,9 +376,9 @@ def _dead_mount(path: Path) -> bool:
 
 def _fusermount_u(path: Path) -> subprocess.CompletedProcess[str]:
     """``fusermount3 -u`` (``umount`` as root if that fails); the last result."""
-    res = subprocess.run(["fusermount3", "-u", str(path)], capture_output=True, text=True)
+    res = subprocess.run(["fusermount3", "-u", str(path)], capture_output=True, text=True, check=False)
     if res.returncode != 0 and os.geteuid() == 0:
-        res = subprocess.run(["umount", str(path)], capture_output=True, text=True)
+        res = subprocess.run(["umount", str(path)], capture_output=True, text=True, check=False)
     return res
 
 

@@ -41,8 +41,14 @@ import httpx
 import pyfuse3
 import trio
 
-from fichierfs.account import (account_known, identify, legacy_key_account, other_journals, pending_in,
-                               write_origin)
+from fichierfs.account import (
+    account_known,
+    identify,
+    legacy_key_account,
+    other_journals,
+    pending_in,
+    write_origin,
+)
 from fichierfs.api import FichierClient, Secret
 from fichierfs.chunks import ChunkCache
 from fichierfs.config import Options
@@ -127,7 +133,7 @@ async def run_mount(
                 # respect the clocks of every mount of this API address (user/info: 1 per 5 min, §4)
                 for old in root.glob("rate-*.json"):
                     _load_history(scheduler, old, only_url=options.api_url)
-            ident = await identify(scheduler, options.api_url, api_key, root)
+            ident = await identify(scheduler, options.api_url, api_key, root, say)
             store_dir = options.store_dir(ident.account)
             _migrate_legacy(options.store_dir(legacy_key_account(api_key)), store_dir)
             _lock_store(store_dir)

@@ -20,7 +20,7 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["DIR_MODE", "FILE_MODE", "restrict_umask", "private_dir", "open_private", "tighten"]
+__all__ = ["DIR_MODE", "FILE_MODE", "open_private", "private_dir", "restrict_umask", "tighten"]
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600

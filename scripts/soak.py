@@ -190,12 +190,12 @@ class Soak:
         assert self.mount_proc is not None
         self.mount_proc.send_signal(signal.SIGKILL)
         self.mount_proc.wait()
-        subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True)
+        subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True, check=False)
         self.fig.remounts += 1
 
     def umount_clean(self, timeout: float) -> bool:
         res = subprocess.run([PY, "-m", "fichierfs", "umount", "--wait", "--drain-timeout", str(timeout),
-                              str(self.mnt)], capture_output=True, text=True, cwd=ROOT)
+                              str(self.mnt)], capture_output=True, text=True, cwd=ROOT, check=False)
         if res.returncode != 0:
             self.say(f"umount --wait: {res.stderr.strip()}")
             return False
@@ -209,7 +209,7 @@ class Soak:
 
     def cleanup(self) -> None:
         if _mounted(self.mnt):
-            subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True)
+            subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True, check=False)
         if self.mount_proc is not None and self.mount_proc.poll() is None:
             self.mount_proc.kill()
             self.mount_proc.wait()
@@ -235,7 +235,7 @@ class Soak:
         return self.mnt / "soak" / rel
 
     def run(self, args: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(args, capture_output=True, text=True, timeout=600, **kw)
+        return subprocess.run(args, capture_output=True, text=True, timeout=600, **kw, check=False)
 
     def _data(self) -> bytes:
         size = self.rng.choice([1, 100, 4096, 20_000, 70_000, 300_000]) + self.rng.randint(0, 999)

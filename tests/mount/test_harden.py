@@ -78,7 +78,7 @@ def test_background_mount_from_a_dir_holding_a_fichierfs_folder(tmp_path: Path) 
         with background(mnt):
             res = subprocess.run([FICHIERFS, "mount", "--api-url", emu.url, "--budget-scale", str(MOUNT_SCALE),
                                   "--cache-dir", str(tmp_path / "cache"), str(mnt)],
-                                 env=env, capture_output=True, text=True, timeout=60, cwd=cwd)
+                                 env=env, capture_output=True, text=True, timeout=60, cwd=cwd, check=False)
             assert res.returncode == 0, res.stderr
             assert is_mounted(mnt)
             assert (mnt / "d" / "hello.txt").read_text() == "hello\n"
@@ -94,7 +94,7 @@ def test_a_daemon_dying_before_the_mount_is_live_says_why(tmp_path: Path) -> Non
         # the parent ignores PYTHONPATH (-I); the child inherits it and imports the broken package
         res = subprocess.run([sys.executable, "-I", "-m", "fichierfs", "mount", "--api-url", "http://127.0.0.1:9/v1",
                               "--cache-dir", str(tmp_path / "cache"), str(mnt)],
-                             env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+                             env=env, capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
     assert res.returncode == 1
     assert "mount failed" in res.stderr
     assert "shadow fichierfs package in the working directory" in res.stderr, res.stderr
@@ -108,11 +108,11 @@ def _bg_mount(emu, mnt: Path, cache: Path, *extra: str, key: str = KEY, log: Pat
     if log is not None:
         args += ["--log-file", str(log)]
     env = {**os.environ, "FICHIER_API_KEY": key}
-    return subprocess.run([*args, *extra, str(mnt)], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    return subprocess.run([*args, *extra, str(mnt)], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
 
 
 def _umount(mnt: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([FICHIERFS, "umount", *extra, str(mnt)], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([FICHIERFS, "umount", *extra, str(mnt)], capture_output=True, text=True, timeout=120, check=False)
     deadline = time.monotonic() + 20  # the daemon exits after the kernel mount is gone (issue 12 item 7)
     while _daemon_pids(mnt) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -145,7 +145,7 @@ def test_cache_and_log_are_private_whatever_the_umask(tmp_path: Path) -> None:
                 assert res.returncode == 0, res.stderr
                 (mnt / "d" / "new.txt").write_text("pending name and link\n")
                 sync = subprocess.run([FICHIERFS, "sync", "-q", "--timeout", "60", str(mnt)], capture_output=True,
-                                      text=True, timeout=90)
+                                      text=True, timeout=90, check=False)
                 assert sync.returncode == 0, sync.stderr
                 (mnt / "d" / "later.txt").write_text("not uploaded yet\n")  # a pending row, WAL in use
                 entries = [cache, log, *cache.rglob("*")]
@@ -158,7 +158,7 @@ def test_cache_and_log_are_private_whatever_the_umask(tmp_path: Path) -> None:
                          "        print(p)\n    except OSError:\n        pass\n")
                 res = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
                                       sys.executable, "-I", "-c", probe], input="\0".join(map(str, entries)),
-                                     capture_output=True, text=True, timeout=30)
+                                     capture_output=True, text=True, timeout=30, check=False)
                 assert res.returncode == 0, res.stderr
                 assert res.stdout.strip() == "", f"readable by nobody:\n{res.stdout}"
                 _umount(mnt)
@@ -189,7 +189,7 @@ def test_a_rotated_key_finds_the_journal(tmp_path: Path) -> None:
             res = _bg_mount(emu, mnt, cache, key=KEY + "-rotated")
             assert res.returncode == 0, res.stderr
             sync = subprocess.run([FICHIERFS, "sync", "-q", "--timeout", "60", str(mnt)], capture_output=True,
-                                  text=True, timeout=90)
+                                  text=True, timeout=90, check=False)
             assert sync.returncode == 0, sync.stderr
             assert emu.calls("upload.cgi") >= 1
             assert sorted(p.name for p in (mnt / "d").iterdir()) == ["hello.txt", "p0.txt", "p1.txt", "p2.txt"]
@@ -221,7 +221,7 @@ def test_a_journal_of_another_api_address_is_reported_and_adopted(tmp_path: Path
         assert res.returncode == 0, res.stderr
         assert "adopted the journal" in res.stderr, res.stderr
         sync = subprocess.run([FICHIERFS, "sync", "-q", "--timeout", "60", str(mnt)], capture_output=True,
-                              text=True, timeout=90)
+                              text=True, timeout=90, check=False)
         assert sync.returncode == 0, sync.stderr
         assert (mnt / "d" / "orphan.txt").read_text() == "left behind\n"
         assert emu.calls("upload.cgi") == 1
