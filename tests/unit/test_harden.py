@@ -121,3 +121,36 @@ def test_a_non_empty_mount_point_is_refused(tmp_path: Path, monkeypatch: pytest.
     err = capsys.readouterr().err
     assert "not empty" in err and "precious.txt" in err and "-o nonempty" in err
     assert cli.parse_o_options("nonempty,ro") == {"nonempty": True, "read_only": True}
+
+
+def test_account_identity_is_the_account_not_the_key(tmp_path: Path) -> None:
+    import fcntl
+
+    from fichierfs.account import _save_registry, account_id, account_known, key_fingerprint, other_journals
+    from fichierfs.api import Secret
+    from fichierfs.store import Store
+
+    url = "https://api.1fichier.com/v1"
+    assert account_id(url, "Me@Example.org") == account_id(url + "/", "me@example.org")
+    assert account_id(url, "me@example.org") != account_id("http://127.0.0.1:1/v1", "me@example.org")
+    old, new = Secret("emu-old-key"), Secret("emu-new-key")
+    assert "emu-old-key" not in key_fingerprint(url, old) and key_fingerprint(url, old) != key_fingerprint(url, new)
+    private_dir(tmp_path)
+    _save_registry(tmp_path, key_fingerprint(url, old), account_id(url, "me@example.org"))
+    assert account_known(tmp_path, url, old) and not account_known(tmp_path, url, new)
+    assert _mode(tmp_path / "accounts.json") == 0o600
+    assert "emu-old-key" not in (tmp_path / "accounts.json").read_text()
+    # journals with pending work are found, unless a live mount holds them
+    for name, pending in (("a", True), ("b", False), ("c", True)):
+        st = Store(tmp_path / name / "store.db")
+        if pending:
+            st.add_op("rm", urls=["https://1fichier.com/?abcdef"])
+        st.close()
+    fd = os.open(tmp_path / "c" / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        found = other_journals(tmp_path, tmp_path / "mine", "acct")
+    finally:
+        os.close(fd)
+    assert [(j.path.name, j.pending) for j in found] == [("a", 1)]
+    assert "older fichierfs" in found[0].describe()
