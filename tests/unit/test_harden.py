@@ -126,7 +126,13 @@ def test_a_non_empty_mount_point_is_refused(tmp_path: Path, monkeypatch: pytest.
 def test_account_identity_is_the_account_not_the_key(tmp_path: Path) -> None:
     import fcntl
 
-    from fichierfs.account import _save_registry, account_id, account_known, key_fingerprint, other_journals
+    from fichierfs.account import (
+        _save_registry,
+        account_id,
+        account_known,
+        key_fingerprint,
+        other_journals,
+    )
     from fichierfs.api import Secret
     from fichierfs.store import Store
 
