@@ -104,9 +104,20 @@ def _save_registry(root: Path, fingerprint: str, account: str) -> None:
         os.close(fd)
 
 
+def registered_account(root: Path, api_url: str, key: Secret) -> str | None:
+    """The account ``key`` was found to open by an earlier mount, if any (no API call)."""
+    known = _load_registry(root).get(key_fingerprint(api_url, key))
+    return known if isinstance(known, str) and known else None
+
+
 def account_known(root: Path, api_url: str, key: Secret) -> bool:
     """True when :func:`identify` will answer from the registry (no API call)."""
-    return isinstance(_load_registry(root).get(key_fingerprint(api_url, key)), str)
+    return registered_account(root, api_url, key) is not None
+
+
+def known_accounts(root: Path) -> set[str]:
+    """Every account id in the registry (whatever the key or API address)."""
+    return {v for v in _load_registry(root).values() if isinstance(v, str)}
 
 
 async def identify(scheduler: Scheduler, api_url: str, key: Secret, root: Path,

@@ -1,21 +1,23 @@
-"""Mount lifecycle: build client → scheduler → caches → vfs → ops, run pyfuse3 in one nursery.
+"""Mount lifecycle: lock the store, build the core, run pyfuse3 in one nursery.
 
 ``run_mount`` is what ``fichierfs mount -f`` runs. Order of start-up:
 
-1. an ``httpx.AsyncClient`` and the :class:`~fichierfs.api.FichierClient`;
-2. the :class:`~fichierfs.scheduler.Scheduler` (the only caller of the API) and its budgets,
-   scaled by ``--budget-scale``;
-3. the :class:`~fichierfs.meta.MetaCache`; the root folder (``--remote-folder``) is resolved
-   and listed BEFORE the kernel mount, so a wrong key or a missing folder fails the mount
-   with a clear message instead of giving an empty drive (this listing is needed by the
-   first ``ls`` anyway, so it costs nothing extra);
-4. the chunk cache and reader; the journal (:class:`~fichierfs.store.Store`, in
-   ``Options.store_dir``) and the :class:`~fichierfs.writer.WriteBack` worker, which replays
-   the journal (pending uploads, deletes, moves of an earlier mount start right away, in the
-   background: they never hold the mount up, rclone #2364); the
-   :class:`~fichierfs.vfs.Filesystem`, the pyfuse3 adapter;
-5. ``pyfuse3.init`` and ``pyfuse3.main`` in the same nursery as the background tasks
-   (scheduler dispatcher, kernel invalidations, background re-lists, write-back).
+1. the cache is made private (umask 077; an older world-readable tree is tightened); the account
+   behind the key is identified (:func:`fichierfs.account.identify`: from the key registry, or one
+   ``user/info`` for a key never seen before); the store directory of this account and folder
+   (``Options.store_dir``) is locked — a second mount of the same account and folder would share
+   its journal — and other journals with pending work are reported (``--adopt-journal`` takes
+   one over);
+2. the kernel notifier (pyfuse3 invalidations) starts;
+3. :func:`fichierfs.core.build_core` assembles and starts the core exactly as the in-process
+   tests do: client → scheduler (budgets scaled by ``--budget-scale``, rate history of the
+   previous mount) → meta, reader, journal + write-back (replayed: pending uploads, deletes,
+   moves of an earlier mount start right away, in the background: they never hold the mount
+   up, rclone #2364) → Filesystem. The root folder (``--remote-folder``) is resolved and
+   listed BEFORE the kernel mount, so a wrong key or a missing folder fails the mount with a
+   clear message instead of giving an empty drive (the first ``ls`` needs that listing anyway);
+4. the pyfuse3 adapter (:class:`~fichierfs.ops.Operations`), ``pyfuse3.init`` and
+   ``pyfuse3.main`` in the same nursery as the background tasks.
 
 A plain unmount with changes not uploaded yet keeps them in the journal for the next mount
 and logs how many there are (``fichierfs umount --wait`` waits for them instead).
@@ -28,12 +30,10 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import shutil
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,25 +42,22 @@ import pyfuse3
 import trio
 
 from fichierfs.account import (
-    account_known,
+    Identity,
     identify,
+    known_accounts,
     legacy_key_account,
     other_journals,
     pending_in,
+    registered_account,
     write_origin,
 )
 from fichierfs.api import FichierClient, Secret
-from fichierfs.chunks import ChunkCache
 from fichierfs.config import Options
-from fichierfs.meta import ROOT_INODE, MetaCache
+from fichierfs.core import HTTP_TIMEOUT, budgets_from, build_core, load_history, save_history
+from fichierfs.errors import ConfigError
 from fichierfs.ops import Operations, PyfuseNotifier
 from fichierfs.private import open_private, private_dir, restrict_umask, tighten
-from fichierfs.reader import ReadManager
-from fichierfs.scheduler import Budgets, Lane, Scheduler
-from fichierfs.store import Store
-from fichierfs.storm import ProcessPolicy
-from fichierfs.vfs import Filesystem
-from fichierfs.writer import WriteBack
+from fichierfs.scheduler import Scheduler
 
 __all__ = ["run_mount", "fuse_options"]
 
@@ -100,86 +97,32 @@ async def run_mount(
         FichierError subclasses (AuthError for a bad key, NoEntry for a missing remote
         folder) before the kernel mount; nothing after it except bugs.
     """
-    timeout = httpx.Timeout(60.0, connect=15.0)
-    limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
-    async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as http:
-        client = FichierClient(http, api_key, base_url=options.api_url)
-        budgets = Budgets(stall_limit=options.stall_limit).scaled(options.budget_scale)
-        # stall_limit is a user-facing wait, not an API spacing: keep it unscaled.
-        budgets = _with(budgets, stall_limit=options.stall_limit)
-        scheduler = Scheduler(client, budgets)
-        notifier = PyfuseNotifier()
-        meta = MetaCache(scheduler, 0, dir_ttl=options.dir_ttl, notifier=notifier)
-        cache = ChunkCache(options.memory_budget, options.chunk_size)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(scheduler.run)
-            await nursery.start(notifier.run)
-            meta.attach_nursery(nursery)
-            reader = ReadManager(
-                scheduler,
-                cache,
-                chunk_size=options.chunk_size,
-                readahead_max=options.readahead_max,
-                token_ttl=options.token_ttl,
-            )
-            await nursery.start(reader.run)
-            root = options.cache_root()
-            restrict_umask()
-            private_dir(root)
-            if (n := tighten(root)):
-                log.warning("%d entries of the cache %s were readable by others: now 0700/0600", n, root)
-            if not account_known(root, options.api_url, api_key):
-                # a new key may open an account that another key used just now (a rotation):
-                # respect the clocks of every mount of this API address (user/info: 1 per 5 min, §4)
-                for old in root.glob("rate-*.json"):
-                    _load_history(scheduler, old, only_url=options.api_url)
-            ident = await identify(scheduler, options.api_url, api_key, root, say)
-            store_dir = options.store_dir(ident.account)
-            _migrate_legacy(options.store_dir(legacy_key_account(api_key)), store_dir)
-            _lock_store(store_dir)
-            if options.adopt_journal is not None:
-                _adopt(Path(options.adopt_journal), store_dir, say)
-            write_origin(store_dir, options.api_url, options.remote_folder, ident.account)
-            for j in other_journals(root, store_dir, ident.account):
-                say(f"WARNING: the journal {j.describe()} is not this mount's and nothing uploads it. "
-                    f"To upload it here: fichierfs umount {mountpoint}; fichierfs mount --adopt-journal {j.path} "
-                    f"... {mountpoint} (or mount again with the API address it was written for)")
-            history = root / f"rate-{hashlib.sha256((options.api_url + ident.account).encode()).hexdigest()[:16]}.json"
-            _load_history(scheduler, history)
-            scheduler.on_charge = lambda: _save_history(scheduler, history, options.api_url)  # before they go out
-            nursery.start_soon(_save_history_every, scheduler, history, 2.0, options.api_url)
-            if options.remote_folder.strip("/"):
-                meta.rebase(await meta.resolve_path(options.remote_folder, lane=Lane.PREFETCH))
-            store = Store(store_dir / "store.db")
-            writeback = WriteBack(
-                scheduler,
-                store,
-                meta,
-                store_dir,
-                delay=options.write_back_delay,
-                max_uploads=options.max_uploads,
-                clean_bytes=options.clean_cache,
-            )
-            writeback.replay()  # before the first listing, so that it is merged over the journal
-            wait = scheduler.next_allowed("folder/ls", int(meta.get(ROOT_INODE).folder_id or 0))
-            if wait > 1:
-                say(f"waiting {wait:.0f} s before listing {options.remote_folder}: 1fichier allows one listing "
-                    "of a folder per 30 s (§4), and the previous mount listed it recently")
-            await meta.ensure_listed(ROOT_INODE, lane=Lane.PREFETCH)  # may wait out the budget, never stalls
-            if not options.read_only:
-                await nursery.start(writeback.run)
-            elif writeback.pending():
-                log.warning("%d pending change(s) in the journal are not uploaded on a read-only mount",
-                            writeback.pending())
-            fs = Filesystem(
-                meta, reader, scheduler, read_only=options.read_only, statfs_ttl=options.statfs_ttl, writer=writeback
-            )
+    root = options.cache_root()
+    restrict_umask()
+    private_dir(root)
+    if n := tighten(root):
+        log.warning("%d entries of the cache %s were readable by others: now 0700/0600", n, root)
+    ident = await _identify(options, api_key, root, say)
+    store_dir = options.store_dir(ident.account)
+    _migrate_legacy(options.store_dir(legacy_key_account(api_key)), store_dir)
+    _lock_store(store_dir)
+    if options.adopt_journal is not None:
+        _adopt(Path(options.adopt_journal), store_dir, say)
+    write_origin(store_dir, options.api_url, options.remote_folder, ident.account)
+    for j in other_journals(root, store_dir, ident.account):
+        say(f"WARNING: the journal {j.describe()} is not this mount's and nothing uploads it. "
+            f"To upload it here: fichierfs umount {mountpoint}; fichierfs mount --adopt-journal {j.path} "
+            f"... {mountpoint} (or mount again with the API address it was written for)")
+    history = _history_path(root, options.api_url, ident.account)
+    notifier = PyfuseNotifier()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(notifier.run)
+        async with build_core(
+            options, None, api_key, store_dir=store_dir, notifier=notifier, history=history, say=say
+        ) as core:
             if ident.info is not None:  # the identifying user/info also answers the first df (1 per 5 min, §4)
-                fs.remember_quota(ident.info)
-            if options.thumbnails != "allow":
-                fs.policy = ProcessPolicy(options.thumbnails)
-                fs.status_sources["storm"] = fs.policy.statistics
-            ops = Operations(fs, entry_timeout=options.entry_timeout, attr_timeout=options.attr_timeout)
+                core.fs.remember_quota(ident.info)
+            ops = Operations(core.fs, entry_timeout=options.entry_timeout, attr_timeout=options.attr_timeout)
             pyfuse3.init(ops, str(mountpoint), fuse_options(options))
             unmounted_by_us = False
             try:
@@ -193,48 +136,39 @@ async def run_mount(
                 raise
             finally:
                 pyfuse3.close(unmount=unmounted_by_us)
-                _save_history(scheduler, history, options.api_url)
-                writeback.stop()
-                store.close()
-                stats = scheduler.statistics()
-                log.info("API calls this session: %s", stats.get("calls"))
-                nursery.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
 
 
-def _load_history(scheduler: Scheduler, path: Path, only_url: str | None = None) -> None:
-    """Restore the API budget clocks of the previous mount of this account (see Scheduler.export_history).
+def _history_path(root: Path, api_url: str, account: str) -> Path:
+    """The API budget clocks of one account at one API address (see core.load_history)."""
+    return root / f"rate-{hashlib.sha256((api_url + account).encode()).hexdigest()[:16]}.json"
 
-    ``only_url``: skip a history saved for another API address.
+
+async def _identify(options: Options, api_key: Secret, root: Path, say: Callable[[str], None]) -> Identity:
+    """The account behind ``api_key`` (see :mod:`fichierfs.account`).
+
+    A key never seen before costs one ``user/info``, made by a short-lived scheduler that first
+    loads the budget clocks of every account seen at this API address (a rotated key opens an
+    account whose last user/info may be minutes old: 1 per 5 min, §4), and whose clocks are then
+    saved as the account's, so that the mount's own scheduler honours them.
     """
-    try:
-        doc = json.loads(path.read_text())
-        if only_url is not None and doc.get("api_url") != only_url:
-            return
-        scheduler.import_history(doc["history"], time.time() - float(doc["wall"]))
-    except FileNotFoundError:
-        return
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.debug("rate history %s unreadable: %s", path, exc)
-
-
-def _save_history(scheduler: Scheduler, path: Path, api_url: str = "") -> None:
-    """Write the budget clocks atomically (a crash leaves the old or the new file, never half)."""
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_text(json.dumps({"wall": time.time(), "api_url": api_url, "history": scheduler.export_history()}))
-        os.replace(tmp, path)
-    except OSError as exc:
-        log.debug("rate history %s not saved: %s", path, exc)
-
-
-async def _save_history_every(scheduler: Scheduler, path: Path, period: float, api_url: str = "") -> None:
-    """Keep the saved clocks fresh, so that even a kill -9 leaves a usable history."""
-    while True:
-        await trio.sleep(period)
-        _save_history(scheduler, path, api_url)
-
-
-_LOCKS: list[int] = []
+    known = registered_account(root, options.api_url, api_key)
+    if known is not None:
+        return Identity(known)
+    seen = known_accounts(root) | {legacy_key_account(api_key)}
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False) as http:
+        client = FichierClient(http, api_key, base_url=options.api_url)
+        scheduler = Scheduler(client, budgets_from(options))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(scheduler.run)
+            for account in sorted(seen):
+                load_history(scheduler, _history_path(root, options.api_url, account))
+            try:
+                ident = await identify(scheduler, options.api_url, api_key, root, say)
+            finally:
+                nursery.cancel_scope.cancel()
+    save_history(scheduler, _history_path(root, options.api_url, ident.account))
+    return ident
 
 
 def _migrate_legacy(legacy: Path, store_dir: Path) -> None:
@@ -259,8 +193,6 @@ def _adopt(other: Path, store_dir: Path, say: Callable[[str], None]) -> None:
     Raises:
         ConfigError: ``other`` is no journal, is in use, or both journals hold pending work.
     """
-    from fichierfs.errors import ConfigError
-
     other = other.expanduser().resolve()
     if other == store_dir.resolve():
         return
@@ -291,14 +223,15 @@ def _adopt(other: Path, store_dir: Path, say: Callable[[str], None]) -> None:
     say(f"adopted the journal {other}: {n} pending change(s) resume here")
 
 
+_LOCKS: list[int] = []
+
+
 def _lock_store(store_dir: Path) -> None:
     """Refuse a second mount of the same account and folder (they would share one journal).
 
     Raises:
         ConfigError: another live fichierfs process holds the lock.
     """
-    from fichierfs.errors import ConfigError
-
     private_dir(store_dir)
     fd = open_private(store_dir / "lock")
     try:
@@ -307,12 +240,6 @@ def _lock_store(store_dir: Path) -> None:
         os.close(fd)
         raise ConfigError(f"{store_dir} is in use by another fichierfs mount of the same account and folder") from None
     _LOCKS.append(fd)
-
-
-def _with(budgets: Budgets, **changes: float) -> Budgets:
-    import dataclasses
-
-    return dataclasses.replace(budgets, **changes)
 
 
 async def _signals(scope: trio.CancelScope) -> None:
