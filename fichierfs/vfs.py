@@ -707,7 +707,7 @@ class Filesystem:
         except FichierError as exc:
             log.log(exc.level, "statfs: user/info failed: %s", exc)
             if self._statfs is not None:
-                return self._statfs[1]
+                return self._with_writes(self._statfs[1])
             value = StatFs(BLOCK, 1 << 40 >> 12, 1 << 40 >> 12, 1 << 20, 1 << 20, 255)
         self._statfs = (now, value)
         return self._with_writes(value)
@@ -720,6 +720,14 @@ class Filesystem:
             return value
         total, used = sp
         return dataclasses.replace(value, blocks=total // BLOCK, bfree=max(0, total - used) // BLOCK)
+
+    def remember_quota(self, info: Any) -> None:
+        """Serve the next ``statfs_ttl`` seconds of ``statfs`` from a ``user/info`` answer made
+        elsewhere (the mount identifies the account with one: §4 allows one per 5 min)."""
+        total, free = max(info.total, 1), info.free
+        self._statfs = (self.clock(), StatFs(BLOCK, total // BLOCK, free // BLOCK, 1 << 20, 1 << 20, 255))
+        if self.writer is not None:  # the base of df and of ENOSPC from the mount's first second
+            self.writer.account_space(total, max(0, total - free))
 
     def listxattr(self, ino: int) -> list[str]:
         """The xattr names a file has; the root has the status document; folders have none."""
