@@ -26,6 +26,7 @@ SIGTERM/SIGINT (then it unmounts itself).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -41,6 +42,7 @@ import pyfuse3
 import trio
 
 from fichierfs.api import FichierClient, Secret
+from fichierfs.budget import HostBudget, SharedBudget, host_budget_path, namespace
 from fichierfs.chunks import ChunkCache
 from fichierfs.config import Options
 from fichierfs.meta import ROOT_INODE, MetaCache
@@ -98,7 +100,7 @@ async def run_mount(
         notifier = PyfuseNotifier()
         meta = MetaCache(scheduler, 0, dir_ttl=options.dir_ttl, notifier=notifier)
         cache = ChunkCache(options.memory_budget, options.chunk_size)
-        async with trio.open_nursery() as nursery:
+        async with contextlib.AsyncExitStack() as stack, trio.open_nursery() as nursery:
             await nursery.start(scheduler.run)
             await nursery.start(notifier.run)
             meta.attach_nursery(nursery)
@@ -113,10 +115,17 @@ async def run_mount(
             account = hashlib.sha256(api_key.reveal().encode()).hexdigest()
             store_dir = options.store_dir(account)
             _lock_store(store_dir)
-            history = store_dir.parent / f"rate-{hashlib.sha256((options.api_url + account).encode()).hexdigest()[:16]}.json"
-            _load_history(scheduler, history)
-            scheduler.on_charge = lambda: _save_history(scheduler, history)  # listings: before they go out
-            nursery.start_soon(_save_history_every, scheduler, history, 2.0)
+            history: Path | None = None
+            shared = await _shared_budget(options, account, stack)
+            if shared is None:  # --coordinator none: this mount alone, history in a file of its own
+                history = store_dir.parent / f"rate-{hashlib.sha256((options.api_url + account).encode()).hexdigest()[:16]}.json"
+                _load_history(scheduler, history)
+                scheduler.on_charge = lambda: _save_history(scheduler, history)  # listings: before they go out
+                nursery.start_soon(_save_history_every, scheduler, history, 2.0)
+            else:  # the shared store is the history: what the other (and earlier) mounts spent
+                scheduler.shared = shared
+                scheduler.import_history(await shared.history(), 0.0)
+                log.info("API budget shared through %s", shared.status().get("url") or shared.status().get("path"))
             if options.remote_folder.strip("/"):
                 meta.rebase(await meta.resolve_path(options.remote_folder, lane=Lane.PREFETCH))
             store = Store(store_dir / "store.db")
@@ -160,12 +169,29 @@ async def run_mount(
                 raise
             finally:
                 pyfuse3.close(unmount=unmounted_by_us)
-                _save_history(scheduler, history)
+                if history is not None:
+                    _save_history(scheduler, history)
                 writeback.stop()
                 store.close()
                 stats = scheduler.statistics()
                 log.info("API calls this session: %s", stats.get("calls"))
                 nursery.cancel_scope.cancel()
+
+
+async def _shared_budget(options: Options, account: str, stack: contextlib.AsyncExitStack) -> SharedBudget | None:
+    """The budget shared with the other mounts (``--coordinator``); None for ``none``."""
+    if options.coordinator == "none":
+        return None
+    if options.coordinator == "host":
+        host = HostBudget(host_budget_path(), namespace(options.api_url))
+        stack.push_async_callback(host.aclose)
+        return host
+    from fichierfs.budget_redis import RedisBudget, redis_password
+
+    password = redis_password(options.coordinator_password_file)
+    return await stack.enter_async_context(
+        RedisBudget.connect(options.coordinator, namespace(options.api_url, account), password=password)
+    )
 
 
 def _load_history(scheduler: Scheduler, path: Path) -> None:

@@ -83,6 +83,7 @@ All times are seconds on ``clock`` (default ``trio.current_time``); tests use tr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import logging
@@ -96,6 +97,7 @@ from typing import Any
 
 import trio
 
+from .budget import CallKind, Rules, SharedBudget
 from .errors import ApiError, AuthError, FichierError, FloodLocked, ServerError
 from .log import api_error_line
 
@@ -322,6 +324,10 @@ class Scheduler:
         self._opens = 0
         self._last_flood: FloodLocked | None = None
 
+        self.shared: SharedBudget | None = None
+        """The budget of the other mounts of this account (fichierfs.budget); set before :meth:`run`."""
+        self._shared_busy = False  # a shared acquire/release is under way: start nothing else
+
         self._auth_error: AuthError | None = None
 
         self._calls: Counter[str] = Counter()
@@ -329,6 +335,8 @@ class Scheduler:
         self._retried = 0
         self._coalesced = 0
         self._stalled = 0
+        self._shared_waits = 0
+        self._shared_tripped = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -457,7 +465,9 @@ class Scheduler:
         self._prune_recent(now)
         queued = Counter(job.lane.name.lower() for job in self._queue)
         per_minute = math.floor(60.0 / self.budgets.min_interval) if self.budgets.min_interval > 0 else math.inf
+        shared = {} if self.shared is None else {"shared_waits": self._shared_waits, "coordinator": self.shared.status()}
         return {
+            **shared,
             "calls": dict(self._calls),
             "errors": dict(self._errors),
             "queued": {lane.name.lower(): queued.get(lane.name.lower(), 0) for lane in Lane},
@@ -619,6 +629,9 @@ class Scheduler:
         log.warning("1fichier flood lock (%s): pausing all API calls for %.0f s", exc, duration)
         for job in self._queue:
             job.poke()  # INTERACTIVE waiters re-check their stall limit
+        if self.shared is not None and self._nursery is not None:
+            self._shared_tripped = True
+            self._nursery.start_soon(self._shared_trip)  # every other mount pauses too
 
     def _api_answered(self) -> None:
         """The API gave a real answer (not a flood lock): close the breaker, reset doubling."""
@@ -647,7 +660,7 @@ class Scheduler:
 
     def _start_next(self) -> float:
         """Start the next job that may start now; return how long to wait before looking again."""
-        if not self._queue or self._running_job is not None:
+        if not self._queue or self._running_job is not None or self._shared_busy:
             return math.inf  # woken by call() or by the end of the running job
         now = self._clock()
         gate = self._last_start + self.budgets.min_interval
@@ -676,6 +689,8 @@ class Scheduler:
         self._nursery.start_soon(self._execute, job)
 
     async def _execute(self, job: _Job) -> None:
+        if self.shared is not None and not await self._shared_acquire(job):
+            return
         try:
             result = await job.method(*job.args, **job.kwargs)
         except FloodLocked as exc:
@@ -719,9 +734,68 @@ class Scheduler:
             self._api_answered()
             self._finish(job, result=result)
         finally:
-            if job.saved_clocks is not None:  # it reached 1fichier (a refused connection was given back)
+            reached = job.saved_clocks is not None
+            if reached:  # it reached 1fichier (a refused connection was given back)
                 self._charge_end(job, self._clock())
+            if self.shared is not None:
+                await self._shared_release(job, reached)
             self._wake()
+
+    # ------------------------------------------------------------------ the other mounts (fichierfs.budget)
+
+    def _rules(self) -> Rules:
+        b = self.budgets
+        return Rules(b.min_interval, b.listing_interval, b.same_folder_interval, b.all_files_interval,
+                     b.user_info_interval, b.breaker_base, b.breaker_max)
+
+    @staticmethod
+    def _call_kind(job: _Job) -> CallKind:
+        if job.endpoint in LISTINGS:
+            if job.endpoint == "file/ls" and job.folder == ALL_FILES:
+                return CallKind("all_files")
+            return CallKind("listing", job.folder)
+        return CallKind("user_info" if job.endpoint == "user/info" else "call")
+
+    async def _shared_acquire(self, job: _Job) -> bool:
+        """Ask the shared budget; if another mount spent it, put the job back (its old place) and say False."""
+        assert self.shared is not None
+        self._shared_busy = True
+        try:
+            with trio.CancelScope(shield=True):
+                wait = await self.shared.acquire(self._call_kind(job), self._rules())
+        finally:
+            self._shared_busy = False
+        if wait <= 0:
+            return True
+        self._uncharge(job)
+        self._calls[job.endpoint] -= 1
+        job.attempts -= 1
+        self._shared_waits += 1
+        self._running_job = None
+        self._requeue(job, not_before=max(job.not_before, self._clock() + wait))
+        self._wake()
+        return False
+
+    async def _shared_trip(self) -> None:
+        assert self.shared is not None
+        try:
+            await self.shared.trip(self._rules())
+        except Exception:  # noqa: BLE001
+            log.debug("shared breaker not opened", exc_info=True)
+
+    async def _shared_release(self, job: _Job, reached: bool) -> None:
+        assert self.shared is not None
+        self._shared_busy = True
+        try:
+            with trio.CancelScope(shield=True):
+                await self.shared.release(self._call_kind(job), reached=reached)
+                if reached and self._shared_tripped and job.error is None and job.state is _State.DONE:
+                    self._shared_tripped = False
+                    await self.shared.answered()
+        except Exception:  # noqa: BLE001 - the coordinator's trouble must never fail a call
+            log.debug("shared budget release failed", exc_info=True)
+        finally:
+            self._shared_busy = False
 
     def _requeue(self, job: _Job, *, not_before: float) -> None:
         """Put a started job back in the queue, at its old place (its seq)."""
@@ -822,7 +896,7 @@ class Scheduler:
         attempt = 0
         while True:
             attempt += 1
-            async with self._transfers:
+            async with self._transfers, self._lease(name):
                 self._calls[name] += 1
                 try:
                     return await method(*args, **kwargs)
@@ -844,6 +918,12 @@ class Scheduler:
                         delay,
                     )
             await trio.sleep(delay)
+
+    def _lease(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Downloads hold the shared one-location lease (§3 #887); other legs need nothing."""
+        if name == "download" and self.shared is not None:
+            return self.shared.download_lease()
+        return contextlib.nullcontext()
 
     def _prune_recent(self, now: float) -> None:
         while self._recent and self._recent[0] <= now - 60.0:
