@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import math
 import os
@@ -137,6 +138,14 @@ class SharedBudget(Protocol):
         """Held while this host downloads (§3 #887: one location at a time)."""
         ...
 
+    async def remember(self, key: str, value: Any, ttl: float) -> None:
+        """Share a small JSON answer (the quota of user/info) with the other mounts for ``ttl`` s."""
+        ...
+
+    async def recall(self, key: str) -> Any | None:
+        """What another mount (or this one) remembered under ``key``, if not expired."""
+        ...
+
     def status(self) -> dict[str, Any]:
         """For ``status``: kind, state ("ok" / "fallback"), waits caused by other mounts."""
         ...
@@ -237,6 +246,7 @@ class MemoryBudget:
             self._state.update(start=start, listing=start, user_info=start)
         self._charged: tuple[dict[str, float], float] = ({}, 0.0)
         self._stats = _Stats()
+        self._memo: dict[str, tuple[float, str]] = {}
 
     async def acquire(self, call: CallKind, rules: Rules) -> float:
         now = self._clock()
@@ -268,6 +278,13 @@ class MemoryBudget:
     @contextlib.asynccontextmanager
     async def download_lease(self) -> AsyncIterator[None]:
         yield
+
+    async def remember(self, key: str, value: Any, ttl: float) -> None:
+        self._memo[key] = (self._clock() + ttl, json.dumps(value))
+
+    async def recall(self, key: str) -> Any | None:
+        until, text = self._memo.get(key, (-math.inf, "null"))
+        return json.loads(text) if until > self._clock() else None
 
     def status(self) -> dict[str, Any]:
         return {"kind": self.kind, "state": "ok", **self._stats.as_dict()}
@@ -311,6 +328,8 @@ class HostBudget:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS clock (ns TEXT, name TEXT, t REAL, PRIMARY KEY (ns, name))")
+        self._db.execute("CREATE TABLE IF NOT EXISTS memo (ns TEXT, key TEXT, value TEXT, until REAL, "
+                         "PRIMARY KEY (ns, key))")
         self._lock = trio.Lock()  # one transaction of this process at a time (one connection)
         self._charged: tuple[dict[str, float], float] = ({}, 0.0)
         self._stats = _Stats()
@@ -374,6 +393,28 @@ class HostBudget:
     @contextlib.asynccontextmanager
     async def download_lease(self) -> AsyncIterator[None]:
         yield  # one host = one location (§3 #887 is per IP)
+
+    async def remember(self, key: str, value: Any, ttl: float) -> None:
+        row = (self.ns, key, json.dumps(value), self._clock() + ttl)
+        try:
+            async with self._lock:
+                await trio.to_thread.run_sync(
+                    self._db.execute, "INSERT OR REPLACE INTO memo (ns, key, value, until) VALUES (?, ?, ?, ?)", row)
+        except sqlite3.Error as exc:  # a shared memo is a nicety: never fail the caller for it
+            log.debug("shared memo %s not saved: %s", key, exc)
+
+    async def recall(self, key: str) -> Any | None:
+        def get() -> Any | None:
+            row = self._db.execute("SELECT value FROM memo WHERE ns = ? AND key = ? AND until > ?",
+                                   (self.ns, key, self._clock())).fetchone()
+            return None if row is None else json.loads(row[0])
+
+        try:
+            async with self._lock:
+                return await trio.to_thread.run_sync(get)
+        except (sqlite3.Error, ValueError) as exc:
+            log.debug("shared memo %s unreadable: %s", key, exc)
+            return None
 
     def status(self) -> dict[str, Any]:
         return {"kind": self.kind, "state": "ok", "path": str(self.path), **self._stats.as_dict()}

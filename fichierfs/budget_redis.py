@@ -20,6 +20,7 @@ tries Redis again every ``retry_every`` seconds; the first success logs that it 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -357,6 +358,26 @@ class RedisBudget:
                                          [self._me, int(self._lease_ttl * 1000), repr(self._fair_hold)])
                 if res is not None:
                     self._lease_others = int(res[2])
+
+    async def remember(self, key: str, value: Any, ttl: float) -> None:
+        if self._fallback is not None:
+            return
+        try:
+            with trio.fail_after(self._timeout):
+                await self._client.set(self._key("memo:" + key), json.dumps(value), px=max(1, int(ttl * 1000)))
+        except Exception as exc:  # noqa: BLE001
+            self._go_local(exc)
+
+    async def recall(self, key: str) -> Any | None:
+        if self._fallback is not None and self._clock() < self._retry_at:
+            return None
+        try:
+            with trio.fail_after(self._timeout):
+                text = await self._client.get(self._key("memo:" + key))
+        except Exception as exc:  # noqa: BLE001
+            self._go_local(exc)
+            return None
+        return None if text is None else json.loads(text)
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:

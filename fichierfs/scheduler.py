@@ -836,7 +836,7 @@ class Scheduler:
             timeout = math.inf
             if waiter.deadline < math.inf and job.state is _State.QUEUED:
                 now = self._clock()
-                ready = self._ready_at(job.endpoint, job.folder)
+                ready = max(job.not_before, self._ready_at(job.endpoint, job.folder))  # not_before: other mounts
                 if ready > waiter.deadline or now >= waiter.deadline:
                     raise self._stall_error(job, ready, now)
                 timeout = waiter.deadline - now
