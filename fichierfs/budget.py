@@ -42,11 +42,14 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import trio
+
+from fichierfs.models import FileUrl, FolderId, FolderListing, RemoteFile, RemoteFolder
 
 __all__ = [
     "CallKind",
@@ -423,3 +426,66 @@ class HostBudget:
         async with self._lock:
             self._db.close()
 
+
+
+# ---------------------------------------------------------------------------------------------- shared listings
+# A listing made by one mount serves the others while the folder could not be listed again
+# anyway (its 30 s clock, §4): two mounts walking one tree list each folder once between them.
+# Any change made through a mount bumps the namespace's generation; a listing published under
+# an older generation is never served (it may predate the change).
+
+
+def listing_to_json(listing: FolderListing) -> dict[str, Any]:
+    def when(d: datetime | None) -> str | None:
+        return None if d is None else d.isoformat()
+
+    return {
+        "folder_id": int(listing.folder_id), "name": listing.name, "create_date": when(listing.create_date),
+        "sub_folders": [[int(f.id), f.name, when(f.create_date), f.password] for f in listing.sub_folders],
+        "files": [[str(f.url), f.filename, f.size, when(f.date), f.checksum, f.content_type, f.password, f.acl,
+                   f.cdn, None if f.folder_id is None else int(f.folder_id), f.description] for f in listing.files],
+    }
+
+
+def listing_from_json(d: Mapping[str, Any]) -> FolderListing:
+    def when(s: str | None) -> datetime | None:
+        return None if s is None else datetime.fromisoformat(s)
+
+    return FolderListing(
+        folder_id=FolderId(int(d["folder_id"])), name=str(d["name"]), create_date=when(d["create_date"]),
+        sub_folders=tuple(RemoteFolder(FolderId(int(i)), str(n), when(c), bool(p)) for i, n, c, p in d["sub_folders"]),
+        files=tuple(RemoteFile(FileUrl(u), fn, int(sz), when(dt), ck, ct, bool(pw), bool(acl), bool(cdn),
+                               None if fid is None else FolderId(int(fid)), desc)
+                    for u, fn, sz, dt, ck, ct, pw, acl, cdn, fid, desc in d["files"]),
+    )
+
+
+async def generation(shared: SharedBudget) -> int:
+    """The namespace's change counter (read before a listing starts, published with it)."""
+    return int(await shared.recall("generation") or 0)
+
+
+async def changed(shared: SharedBudget) -> None:
+    """This mount changed something: listings published before now are not served any more."""
+    await shared.remember("generation", await generation(shared) + 1, 30 * 86400.0)
+
+
+async def publish_listing(shared: SharedBudget, folder: Hashable, listing: FolderListing, gen: int,
+                          ttl: float) -> None:
+    """Offer ``listing`` (made under generation ``gen``) to the other mounts for ``ttl`` seconds.
+
+    The metadata layer may call this too, after it merged a change of its own into a folder.
+    """
+    await shared.remember(f"ls:{folder}", {"gen": gen, "listing": listing_to_json(listing)}, ttl)
+
+
+async def recall_listing(shared: SharedBudget, folder: Hashable) -> FolderListing | None:
+    """A listing of ``folder`` another mount published, if still current."""
+    doc = await shared.recall(f"ls:{folder}")
+    if not doc or int(doc.get("gen", -1)) != await generation(shared):
+        return None
+    try:
+        return listing_from_json(doc["listing"])
+    except (KeyError, TypeError, ValueError) as exc:
+        log.debug("shared listing of %s unreadable: %s", folder, exc)
+        return None

@@ -97,7 +97,7 @@ from typing import Any
 
 import trio
 
-from .budget import CallKind, Rules, SharedBudget
+from .budget import CallKind, Rules, SharedBudget, changed, generation, publish_listing, recall_listing
 from .errors import ApiError, AuthError, FichierError, FloodLocked, ServerError
 from .log import api_error_line
 
@@ -236,6 +236,7 @@ class _Job:
     error_tb: TracebackType | None = None
     last_error: BaseException | None = None  # the transient error of the last attempt, if any
     saved_clocks: tuple[Any, ...] | None = None  # budget clocks before this job was charged
+    shared_gen: int | None = None  # the shared change generation when this listing started
     changed: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -336,6 +337,7 @@ class Scheduler:
         self._coalesced = 0
         self._stalled = 0
         self._shared_waits = 0
+        self._shared_listings = 0
         self._shared_tripped = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -465,7 +467,8 @@ class Scheduler:
         self._prune_recent(now)
         queued = Counter(job.lane.name.lower() for job in self._queue)
         per_minute = math.floor(60.0 / self.budgets.min_interval) if self.budgets.min_interval > 0 else math.inf
-        shared = {} if self.shared is None else {"shared_waits": self._shared_waits, "coordinator": self.shared.status()}
+        shared = {} if self.shared is None else {"shared_waits": self._shared_waits, "shared_listings": self._shared_listings,
+                                            "coordinator": self.shared.status()}
         return {
             **shared,
             "calls": dict(self._calls),
@@ -759,22 +762,47 @@ class Scheduler:
     async def _shared_acquire(self, job: _Job) -> bool:
         """Ask the shared budget; if another mount spent it, put the job back (its old place) and say False."""
         assert self.shared is not None
+        shares = self._shares_listing(job)
+        listing = None
         self._shared_busy = True
         try:
             with trio.CancelScope(shield=True):
-                wait = await self.shared.acquire(self._call_kind(job), self._rules())
+                if shares:
+                    listing = await recall_listing(self.shared, job.folder)
+                    job.shared_gen = await generation(self.shared) if listing is None else None
+                wait = 0.0 if listing is not None else await self.shared.acquire(self._call_kind(job), self._rules())
+        except Exception:  # noqa: BLE001 - a broken shared store must not stop the mount: go alone
+            log.warning("shared API budget failed; this call goes by the local budget", exc_info=True)
+            wait, listing = 0.0, None
         finally:
             self._shared_busy = False
-        if wait <= 0:
+        if wait <= 0 and listing is None:
             return True
         self._uncharge(job)
         self._calls[job.endpoint] -= 1
         job.attempts -= 1
-        self._shared_waits += 1
         self._running_job = None
-        self._requeue(job, not_before=max(job.not_before, self._clock() + wait))
+        if listing is not None:  # another mount listed this folder a moment ago: its listing serves us
+            self._shared_listings += 1
+            self._finish(job, result=listing)
+        else:
+            self._shared_waits += 1
+            if shares and wait > 0.3:
+                wait = 0.3  # the mount listing it now publishes its listing soon: look again
+            self._requeue(job, not_before=max(job.not_before, self._clock() + wait))
         self._wake()
         return False
+
+    @staticmethod
+    def _shares_listing(job: _Job) -> bool:
+        return job.endpoint == "folder/ls" and bool(job.kwargs.get("files")) and job.folder is not None
+
+    async def _shared_changed(self) -> None:
+        assert self.shared is not None
+        try:
+            await changed(self.shared)
+        except Exception:  # noqa: BLE001
+            log.debug("shared change not published", exc_info=True)
 
     async def _shared_trip(self) -> None:
         assert self.shared is not None
@@ -789,6 +817,12 @@ class Scheduler:
         try:
             with trio.CancelScope(shield=True):
                 await self.shared.release(self._call_kind(job), reached=reached)
+                if reached and job.endpoint not in METERED_READ_ONLY:
+                    await changed(self.shared)  # listings published before this change are not served
+                elif (reached and job.state is _State.DONE and job.error is None and job.shared_gen is not None
+                      and self._shares_listing(job)):
+                    await publish_listing(self.shared, job.folder, job.result, job.shared_gen,
+                                          self.budgets.same_folder_interval)
                 if reached and self._shared_tripped and job.error is None and job.state is _State.DONE:
                     self._shared_tripped = False
                     await self.shared.answered()
@@ -899,7 +933,10 @@ class Scheduler:
             async with self._transfers, self._lease(name):
                 self._calls[name] += 1
                 try:
-                    return await method(*args, **kwargs)
+                    result = await method(*args, **kwargs)
+                    if name == "upload.cgi" and self.shared is not None and self._nursery is not None:
+                        self._nursery.start_soon(self._shared_changed)  # a new file in some folder
+                    return result
                 except FloodLocked as exc:
                     self._errors[name] += 1
                     self._trip(exc)

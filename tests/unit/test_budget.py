@@ -176,3 +176,51 @@ async def test_a_flood_lock_in_one_scheduler_pauses_the_other(autojump_clock: tr
         n.cancel_scope.cancel()
     b_start = next(t for tag, t in starts if tag == "b")
     assert b_start - t_lock >= Budgets().breaker_base - 1e-6
+
+
+class ListingClient:
+    def __init__(self, calls: list[str], tag: str) -> None:
+        self.calls, self.tag = calls, tag
+
+    async def folder_ls(self, folder_id: int = 0, *, files: bool = True) -> Any:
+        from datetime import datetime, timezone
+
+        from fichierfs.models import FileUrl, FolderId, FolderListing, RemoteFile, RemoteFolder
+
+        self.calls.append(f"{self.tag}:ls{folder_id}")
+        await trio.sleep(0.05)
+        when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+        return FolderListing(FolderId(folder_id), "d", when, (RemoteFolder(FolderId(9), "sub", when),),
+                             (RemoteFile(FileUrl("https://1fichier.com/?abc"), "f.txt", 12, when, "ab", "text/plain",
+                                         folder_id=FolderId(folder_id)),))
+
+    async def file_rename(self, url: str, name: str) -> str:
+        self.calls.append(f"{self.tag}:rename")
+        return name
+
+
+async def test_a_listing_made_by_one_mount_serves_the_other(autojump_clock: trio.testing.MockClock) -> None:
+    shared = MemoryBudget(trio.current_time)
+    calls: list[str] = []
+    b = Budgets(stall_limit=math.inf)
+    s1, s2 = Scheduler(ListingClient(calls, "a"), b), Scheduler(ListingClient(calls, "b"), b)
+    s1.shared = s2.shared = shared
+    async with trio.open_nursery() as n:
+        await n.start(s1.run)
+        await n.start(s2.run)
+        got: list[Any] = []
+
+        async def ls(s: Scheduler) -> None:
+            got.append(await s.call("folder/ls", 5, files=True))
+
+        async with trio.open_nursery() as c:
+            c.start_soon(ls, s1)
+            c.start_soon(ls, s2)
+        assert calls == ["a:ls5"] or calls == ["b:ls5"]  # one API listing for both mounts
+        assert got[0] == got[1]  # the shared copy is the same listing, field for field
+        assert s1.statistics()["shared_listings"] + s2.statistics()["shared_listings"] == 1
+        await s1.call("file/rename", "u", "n")  # a change: listings published before it are stale
+        t = trio.current_time()
+        await s2.call("folder/ls", 5, files=True)
+        assert calls[-1] == "b:ls5" and trio.current_time() - t >= 0  # listed again, not served stale
+        n.cancel_scope.cancel()
