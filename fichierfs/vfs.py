@@ -720,7 +720,7 @@ class Filesystem:
         """
 
         async def call() -> dict[str, int]:
-            info = await self.scheduler.call("user/info", lane=Lane.INTERACTIVE)
+            info = await self.scheduler.call(self.scheduler.client.user_info, lane=Lane.INTERACTIVE)
             q = {"total": max(info.total, 1), "free": info.free}
             if shared is not None:
                 await shared.remember("quota", q, self.statfs_ttl)

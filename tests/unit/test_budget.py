@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from fichierfs.api import endpoint
 from fichierfs.budget import CallKind, HostBudget, MemoryBudget, Rules, namespace
 from fichierfs.errors import FloodLocked
 from fichierfs.scheduler import Budgets, Scheduler
@@ -119,6 +120,7 @@ class FakeClient:
     def __init__(self, starts: list[tuple[str, float]], tag: str, flood_first: bool = False) -> None:
         self.starts, self.tag, self.flood = starts, tag, flood_first
 
+    @endpoint("file/info")
     async def file_info(self, url: str) -> str:
         self.starts.append((self.tag, trio.current_time()))
         if self.flood:
@@ -127,6 +129,7 @@ class FakeClient:
         await trio.sleep(0.01)
         return url
 
+    @endpoint("folder/ls")
     async def folder_ls(self, folder_id: int = 0, files: bool = True) -> int:
         self.starts.append((f"{self.tag}-ls{folder_id}", trio.current_time()))
         return folder_id
@@ -149,10 +152,10 @@ async def test_two_schedulers_on_one_budget_keep_the_spacing(autojump_clock: tri
         await n.start(s2.run)
         async with trio.open_nursery() as calls:
             for i in range(10):
-                calls.start_soon(s1.call, "file/info", f"u{i}")
-                calls.start_soon(s2.call, "file/info", f"v{i}")
-            calls.start_soon(s1.call, "folder/ls", 5)
-            calls.start_soon(s2.call, "folder/ls", 5)
+                calls.start_soon(s1.call, s1.client.file_info, f"u{i}")
+                calls.start_soon(s2.call, s2.client.file_info, f"v{i}")
+            calls.start_soon(s1.call, s1.client.folder_ls, 5)
+            calls.start_soon(s2.call, s2.client.folder_ls, 5)
         n.cancel_scope.cancel()
     times = sorted(t for _, t in starts)
     assert len(times) == 22  # 20 file/info + each mount's listing of folder 5
@@ -170,9 +173,9 @@ async def test_a_flood_lock_in_one_scheduler_pauses_the_other(autojump_clock: tr
     async with trio.open_nursery() as n:
         await n.start(s1.run)
         await n.start(s2.run)
-        await s1.call("file/info", "x", lane=1)  # floods once, then succeeds after the breaker
+        await s1.call(s1.client.file_info, "x", lane=1)  # floods once, then succeeds after the breaker
         t_lock = starts[0][1]
-        await s2.call("file/info", "y", lane=1)
+        await s2.call(s2.client.file_info, "y", lane=1)
         n.cancel_scope.cancel()
     b_start = next(t for tag, t in starts if tag == "b")
     assert b_start - t_lock >= Budgets().breaker_base - 1e-6
@@ -182,6 +185,7 @@ class ListingClient:
     def __init__(self, calls: list[str], tag: str) -> None:
         self.calls, self.tag = calls, tag
 
+    @endpoint("folder/ls")
     async def folder_ls(self, folder_id: int = 0, *, files: bool = True) -> Any:
         from datetime import datetime, timezone
 
@@ -194,6 +198,7 @@ class ListingClient:
                              (RemoteFile(FileUrl("https://1fichier.com/?abc"), "f.txt", 12, when, "ab", "text/plain",
                                          folder_id=FolderId(folder_id)),))
 
+    @endpoint("file/rename")
     async def file_rename(self, url: str, name: str) -> str:
         self.calls.append(f"{self.tag}:rename")
         return name
@@ -211,7 +216,7 @@ async def test_a_listing_made_by_one_mount_serves_the_other(autojump_clock: trio
         got: list[Any] = []
 
         async def ls(s: Scheduler) -> None:
-            got.append(await s.call("folder/ls", 5, files=True))
+            got.append(await s.call(s.client.folder_ls, 5, files=True))
 
         async with trio.open_nursery() as c:
             c.start_soon(ls, s1)
@@ -219,8 +224,8 @@ async def test_a_listing_made_by_one_mount_serves_the_other(autojump_clock: trio
         assert calls == ["a:ls5"] or calls == ["b:ls5"]  # one API listing for both mounts
         assert got[0] == got[1]  # the shared copy is the same listing, field for field
         assert s1.statistics()["shared_listings"] + s2.statistics()["shared_listings"] == 1
-        await s1.call("file/rename", "u", "n")  # a change: listings published before it are stale
+        await s1.call(s1.client.file_rename, "u", "n")  # a change: listings published before it are stale
         t = trio.current_time()
-        await s2.call("folder/ls", 5, files=True)
+        await s2.call(s2.client.folder_ls, 5, files=True)
         assert calls[-1] == "b:ls5" and trio.current_time() - t >= 0  # listed again, not served stale
         n.cancel_scope.cancel()
