@@ -201,6 +201,7 @@ class RedisBudget:
             budget = cls(client, url, ns, **kw)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(budget._renew_lease)
+                nursery.start_soon(budget._rejoin)
                 try:
                     yield budget
                 finally:
@@ -231,6 +232,21 @@ class RedisBudget:
             log.warning("coordinator %s is back: the API budget is shared again", self.url)
             self._fallback = None
         return result
+
+    async def _rejoin(self) -> None:
+        """While on the local budget, look for the coordinator every ``retry_every`` s, even when idle."""
+        while True:
+            await trio.sleep(self._retry_every)
+            if self._fallback is None:
+                continue
+            try:
+                with trio.fail_after(self._timeout):
+                    await self._client.ping()
+            except Exception as exc:  # noqa: BLE001
+                self._go_local(exc)
+                continue
+            log.warning("coordinator %s is back: the API budget is shared again", self.url)
+            self._fallback = None
 
     def _go_local(self, exc: BaseException) -> None:
         now = self._clock()

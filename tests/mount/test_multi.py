@@ -77,3 +77,79 @@ def test_two_mounts_on_one_host_share_the_budget(tmp_path: Path) -> None:
             r = subprocess.run(["ls", "-lR", str(a2.path)], capture_output=True, text=True, timeout=120)
             assert r.returncode == 0, r.stderr
         assert emu.stats()["flood_locks"] == 0
+
+
+def _wait_synced(mnt: Path, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = _status(mnt)
+        if doc.get("writeback", {}).get("pending", 0) == 0:
+            return doc
+        assert time.monotonic() < deadline, f"not synced after {timeout} s: {doc.get('writeback')}"
+        time.sleep(0.2)
+
+
+def _work(mnt: Path, tag: str, n: int) -> list[list[str]]:
+    """``ls -lR``, a read of every file, and ``n`` new files written, for one mount."""
+    write = f"mkdir -p {mnt}/d0/new-{tag} && for i in $(seq {n}); do echo {tag}-$i > {mnt}/d0/new-{tag}/f$i; done"
+    return [["ls", "-lR", str(mnt)], ["sh", "-c", f"find {mnt} -name 'new-*' -prune -o -type f -exec cat {{}} + | wc -c"], ["sh", "-c", write]]
+
+
+def test_two_hosts_through_redis(tmp_path: Path) -> None:
+    seed = _seed(tmp_path)
+    with run_redis(tmp_path / "redis") as redis, run_emulator(tmp_path / "state", seed) as emu:
+        coord = ("--coordinator", redis.url)
+        with run_mount(emu, tmp_path / "ha", "--remote-folder", "/a", "--cache-dir", str(tmp_path / "ca"), *coord) as a, \
+                run_mount(emu, tmp_path / "hb", "--remote-folder", "/a", "--cache-dir", str(tmp_path / "cb"), *coord) as b:
+            assert _status(a.path)["api"]["coordinator"]["state"] == "ok"
+            before = emu.listings()
+            res = _at_once(["ls", "-lR", str(a.path)], ["ls", "-lR", str(b.path)])
+            assert all(r.returncode == 0 for r in res), [r.stderr for r in res]
+            listed = emu.listings() - before
+            print(f"\ntwo hosts, redis: ls -lR on both → {listed} listings for {FOLDERS} folders")
+            assert listed <= FOLDERS  # at most one listing per folder across both mounts
+            res = _at_once(*_work(a.path, "A", 5), *_work(b.path, "B", 5))
+            assert all(r.returncode == 0 for r in res), [r.stderr for r in res]
+            assert res[1].stdout.strip() == res[4].stdout.strip()  # the same bytes read on both
+            _wait_synced(a.path)
+            _wait_synced(b.path)
+            assert emu.stats()["flood_locks"] == 0
+
+            # the coordinator dies mid-run: nothing lost, no lock, said in status; back → rejoined
+            res_box: list[list[subprocess.CompletedProcess[str]]] = []
+            t = threading.Thread(target=lambda: res_box.append(_at_once(*_work(a.path, "A2", 8), *_work(b.path, "B2", 8))))
+            t.start()
+            time.sleep(0.5)
+            redis.stop()
+            t.join()
+            assert all(r.returncode == 0 for r in res_box[0]), [r.stderr for r in res_box[0]]
+            _wait_synced(a.path)
+            _wait_synced(b.path)
+            st = _status(a.path)["api"]["coordinator"]
+            assert st["state"] == "fallback" and st["fallbacks"] >= 1
+            assert "coordinator" in a.log.read_text() and "unreachable" in a.log.read_text()
+            redis.start()
+            deadline = time.monotonic() + 20
+            while _status(a.path)["api"]["coordinator"]["state"] != "ok":
+                assert time.monotonic() < deadline, "did not rejoin the coordinator"
+                time.sleep(0.3)
+        stats = emu.stats()
+        assert stats["flood_locks"] == 0
+        files = _remote_files(emu.state)
+        for tag, n in (("A", 5), ("B", 5), ("A2", 8), ("B2", 8)):  # every file written reached 1fichier, once
+            assert sorted(files.get(f"new-{tag}", [])) == sorted(f"f{i}" for i in range(1, n + 1)), tag
+
+
+def _remote_files(state: Path) -> dict[str, list[str]]:
+    """folder name → file names, straight from the emulator's account database."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{state / 'account.sqlite3'}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT folders.name, files.filename FROM files JOIN folders ON files.folder_id = folders.id")
+        out: dict[str, list[str]] = {}
+        for folder, name in rows:
+            out.setdefault(folder, []).append(name)
+        return out
+    finally:
+        db.close()
