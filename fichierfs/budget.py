@@ -149,6 +149,14 @@ class SharedBudget(Protocol):
         """What another mount (or this one) remembered under ``key``, if not expired."""
         ...
 
+    async def publish_attrs(self, changes: Mapping[str, Mapping[str, int | None]]) -> None:
+        """Attributes this mount set (mtime_ns, mode, uid, gid per file url / ``d:<folder id>``)."""
+        ...
+
+    async def attrs_since(self, cursor: str) -> tuple[str, list[tuple[str, dict[str, int | None]]]]:
+        """Attributes the *other* mounts set after ``cursor`` ("" = all kept): (new cursor, [(key, values)])."""
+        ...
+
     def status(self) -> dict[str, Any]:
         """For ``status``: kind, state ("ok" / "fallback"), waits caused by other mounts."""
         ...
@@ -285,6 +293,12 @@ class MemoryBudget:
     async def remember(self, key: str, value: Any, ttl: float) -> None:
         self._memo[key] = (self._clock() + ttl, json.dumps(value))
 
+    async def publish_attrs(self, changes: Mapping[str, Mapping[str, int | None]]) -> None:
+        return None  # nobody else to tell
+
+    async def attrs_since(self, cursor: str) -> tuple[str, list[tuple[str, dict[str, int | None]]]]:
+        return cursor, []
+
     async def recall(self, key: str) -> Any | None:
         until, text = self._memo.get(key, (-math.inf, "null"))
         return json.loads(text) if until > self._clock() else None
@@ -333,6 +347,9 @@ class HostBudget:
         self._db.execute("CREATE TABLE IF NOT EXISTS clock (ns TEXT, name TEXT, t REAL, PRIMARY KEY (ns, name))")
         self._db.execute("CREATE TABLE IF NOT EXISTS memo (ns TEXT, key TEXT, value TEXT, until REAL, "
                          "PRIMARY KEY (ns, key))")
+        self._db.execute("CREATE TABLE IF NOT EXISTS attrlog (seq INTEGER PRIMARY KEY AUTOINCREMENT, ns TEXT, "
+                         "origin TEXT, key TEXT, value TEXT)")
+        self._me = f"{os.getpid()}:{id(self)}"
         self._lock = trio.Lock()  # one transaction of this process at a time (one connection)
         self._charged: tuple[dict[str, float], float] = ({}, 0.0)
         self._stats = _Stats()
@@ -405,6 +422,34 @@ class HostBudget:
                     self._db.execute, "INSERT OR REPLACE INTO memo (ns, key, value, until) VALUES (?, ?, ?, ?)", row)
         except sqlite3.Error as exc:  # a shared memo is a nicety: never fail the caller for it
             log.debug("shared memo %s not saved: %s", key, exc)
+
+    async def publish_attrs(self, changes: Mapping[str, Mapping[str, int | None]]) -> None:
+        rows = [(self.ns, self._me, k, json.dumps(dict(v))) for k, v in changes.items()]
+
+        def put() -> None:
+            with self._db:
+                self._db.executemany("INSERT INTO attrlog (ns, origin, key, value) VALUES (?, ?, ?, ?)", rows)
+                self._db.execute("DELETE FROM attrlog WHERE seq < (SELECT MAX(seq) FROM attrlog) - 100000")
+
+        try:
+            async with self._lock:
+                await trio.to_thread.run_sync(put)
+        except sqlite3.Error as exc:
+            log.debug("attributes not shared: %s", exc)
+
+    async def attrs_since(self, cursor: str) -> tuple[str, list[tuple[str, dict[str, int | None]]]]:
+        def get() -> tuple[str, list[tuple[str, dict[str, int | None]]]]:
+            rows = self._db.execute("SELECT seq, origin, key, value FROM attrlog WHERE ns = ? AND seq > ? "
+                                    "ORDER BY seq LIMIT 5000", (self.ns, int(cursor or 0))).fetchall()
+            new = str(rows[-1][0]) if rows else cursor
+            return new, [(k, json.loads(v)) for _, o, k, v in rows if o != self._me]
+
+        try:
+            async with self._lock:
+                return await trio.to_thread.run_sync(get)
+        except (sqlite3.Error, ValueError) as exc:
+            log.debug("shared attributes unreadable: %s", exc)
+            return cursor, []
 
     async def recall(self, key: str) -> Any | None:
         def get() -> Any | None:

@@ -26,12 +26,13 @@ import math
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
+from coredis.tokens import PureToken
 
 from fichierfs.budget import CallKind, MemoryBudget, Rules, _interval
 from fichierfs.errors import ConfigError
@@ -394,6 +395,36 @@ class RedisBudget:
             self._go_local(exc)
             return None
         return None if text is None else json.loads(text)
+
+    async def publish_attrs(self, changes: Mapping[str, Mapping[str, int | None]]) -> None:
+        if self._fallback is not None or not changes:
+            return  # while the coordinator is gone, attributes stay local (kept in the journal)
+        try:
+            with trio.fail_after(self._timeout):
+                for k, v in changes.items():
+                    await self._client.xadd(self._key("attrs"), {"o": self._me, "k": k, "v": json.dumps(dict(v))},
+                                            trim_strategy=PureToken.MAXLEN, threshold=100000,
+                                            trim_operator=PureToken.APPROXIMATELY)
+        except Exception as exc:  # noqa: BLE001
+            self._go_local(exc)
+
+    async def attrs_since(self, cursor: str) -> tuple[str, list[tuple[str, dict[str, int | None]]]]:
+        if self._fallback is not None:
+            return cursor, []
+        try:
+            with trio.fail_after(self._timeout):
+                got = await self._client.xread({self._key("attrs"): cursor or "0-0"}, count=5000)
+        except Exception as exc:  # noqa: BLE001
+            self._go_local(exc)
+            return cursor, []
+        out: list[tuple[str, dict[str, int | None]]] = []
+        for entries in (got or {}).values():
+            for entry in entries:
+                cursor = str(entry.identifier)
+                f = entry.field_values
+                if f.get("o") != self._me:
+                    out.append((str(f["k"]), json.loads(f["v"])))
+        return cursor, out
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:

@@ -42,10 +42,12 @@ import pyfuse3
 import trio
 
 from fichierfs.api import FichierClient, Secret
+from fichierfs.attrshare import AttrShare
 from fichierfs.budget import HostBudget, SharedBudget, host_budget_path, namespace
 from fichierfs.chunks import ChunkCache
 from fichierfs.config import Options
 from fichierfs.meta import ROOT_INODE, MetaCache
+from fichierfs.models import FileUrl
 from fichierfs.ops import Operations, PyfuseNotifier
 from fichierfs.reader import ReadManager
 from fichierfs.scheduler import Budgets, Lane, Scheduler
@@ -100,7 +102,7 @@ async def run_mount(
         notifier = PyfuseNotifier()
         meta = MetaCache(scheduler, 0, dir_ttl=options.dir_ttl, notifier=notifier)
         cache = ChunkCache(options.memory_budget, options.chunk_size)
-        async with contextlib.AsyncExitStack() as stack, trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery, contextlib.AsyncExitStack() as stack:
             await nursery.start(scheduler.run)
             await nursery.start(notifier.run)
             meta.attach_nursery(nursery)
@@ -129,6 +131,9 @@ async def run_mount(
             if options.remote_folder.strip("/"):
                 meta.rebase(await meta.resolve_path(options.remote_folder, lane=Lane.PREFETCH))
             store = Store(store_dir / "store.db")
+            if shared is not None:  # times and modes set on one mount are seen on the others
+                attrshare = AttrShare(store, shared, on_applied=lambda key: _forget_attrs(meta, notifier, key))
+                await nursery.start(attrshare.run)
             writeback = WriteBack(
                 scheduler,
                 store,
@@ -152,6 +157,8 @@ async def run_mount(
             fs = Filesystem(
                 meta, reader, scheduler, read_only=options.read_only, statfs_ttl=options.statfs_ttl, writer=writeback
             )
+            if shared is not None:
+                fs.status_sources["attrshare"] = attrshare.statistics
             if options.thumbnails != "allow":
                 fs.policy = ProcessPolicy(options.thumbnails)
                 fs.status_sources["storm"] = fs.policy.statistics
@@ -192,6 +199,13 @@ async def _shared_budget(options: Options, account: str, stack: contextlib.Async
     return await stack.enter_async_context(
         RedisBudget.connect(options.coordinator, namespace(options.api_url, account), password=password)
     )
+
+
+def _forget_attrs(meta: MetaCache, notifier: PyfuseNotifier, key: str) -> None:
+    """Another mount set attributes of ``key``: drop what the kernel cached for that inode."""
+    node = meta.node_for_folder(int(key[2:])) if key.startswith("d:") else meta.node_for_url(FileUrl(key))
+    if node is not None:
+        notifier.invalidate_inode(node.ino)
 
 
 def _load_history(scheduler: Scheduler, path: Path) -> None:

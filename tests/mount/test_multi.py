@@ -115,6 +115,18 @@ def test_two_hosts_through_redis(tmp_path: Path) -> None:
             _wait_synced(b.path)
             assert emu.stats()["flood_locks"] == 0
 
+            # an mtime and a mode set on A are seen on B (1fichier keeps neither: shared by the coordinator)
+            subprocess.run(["touch", "-c", "-d", "2001-02-03 04:05:06.789", str(a.path / "d2" / "f1.txt")], check=True)
+            (a.path / "d2" / "f2.txt").chmod(0o600)
+            want = (a.path / "d2" / "f1.txt").stat().st_mtime_ns
+            deadline = time.monotonic() + 10
+            while ((b.path / "d2" / "f1.txt").stat().st_mtime_ns != want
+                   or (b.path / "d2" / "f2.txt").stat().st_mode & 0o777 != 0o600):
+                assert time.monotonic() < deadline, ("B never saw the mtime/mode set on A",
+                                                     _status(a.path).get("attrshare"), _status(b.path).get("attrshare"),
+                                                     (b.path / "d2" / "f1.txt").stat(), want)
+                time.sleep(0.2)
+
             # the coordinator dies mid-run: nothing lost, no lock, said in status; back → rejoined
             res_box: list[list[subprocess.CompletedProcess[str]]] = []
             t = threading.Thread(target=lambda: res_box.append(_at_once(*_work(a.path, "A2", 8), *_work(b.path, "B2", 8))))

@@ -154,3 +154,15 @@ async def test_password_from_file_is_used(tmp_path: Path) -> None:
         async with RedisBudget.connect(r.url, NS, password="wrong", retry_every=10) as b:
             await b.acquire(CALL, R)
             assert b.status()["state"] == "fallback"
+
+
+async def test_attributes_set_on_one_host_reach_the_other(redis: RedisProc) -> None:
+    async with RedisBudget.connect(redis.url, NS) as a, RedisBudget.connect(redis.url, NS) as b:
+        cur, got = await b.attrs_since("")
+        assert got == []
+        await a.publish_attrs({"https://1fichier.com/?x": {"mtime_ns": 123, "mode": 0o600, "uid": None, "gid": None}})
+        cur, got = await b.attrs_since(cur)
+        assert got == [("https://1fichier.com/?x", {"mtime_ns": 123, "mode": 0o600, "uid": None, "gid": None})]
+        assert (await b.attrs_since(cur))[1] == []
+        assert (await a.attrs_since(""))[1] == []  # its own changes are not played back to it
+        assert a.status()["state"] == "ok"

@@ -17,6 +17,7 @@ RANK = {
     "budget": 2, "budget_redis": 2,
     "scheduler": 3,
     "meta": 4, "chunks": 4, "reader": 5, "journal": 4, "writer": 5, "store": 4,
+    "attrshare": 5,
     "vfs": 6, "control": 6,
     "ops": 7,
     "mount": 8,
