@@ -46,6 +46,9 @@ class Options:
     """Every tunable of a mount. Times in seconds, sizes in bytes."""
 
     api_url: str = _opt("https://api.1fichier.com/v1", "API base URL (point it at a local emulator for tests)")
+    source_address: str | None = _opt(
+        None, "local IP address to connect from (e.g. 127.0.0.2 makes a second mount a second host to a local "
+        "emulator's per-IP limits; see docs/emulator.md)")
     api_key_file: Path | None = _opt(
         None, "file holding the API key (must not be group/world-readable); else $FICHIER_API_KEY or the keyring"
     )
@@ -94,6 +97,13 @@ class Options:
             raise ConfigError("memory_budget must hold at least 4 chunks")
         if self.coordinator not in ("host", "none") and not self.coordinator.startswith(("redis://", "rediss://")):
             raise ConfigError("coordinator must be host, none, redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]")
+        if self.source_address is not None:
+            import ipaddress
+
+            try:
+                ipaddress.ip_address(self.source_address)
+            except ValueError:
+                raise ConfigError(f"source_address: not an IP address: {self.source_address!r}") from None
         for f in fields(self):
             v = getattr(self, f.name)
             if f.metadata.get("unit") == "s" and v < 0:

@@ -30,7 +30,6 @@ which awaits the scheduler (and coalesces concurrent listings of one folder thro
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import stat as stat_mod
@@ -41,23 +40,16 @@ from typing import Any, Protocol
 
 import trio
 
-from fichierfs.errors import FichierError, NotFound
+from fichierfs.errors import FichierError, NoEntry, NotFound
 from fichierfs.models import FileUrl, FolderId, FolderListing, RemoteFile
 from fichierfs.names import decode
-from fichierfs.scheduler import Lane
+from fichierfs.scheduler import ApiCaller, Lane
 
 __all__ = ["ROOT_INODE", "Node", "KernelNotifier", "NullNotifier", "RecordingNotifier", "MetaCache", "NoEntry"]
 
 log = logging.getLogger(__name__)
 
 ROOT_INODE = 1
-
-
-class NoEntry(FichierError):
-    """No such file or directory (ENOENT); logged at debug, it is routine."""
-
-    errno = errno.ENOENT
-    level = logging.DEBUG
 
 
 class KernelNotifier(Protocol):
@@ -168,7 +160,7 @@ class MetaCache:
 
     def __init__(
         self,
-        scheduler: Any,
+        scheduler: ApiCaller,
         root_folder_id: int = 0,
         *,
         dir_ttl: float = 600.0,
@@ -376,9 +368,9 @@ class MetaCache:
             if new.get(name) != child_ino:
                 self.notifier.invalidate_entry(ino, name)
                 if child_ino not in new.values():
-                    child = self._nodes.get(child_ino)
-                    if child is not None and child.parent == ino:
-                        self._mark_gone(child)
+                    dropped = self._nodes.get(child_ino)
+                    if dropped is not None and dropped.parent == ino:
+                        self._mark_gone(dropped)
 
     def _pinned_here(self, child_ino: int, parent: int, now: float) -> bool:
         c = self._nodes.get(child_ino)

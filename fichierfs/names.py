@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import errno as _errno
 
-from fichierfs.errors import FichierError
+from fichierfs.errors import BadName
 
-__all__ = ["encode", "decode", "NameError_", "MAX_NAME_BYTES"]
+__all__ = ["encode", "decode", "BadName", "NameError_", "MAX_NAME_BYTES"]
+
+NameError_ = BadName
+"""The old name of :class:`fichierfs.errors.BadName` (kept for imports)."""
 
 MAX_NAME_BYTES = 250
 """Longest remote name: folder names ≤ 250 chars (§2.11); files assumed the same (§7 [UNVERIFIED])."""
@@ -35,16 +38,6 @@ _FULLWIDTH = {chr(ord(c) + _FULL) for c in _RESERVED}
 _SPACE_SYM = "\u2420"  # ␠
 _DEL_SYM = "\u2421"  # ␡
 _DOT = "\uff0e"  # ．
-
-
-class NameError_(FichierError):
-    """A local name that cannot be stored remotely (EINVAL), or is too long (ENAMETOOLONG)."""
-
-    errno = _errno.EINVAL
-
-    def __init__(self, message: str, err: int = _errno.EINVAL) -> None:
-        super().__init__(message)
-        self.errno = err
 
 
 def _needs_quote(ch: str) -> bool:
@@ -61,12 +54,12 @@ def encode(name: str) -> str:
     """Encode a local file or folder name (one path component) for 1fichier (§7).
 
     Raises:
-        NameError_: empty, not valid UTF-8 (EINVAL), or over 250 bytes once encoded (ENAMETOOLONG).
+        BadName: empty, not valid UTF-8 (EINVAL), or over 250 bytes once encoded (ENAMETOOLONG).
     """
     if not name:
-        raise NameError_("empty name")
+        raise BadName("empty name")
     if any(0xDC80 <= ord(c) <= 0xDCFF for c in name):
-        raise NameError_(f"name is not valid UTF-8: {name.encode('utf-8', 'surrogateescape')!r}")
+        raise BadName(f"name is not valid UTF-8: {name.encode('utf-8', 'surrogateescape')!r}")
     if name == ".":
         return _DOT
     if name == "..":
@@ -101,7 +94,7 @@ def encode(name: str) -> str:
     out.append(suffix)
     result = "".join(out)
     if len(result.encode("utf-8")) > MAX_NAME_BYTES or len(result) > MAX_NAME_BYTES:
-        raise NameError_(f"name too long for 1fichier (> {MAX_NAME_BYTES} bytes encoded)", _errno.ENAMETOOLONG)
+        raise BadName(f"name too long for 1fichier (> {MAX_NAME_BYTES} bytes encoded)", _errno.ENAMETOOLONG)
     return result
 
 

@@ -239,6 +239,10 @@ class ApiCaller(Protocol):
         """Seconds until a call of ``endpoint`` may start; see :meth:`Scheduler.next_allowed`."""
         ...
 
+    def statistics(self) -> dict[str, Any]:
+        """The ``api`` section of the status document; see :meth:`Scheduler.statistics`."""
+        ...
+
 
 class _State(enum.Enum):
     QUEUED = "queued"

@@ -19,7 +19,7 @@ RANK = {
     "meta": 4, "chunks": 4, "reader": 5, "journal": 4, "writer": 5, "store": 4,
     "attrshare": 5,
     "vfs": 6, "control": 6,
-    "ops": 7,
+    "ops": 7, "core": 7,
     "mount": 8,
     "cli": 9,
 }
