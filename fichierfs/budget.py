@@ -137,8 +137,8 @@ class SharedBudget(Protocol):
         """The clocks as ages in seconds, in ``Scheduler.export_history`` form (for the start-up log)."""
         ...
 
-    def download_lease(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """Held while this host downloads (§3 #887: one location at a time)."""
+    def download_lease(self, hold_after: float = 0.0) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while this host downloads and ``hold_after`` s after (§3 #887: one location at a time)."""
         ...
 
     async def remember(self, key: str, value: Any, ttl: float) -> None:
@@ -287,7 +287,7 @@ class MemoryBudget:
         return _history(self._state, self._clock())
 
     @contextlib.asynccontextmanager
-    async def download_lease(self) -> AsyncIterator[None]:
+    async def download_lease(self, hold_after: float = 0.0) -> AsyncIterator[None]:
         yield
 
     async def remember(self, key: str, value: Any, ttl: float) -> None:
@@ -411,7 +411,7 @@ class HostBudget:
         return result
 
     @contextlib.asynccontextmanager
-    async def download_lease(self) -> AsyncIterator[None]:
+    async def download_lease(self, hold_after: float = 0.0) -> AsyncIterator[None]:
         yield  # one host = one location (§3 #887 is per IP)
 
     async def remember(self, key: str, value: Any, ttl: float) -> None:

@@ -88,8 +88,9 @@ redis.call('INCR', KEYS[3])
 return string.format('%.6f', d)
 """
 
-# KEYS lease, queue (zset arrival), heartbeats (zset), since; ARGV me, ttl_ms, fair_hold_s
-# → {held 1/0, ms to wait, others waiting}
+# KEYS lease, queue (zset arrival), heartbeats (zset), since; ARGV me, ttl_ms, fair_hold_s, "take"/"renew"
+# → {held 1/0, ms to wait, others waiting}. A holder that has had it fair_hold s while others wait
+# may finish (renew) but not take it again: the first waiter gets it when it lapses.
 _LEASE = _NOW + """
 local me, ttl = ARGV[1], tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - ttl / 1000)
@@ -99,6 +100,12 @@ end
 local cur = redis.call('GET', KEYS[1])
 local waiting = redis.call('ZCARD', KEYS[2])
 if cur == me then
+  local since = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if ARGV[4] == 'take' and waiting > 0 and now - since > tonumber(ARGV[3]) then
+    local left = redis.call('PTTL', KEYS[1])
+    if left < 0 then left = 50 end
+    return {0, math.min(left, 200), waiting}
+  end
   redis.call('PEXPIRE', KEYS[1], ttl)
   return {1, 0, waiting}
 end
@@ -116,8 +123,12 @@ if left < 0 then left = 50 end
 return {0, math.min(left, 200), waiting}
 """
 
-# KEYS lease; ARGV me → release only our own lease
-_UNLEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+# KEYS lease; ARGV me, hold_ms → our own lease only: kept hold_ms more (the location stays ours), or deleted
+_UNLEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) > 0 then return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+return redis.call('DEL', KEYS[1])
+"""
 
 
 def safe_url(url: str) -> str:
@@ -313,7 +324,7 @@ class RedisBudget:
 
     # ------------------------------------------------------------------ download lease (§3 #887)
     @contextlib.asynccontextmanager
-    async def download_lease(self) -> AsyncIterator[None]:
+    async def download_lease(self, hold_after: float = 0.0) -> AsyncIterator[None]:
         await self._take_lease()
         self._lease_users += 1
         try:
@@ -323,7 +334,7 @@ class RedisBudget:
             if self._lease_users == 0:
                 with trio.move_on_after(1.0) as scope:
                     scope.shield = True
-                    await self._drop_lease()
+                    await self._drop_lease(hold_after)
 
     def _must_yield(self) -> bool:
         return self._lease_others > 0 and self._clock() - self._lease_since > self._fair_hold
@@ -340,7 +351,7 @@ class RedisBudget:
                 continue
             res = await self._script("lease", [self._key("dl"), self._key("dlq"), self._key("dlhb"),
                                                self._key("dl_since")],
-                                     [self._me, int(self._lease_ttl * 1000), repr(self._fair_hold)])
+                                     [self._me, int(self._lease_ttl * 1000), repr(self._fair_hold), "take"])
             if res is None:  # no coordinator: cannot know who downloads; go ahead (local only)
                 return
             held, wait_ms, others = int(res[0]), int(res[1]), int(res[2])
@@ -355,13 +366,13 @@ class RedisBudget:
             waited = True
             await trio.sleep(max(wait_ms, 20) / 1000)
 
-    async def _drop_lease(self) -> None:
+    async def _drop_lease(self, hold_after: float = 0.0) -> None:
         if not self._lease_held:
             return
         self._lease_held = False
         ev, self._lease_changed = self._lease_changed, trio.Event()
         ev.set()
-        await self._script("unlease", [self._key("dl")], [self._me])
+        await self._script("unlease", [self._key("dl")], [self._me, int(hold_after * 1000)])
 
     async def _renew_lease(self) -> None:
         while True:
@@ -372,7 +383,7 @@ class RedisBudget:
                     continue
                 res = await self._script("lease", [self._key("dl"), self._key("dlq"), self._key("dlhb"),
                                                    self._key("dl_since")],
-                                         [self._me, int(self._lease_ttl * 1000), repr(self._fair_hold)])
+                                         [self._me, int(self._lease_ttl * 1000), repr(self._fair_hold), "renew"])
                 if res is not None:
                     self._lease_others = int(res[2])
 

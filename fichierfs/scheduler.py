@@ -175,6 +175,9 @@ class Budgets:
             the call, or from the end of a transient-error back-off.
         max_concurrent_transfers: concurrent unmetered legs (download, upload.cgi, end.pl);
             1fichier allows about 30 connections per premium account (§5, §8 item 9).
+        location_window: how long a host stays 1fichier's download location after its last
+            download (§3 #887; the length is [UNVERIFIED], the emulator's guess is 30 s). With a
+            coordinator, another host waits this long before it takes the download lease.
     """
 
     min_interval: float = 0.5
@@ -189,6 +192,7 @@ class Budgets:
     retries: int = 4
     stall_limit: float = 30.0
     max_concurrent_transfers: int = 8
+    location_window: float = 31.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -457,7 +461,15 @@ class Scheduler:
                 raise ValueError(f"{name} never coalesces")
             n = retries if retries is not None else (0 if name in _NO_RETRY_BY_DEFAULT else self.budgets.retries)
             return await self._call_unmetered(name, fn, args, kwargs, n)
+        if name == "download/get_token" and self.shared is not None:  # §3 #887: a token makes us the location
+            async with self.shared.download_lease(self.budgets.location_window):
+                return await self._call_metered(name, fn, args, kwargs, lane, coalesce, retries)
+        return await self._call_metered(name, fn, args, kwargs, lane, coalesce, retries)
 
+    async def _call_metered(
+        self, name: str, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any], lane: Lane,
+        coalesce: bool | None, retries: int | None,
+    ) -> T:
         if self._auth_error is not None:
             raise self._auth_error.with_traceback(None)
         if self._nursery is None:
@@ -1010,7 +1022,7 @@ class Scheduler:
     def _lease(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Downloads hold the shared one-location lease (§3 #887); other legs need nothing."""
         if name == "download" and self.shared is not None:
-            return self.shared.download_lease()
+            return self.shared.download_lease(self.budgets.location_window)
         return contextlib.nullcontext()
 
     def _prune_recent(self, now: float) -> None:
