@@ -884,8 +884,10 @@ class Scheduler:
                     await changed(self.shared)  # listings published before this change are not served
                 elif (reached and job.state is _State.DONE and job.error is None and job.shared_gen is not None
                       and self._shares_listing(job)):
+                    # served for two folder windows: a mount walking the same tree a little behind
+                    # still finds it; far fresher than any mount's own dir_ttl (600 s)
                     await publish_listing(self.shared, job.folder, job.result, job.shared_gen,
-                                          self.budgets.same_folder_interval)
+                                          2 * self.budgets.same_folder_interval)
                 if reached and self._shared_tripped and job.error is None and job.state is _State.DONE:
                     self._shared_tripped = False
                     await self.shared.answered()
