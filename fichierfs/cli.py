@@ -240,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-o ro,memory_budget=512M,api_key_file=/etc/fichierfs/key. Sizes take K/M/G suffixes.",
     )
     m.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT", help="an existing empty directory")
-    m.add_argument("-f", dest="foreground", action="store_true", default=argparse.SUPPRESS, help="stay in the foreground")
+    m.add_argument(
+        "-f", dest="foreground", action="store_true", default=argparse.SUPPRESS, help="stay in the foreground"
+    )
     m.add_argument("-o", dest="o_options", default="", metavar="OPT[,OPT...]",
                    help="mount options: ro, rw, allow_other, and any option below as name=value")
     add_arguments(m)

@@ -138,7 +138,8 @@ def add_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -
             continue
         unit = f.metadata.get("unit", "")
         default = f.default
-        help_ = f.metadata["help"] + (f" [{unit}]" if unit else "") + (f" (default: {default})" if default not in (None, False) else "")
+        shown = f" (default: {default})" if default not in (None, False) else ""
+        help_ = f.metadata["help"] + (f" [{unit}]" if unit else "") + shown
         if f.type in ("bool", bool):
             parser.add_argument(_flag(f.name), action="store_true", default=argparse.SUPPRESS, help=help_)
         else:

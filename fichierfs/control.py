@@ -335,8 +335,7 @@ def wait_drained(
         MountGone: the mount went away while waiting.
     """
     from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     console = console or Console(stderr=True)
     first = Backlog.of(fetch())

@@ -166,7 +166,7 @@ async def build_core(
                         nursery.start_soon(_save_history_every, scheduler, history, 2.0)
                     if options.remote_folder.strip("/"):
                         meta.rebase(await meta.resolve_path(options.remote_folder, lane=Lane.PREFETCH))
-                    store_dir.mkdir(parents=True, exist_ok=True)
+                    store_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any FUSE request
                     store = Store(store_dir / "store.db")
                     writer = WriteBack(
                         scheduler,

@@ -27,6 +27,8 @@ __all__ = ["Operations", "fuse_errors", "PyfuseNotifier"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 P = ParamSpec("P")
+Ctx = pyfuse3.RequestContext
+"""The caller of a FUSE request (pid, uid, gid)."""
 
 
 def fuse_errors(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -119,11 +121,11 @@ class Operations(pyfuse3.Operations):
         return e
 
     @fuse_errors
-    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Ctx | None = None) -> pyfuse3.EntryAttributes:
         return self._entry(await self.fs.lookup(parent_inode, _name(name)))
 
     @fuse_errors
-    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.EntryAttributes:
+    async def getattr(self, inode: int, ctx: Ctx | None = None) -> pyfuse3.EntryAttributes:
         return self._entry(self.fs.getattr(inode))
 
     @fuse_errors
@@ -131,7 +133,7 @@ class Operations(pyfuse3.Operations):
         self.fs.forget(list(inode_list))
 
     @fuse_errors
-    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+    async def opendir(self, inode: int, ctx: Ctx) -> int:
         return await self.fs.opendir(inode)
 
     @fuse_errors
@@ -146,7 +148,7 @@ class Operations(pyfuse3.Operations):
         self.fs.releasedir(fh)
 
     @fuse_errors
-    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+    async def open(self, inode: int, flags: int, ctx: Ctx) -> pyfuse3.FileInfo:
         fh = await self.fs.open(inode, flags, getattr(ctx, "pid", 0))
         fi = pyfuse3.FileInfo(fh=fh)
         # content of a url never changes (§7: a re-upload gets a new url); local data may
@@ -164,7 +166,7 @@ class Operations(pyfuse3.Operations):
     # ------------------------------------------------------------------ write side
     @fuse_errors
     async def create(
-        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Ctx
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         fh, attr = await self.fs.create(
             parent_inode, _name(name), mode, flags, getattr(ctx, "uid", None), getattr(ctx, "gid", None)
@@ -187,7 +189,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def setattr(
-        self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields, fh: int | None, ctx: pyfuse3.RequestContext
+        self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields, fh: int | None, ctx: Ctx
     ) -> pyfuse3.EntryAttributes:
         a = await self.fs.setattr(
             inode,
@@ -201,44 +203,44 @@ class Operations(pyfuse3.Operations):
         return self._entry(a)
 
     @fuse_errors
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Ctx) -> pyfuse3.EntryAttributes:
         return self._entry(
             await self.fs.mkdir(parent_inode, _name(name), mode, getattr(ctx, "uid", None), getattr(ctx, "gid", None))
         )
 
     @fuse_errors
-    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Ctx) -> None:
         await self.fs.rmdir(parent_inode, _name(name))
 
     @fuse_errors
-    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Ctx) -> None:
         await self.fs.unlink(parent_inode, _name(name))
 
     @fuse_errors
     async def rename(
-        self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes, flags: int, ctx: pyfuse3.RequestContext
+        self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes, flags: int, ctx: Ctx
     ) -> None:
         await self.fs.rename(parent_inode_old, _name(name_old), parent_inode_new, _name(name_new), flags)
 
     @fuse_errors
-    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Ctx) -> pyfuse3.EntryAttributes:
         log.info("link %r: hard links are not supported (1fichier stores one name per file): EPERM",
                  _name(new_name))
         raise pyfuse3.FUSEError(errno.EPERM)
 
     @fuse_errors
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Ctx) -> pyfuse3.EntryAttributes:
         log.info("symlink %r: symbolic links are not supported (1fichier stores only files and folders): EPERM",
                  _name(name))
         raise pyfuse3.FUSEError(errno.EPERM)
 
     @fuse_errors
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Ctx) -> pyfuse3.EntryAttributes:
         log.info("mknod %r: device nodes, fifos and sockets are not supported: EPERM", _name(name))
         raise pyfuse3.FUSEError(errno.EPERM)
 
     @fuse_errors
-    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+    async def statfs(self, ctx: Ctx) -> pyfuse3.StatvfsData:
         s = await self.fs.statfs()
         d = pyfuse3.StatvfsData()
         d.f_bsize = s.bsize
@@ -253,11 +255,11 @@ class Operations(pyfuse3.Operations):
         return d
 
     @fuse_errors
-    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+    async def listxattr(self, inode: int, ctx: Ctx) -> list[bytes]:
         return [n.encode() for n in self.fs.listxattr(inode)]
 
     @fuse_errors
-    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+    async def getxattr(self, inode: int, name: bytes, ctx: Ctx) -> bytes:
         if not name.startswith(b"user."):
             # ls -l asks security.selinux / system.posix_acl_* for every entry: answer at once
             # (no exception through the core, no log line) — scripts/bench's warm ls -lR
@@ -265,6 +267,6 @@ class Operations(pyfuse3.Operations):
         return self.fs.getxattr(inode, _name(name))
 
     @fuse_errors
-    async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
+    async def access(self, inode: int, mode: int, ctx: Ctx) -> bool:
         self.fs.getattr(inode)
         return True

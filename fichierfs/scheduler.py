@@ -504,7 +504,8 @@ class Scheduler:
         """Seconds until a call of ``endpoint`` may start (0 = now), ignoring the queue.
 
         ``endpoint`` is a client method (``client.folder_ls``) or an endpoint name
-        (``"folder/ls"``, a ``.cgi`` suffix is accepted). For a listing, ``folder_id`` adds the per-folder rule (-1 with ``file/ls`` = all
+        (``"folder/ls"``, a ``.cgi`` suffix is accepted). For a listing,
+        ``folder_id`` adds the per-folder rule (-1 with ``file/ls`` = all
         files); None leaves it out. Unmetered legs: always 0. After an AuthError: ``inf``.
         """
         name = _normalize(endpoint) if isinstance(endpoint, str) else _endpoint(endpoint)
@@ -990,7 +991,12 @@ class Scheduler:
     # ------------------------------------------------------------------ unmetered legs
 
     async def _call_unmetered(
-        self, name: str, method: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any], retries: int
+        self,
+        name: str,
+        method: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        retries: int,
     ) -> T:
         attempt = 0
         while True:
