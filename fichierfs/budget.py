@@ -201,7 +201,7 @@ def _trip(state: dict[str, float], rules: Rules, now: float) -> float:
     if until > now:
         return until - now
     n = state.get("breaker_n", 0.0) + 1
-    duration = min(rules.breaker_max, rules.breaker_base * 2.0 ** (n - 1))
+    duration: float = min(rules.breaker_max, rules.breaker_base * 2.0 ** (n - 1))
     state["breaker_n"] = n
     state["breaker_until"] = now + duration
     state["breaker_opens"] = state.get("breaker_opens", 0.0) + 1

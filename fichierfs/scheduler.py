@@ -531,8 +531,10 @@ class Scheduler:
         self._prune_recent(now)
         queued = Counter(job.lane.name.lower() for job in self._queue)
         per_minute = math.floor(60.0 / self.budgets.min_interval) if self.budgets.min_interval > 0 else math.inf
-        shared = {} if self.shared is None else {"shared_waits": self._shared_waits, "shared_listings": self._shared_listings,
-                                            "coordinator": self.shared.status()}
+        shared: dict[str, Any] = {}
+        if self.shared is not None:
+            shared = {"shared_waits": self._shared_waits, "shared_listings": self._shared_listings,
+                      "coordinator": self.shared.status()}
         return {
             **shared,
             "calls": dict(self._calls),
