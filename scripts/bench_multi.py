@@ -116,19 +116,23 @@ def make_seed(seed: Path, mounts: int, folders: int, files: int) -> None:
                 (p / f"f{f}.txt").write_text(f"m{m}/d{d}/f{f}\n" * (1 + f))
 
 
-def workload(mounts: list[Path]) -> float:
-    """``ls -lR`` and a read of every file on every mount, all at once; returns the wall time."""
+def workload(mounts: list[Path]) -> tuple[float, int]:
+    """``ls -lR`` and a read of every file on every mount, all at once: (wall time, commands that failed)."""
     cmds = []
     for m in mounts:
         cmds += [["ls", "-lR", str(m)], ["sh", "-c", f"find {m} -type f -exec cat {{}} + > /dev/null"]]
+    codes: list[int] = []
+
+    def run(cmd: list[str]) -> None:
+        codes.append(subprocess.run(cmd, capture_output=True, timeout=600).returncode)
+
     t0 = time.monotonic()
-    threads = [threading.Thread(target=subprocess.run, args=(c,), kwargs={"capture_output": True, "timeout": 600})
-               for c in cmds]
+    threads = [threading.Thread(target=run, args=(c,)) for c in cmds]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return time.monotonic() - t0
+    return time.monotonic() - t0, sum(1 for c in codes if c != 0)
 
 
 def run_case(work: Path, n: int, mode: str, layout: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -146,11 +150,11 @@ def run_case(work: Path, n: int, mode: str, layout: str, args: argparse.Namespac
                                           f"/m{i}" if layout == "folders" else "/m0",
                                           args.time_scale * 1.4, coordinator, env)) for i in range(n)]
         before = emu_stats(url)
-        took = workload(mnts)
+        took, failed = workload(mnts)
         after = emu_stats(url)
     calls = {k: after["calls"].get(k, 0) - before["calls"].get(k, 0) for k in after["calls"]}
     row = {
-        "mounts": n, "mode": mode, "layout": layout, "seconds": round(took, 2),
+        "mounts": n, "mode": mode, "layout": layout, "seconds": round(took, 2), "failed_commands": failed,
         "flood_locks": after["flood_locks"] - before["flood_locks"],
         "listings": calls.get("folder/ls", 0) + calls.get("file/ls", 0),
         "api_calls": sum(v for v in calls.values()),
@@ -213,11 +217,11 @@ def main() -> None:
                 for mode in args.modes.split(","):
                     rows.append(run_case(work, n, mode, layout, args))
         rt = round_trip(work, args.samples)
-    print("\n| layout | mounts | coordinator | flood locks | listings (folders) | API calls | seconds |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| layout | mounts | coordinator | flood locks | listings (folders) | API calls | failed commands | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['layout']} | {r['mounts']} | {r['mode']} | {r['flood_locks']} | {r['listings']} ({r['folders']}) "
-              f"| {r['api_calls']} | {r['seconds']} |")
+              f"| {r['api_calls']} | {r['failed_commands']} | {r['seconds']} |")
     print(f"\nshared budget per API call (acquire + release, median of {args.samples}): "
           f"in-process {rt['none_us']} µs, host file {rt['host_us']} µs, Redis on loopback {rt['redis_us']} µs")
     if args.json:
