@@ -166,3 +166,17 @@ async def test_attributes_set_on_one_host_reach_the_other(redis: RedisProc) -> N
         assert (await b.attrs_since(cur))[1] == []
         assert (await a.attrs_since(""))[1] == []  # its own changes are not played back to it
         assert a.status()["state"] == "ok"
+
+
+async def test_the_location_stays_with_the_last_downloader_for_the_window(redis: RedisProc) -> None:
+    """§3 #887: a host stays the download location a while after its last download; the other waits that out."""
+    async with RedisBudget.connect(redis.url, NS, lease_ttl=2.0) as a, RedisBudget.connect(redis.url, NS) as b:
+        async with a.download_lease(hold_after=0.6):
+            pass
+        t0 = trio.current_time()
+        async with b.download_lease(hold_after=0.0):
+            waited = trio.current_time() - t0
+        assert 0.5 <= waited < 2.0
+        async with a.download_lease(hold_after=0.0):  # b let go without a window: no wait
+            pass
+        assert b.status()["download_lease_waits"] == 1
