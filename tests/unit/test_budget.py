@@ -229,3 +229,13 @@ async def test_a_listing_made_by_one_mount_serves_the_other(autojump_clock: trio
         await s2.call(s2.client.folder_ls, 5, files=True)
         assert calls[-1] == "b:ls5" and trio.current_time() - t >= 0  # listed again, not served stale
         n.cancel_scope.cancel()
+
+
+def test_status_says_where_the_budget_is_shared() -> None:
+    from fichierfs.control import summarize
+
+    down = {"api": {"coordinator": {"kind": "redis", "url": "redis://nas:6379/0", "state": "fallback"}}}
+    assert summarize(down)["coordinator"] == (
+        "redis redis://nas:6379/0 (fallback: coordinator unreachable, conservative local budget)")
+    assert summarize({"api": {"coordinator": {"kind": "host", "state": "ok"}}})["coordinator"] == "host (ok)"
+    assert summarize({"api": {}})["coordinator"] == "none"
