@@ -92,7 +92,7 @@ return string.format('%.6f', d)
 # → {held 1/0, ms to wait, others waiting}. A holder that has had it fair_hold s while others wait
 # may finish (renew) but not take it again: the first waiter gets it when it lapses.
 _LEASE = _NOW + """
-local me, ttl = ARGV[1], tonumber(ARGV[2])
+local me, ttl, proc = ARGV[1], tonumber(ARGV[2]), ARGV[5]
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - ttl / 1000)
 for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   if not redis.call('ZSCORE', KEYS[3], m) then redis.call('ZREM', KEYS[2], m) end
@@ -106,7 +106,8 @@ if cur == me then
     if left < 0 then left = 50 end
     return {0, math.min(left, 200), waiting}
   end
-  redis.call('PEXPIRE', KEYS[1], ttl)
+  if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+  redis.call('ZADD', KEYS[5], now, proc); redis.call('PEXPIRE', KEYS[5], ttl * 10)
   return {1, 0, waiting}
 end
 local first = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
@@ -114,6 +115,7 @@ if (not cur) and (not first or first == me) then
   redis.call('SET', KEYS[1], me, 'PX', ttl)
   redis.call('SET', KEYS[4], string.format('%.6f', now), 'PX', ttl * 100)
   redis.call('ZREM', KEYS[2], me); redis.call('ZREM', KEYS[3], me)
+  redis.call('DEL', KEYS[5]); redis.call('ZADD', KEYS[5], now, proc); redis.call('PEXPIRE', KEYS[5], ttl * 10)
   return {1, 0, waiting}
 end
 redis.call('ZADD', KEYS[2], 'NX', now, me)
@@ -123,10 +125,14 @@ if left < 0 then left = 50 end
 return {0, math.min(left, 200), waiting}
 """
 
-# KEYS lease; ARGV me, hold_ms → our own lease only: kept hold_ms more (the location stays ours), or deleted
-_UNLEASE = """
+# KEYS lease, members; ARGV location, process, hold_ms, ttl_ms → only our location's lease; the last of
+# its processes to finish keeps it hold_ms more (the location stays ours) or deletes it
+_UNLEASE = _NOW + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if tonumber(ARGV[2]) > 0 then return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]) / 1000)
+if redis.call('ZCARD', KEYS[2]) > 0 then return 1 end
+if tonumber(ARGV[3]) > 0 then return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3]) end
 return redis.call('DEL', KEYS[1])
 """
 
@@ -163,7 +169,7 @@ class RedisBudget:
 
     def __init__(self, client: Any, url: str, ns: str, *, clock: Callable[[], float] = time.time,
                  timeout: float = 1.0, retry_every: float = 2.0, fallback_scale: float = 4.0,
-                 lease_ttl: float = 10.0, fair_hold: float = 5.0) -> None:
+                 lease_ttl: float = 10.0, fair_hold: float = 5.0, location: str | None = None) -> None:
         self._client = client
         self.url = safe_url(url)
         self._prefix = f"fichierfs:{ns}:"
@@ -174,6 +180,8 @@ class RedisBudget:
         self._lease_ttl = lease_ttl
         self._fair_hold = fair_hold
         self._me = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # §3 #887 counts client addresses: the mounts of one host (one address) share the lease
+        self._location = location or os.uname().nodename
         self._scripts = {name: client.register_script(src) for name, src in
                          (("acquire", _ACQUIRE), ("release", _RELEASE), ("trip", _TRIP), ("lease", _LEASE),
                           ("unlease", _UNLEASE))}
@@ -349,9 +357,9 @@ class RedisBudget:
                 ev = self._lease_changed
                 await ev.wait()
                 continue
-            res = await self._script("lease", [self._key("dl"), self._key("dlq"), self._key("dlhb"),
-                                               self._key("dl_since")],
-                                     [self._me, int(self._lease_ttl * 1000), repr(self._fair_hold), "take"])
+            res = await self._script("lease", self._lease_keys(),
+                                     [self._location, int(self._lease_ttl * 1000), repr(self._fair_hold), "take",
+                                      self._me])
             if res is None:  # no coordinator: cannot know who downloads; go ahead (local only)
                 return
             held, wait_ms, others = int(res[0]), int(res[1]), int(res[2])
@@ -372,7 +380,11 @@ class RedisBudget:
         self._lease_held = False
         ev, self._lease_changed = self._lease_changed, trio.Event()
         ev.set()
-        await self._script("unlease", [self._key("dl")], [self._me, int(hold_after * 1000)])
+        await self._script("unlease", [self._key("dl"), self._key("dl_members")],
+                           [self._location, self._me, int(hold_after * 1000), int(self._lease_ttl * 1000)])
+
+    def _lease_keys(self) -> list[str]:
+        return [self._key("dl"), self._key("dlq"), self._key("dlhb"), self._key("dl_since"), self._key("dl_members")]
 
     async def _renew_lease(self) -> None:
         while True:
@@ -381,9 +393,9 @@ class RedisBudget:
                 if self._lease_users == 0 or self._must_yield() and self._lease_users == 0:
                     await self._drop_lease()
                     continue
-                res = await self._script("lease", [self._key("dl"), self._key("dlq"), self._key("dlhb"),
-                                                   self._key("dl_since")],
-                                         [self._me, int(self._lease_ttl * 1000), repr(self._fair_hold), "renew"])
+                res = await self._script("lease", self._lease_keys(),
+                                         [self._location, int(self._lease_ttl * 1000), repr(self._fair_hold), "renew",
+                                          self._me])
                 if res is not None:
                     self._lease_others = int(res[2])
 

@@ -120,7 +120,8 @@ async def _shared_budget(options: Options, account: str, stack: contextlib.Async
 
     password = redis_password(options.coordinator_password_file)
     return await stack.enter_async_context(
-        RedisBudget.connect(options.coordinator, namespace(options.api_url, account), password=password)
+        RedisBudget.connect(options.coordinator, namespace(options.api_url, account), password=password,
+                            location=f"{os.uname().nodename}/{options.source_address or ''}")
     )
 
 

@@ -94,8 +94,8 @@ async def test_fallback_when_redis_dies_and_rejoin(redis: RedisProc, caplog: pyt
 async def test_download_lease_takes_turns(redis: RedisProc) -> None:
     """§3 #887: one location downloads at a time; the other waits its turn instead of being refused."""
     log: list[tuple[str, str]] = []
-    async with RedisBudget.connect(redis.url, NS, lease_ttl=1.0, fair_hold=0.3) as a, \
-            RedisBudget.connect(redis.url, NS, lease_ttl=1.0, fair_hold=0.3) as b:
+    async with RedisBudget.connect(redis.url, NS, lease_ttl=1.0, fair_hold=0.3, location="host-a") as a, \
+            RedisBudget.connect(redis.url, NS, lease_ttl=1.0, fair_hold=0.3, location="host-b") as b:
 
         async def host(tag: str, budget: RedisBudget) -> None:
             for _ in range(3):
@@ -170,7 +170,8 @@ async def test_attributes_set_on_one_host_reach_the_other(redis: RedisProc) -> N
 
 async def test_the_location_stays_with_the_last_downloader_for_the_window(redis: RedisProc) -> None:
     """§3 #887: a host stays the download location a while after its last download; the other waits that out."""
-    async with RedisBudget.connect(redis.url, NS, lease_ttl=2.0) as a, RedisBudget.connect(redis.url, NS) as b:
+    async with RedisBudget.connect(redis.url, NS, lease_ttl=2.0, location="host-a") as a, \
+            RedisBudget.connect(redis.url, NS, location="host-b") as b:
         async with a.download_lease(hold_after=0.6):
             pass
         t0 = trio.current_time()
@@ -180,3 +181,33 @@ async def test_the_location_stays_with_the_last_downloader_for_the_window(redis:
         async with a.download_lease(hold_after=0.0):  # b let go without a window: no wait
             pass
         assert b.status()["download_lease_waits"] == 1
+
+
+async def test_mounts_of_one_host_share_the_location(redis: RedisProc) -> None:
+    """Two mounts on one host are one address to 1fichier: they download together, and the location is
+    kept until the last of them has finished."""
+    async with RedisBudget.connect(redis.url, NS, location="h") as a, RedisBudget.connect(redis.url, NS, location="h") as b, \
+            RedisBudget.connect(redis.url, NS, location="other") as c:
+        inside = 0
+        most = 0
+
+        async def dl(budget: RedisBudget, hold: float) -> None:
+            nonlocal inside, most
+            async with budget.download_lease(hold_after=hold):
+                inside += 1
+                most = max(most, inside)
+                await trio.sleep(0.3)
+                inside -= 1
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as n:
+                n.start_soon(dl, a, 0.0)
+                n.start_soon(dl, b, 0.0)
+            assert most == 2  # same location: at once
+            async with trio.open_nursery() as n:
+                n.start_soon(dl, a, 0.0)  # a leaves first
+                n.start_soon(dl, b, 0.0)
+                await trio.sleep(0.1)
+                t0 = trio.current_time()
+                async with c.download_lease():
+                    assert trio.current_time() - t0 >= 0.15  # waited for the last of the two
