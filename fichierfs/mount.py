@@ -180,11 +180,16 @@ async def _identify(options: Options, api_key: Secret, root: Path, say: Callable
     known = registered_account(root, options.api_url, api_key)
     if known is not None:
         return Identity(known)
+    host = HostBudget(host_budget_path(), namespace(options.api_url)) if options.coordinator != "none" else None
+    # another mount of this host (another --cache-dir) may know this key's account: no user/info then
+    memo = "account:" + hashlib.sha256(f"{options.api_url}\0{api_key.reveal()}".encode()).hexdigest()
+    if host is not None and isinstance(account := await host.recall(memo), str):
+        await host.aclose()
+        return Identity(account)
     seen = known_accounts(root) | {legacy_key_account(api_key)}
     async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False) as http:
         client = FichierClient(http, api_key, base_url=options.api_url)
         scheduler = Scheduler(client, budgets_from(options))
-        host = HostBudget(host_budget_path(), namespace(options.api_url)) if options.coordinator != "none" else None
         scheduler.shared = host  # the other mounts of this host may have asked user/info a moment ago
         async with trio.open_nursery() as nursery:
             await nursery.start(scheduler.run)
@@ -195,6 +200,7 @@ async def _identify(options: Options, api_key: Secret, root: Path, say: Callable
             finally:
                 nursery.cancel_scope.cancel()
         if host is not None:
+            await host.remember(memo, ident.account, 30 * 86400.0)
             await host.aclose()
     save_history(scheduler, _history_path(root, options.api_url, ident.account))
     return ident
