@@ -440,13 +440,21 @@ class Soak:
                     if q.is_dir():
                         self.dirs.add(r)
                     else:
-                        self.files[r] = _read(q, patient=True)
+                        self._adopt_file(r, q)
             elif p.is_file():
-                self.files[rel] = _read(p, patient=True)
+                self._adopt_file(rel, p)
         # an interrupted cp leaves a partial (or empty) file: 0-byte files are never uploaded (§6), drop them
         for k in [k for k in self.files if not self.files[k]]:
             self.p(k).unlink()
             del self.files[k]
+
+    def _adopt_file(self, rel: str, p: Path) -> None:
+        """Take a file the mount lists into the model; one it lists but cannot read is a failure."""
+        try:
+            self.files[rel] = _read(p, patient=True)
+        except OSError as exc:
+            self.fig.op_failures.append(f"listed but unreadable after a kill: {rel}: {exc}")
+            self.say(f"listed but unreadable after a kill: {rel}: {exc}")
 
     # ------------------------------------------------------------------ main loop
     def soak(self, seconds: float, kill_every: float = 25.0, restart_every: float = 60.0,
