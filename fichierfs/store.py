@@ -202,6 +202,9 @@ class Store:
         self.commits = 0
         self.on_attrs: Callable[[str, LocalAttrs], None] | None = None
         """Called after attributes of a key are set or re-keyed (fichierfs.attrshare shares them)."""
+        self.commit_seconds = 0.0
+        """Time spent in COMMIT (the fsync) on the caller's thread; ``commit_max`` the longest."""
+        self.commit_max = 0.0
 
     def close(self) -> None:
         self.flush_attrs()
@@ -369,7 +372,9 @@ class Store:
     # ------------------------------------------------------------------ figures
     def journal_size(self) -> int:
         """Pending entries: files not yet uploaded (empty files excluded), folders, ops."""
-        n = self._x("SELECT COUNT(*) FROM files WHERE state != 'empty' OR replaces != '[]'").fetchone()[0]
+        n = self._x(
+            "SELECT COUNT(*) FROM files WHERE state != 'refused' AND (state != 'empty' OR replaces != '[]')"
+        ).fetchone()[0]
         n += self._x("SELECT COUNT(*) FROM dirs").fetchone()[0]
         n += self._x("SELECT COUNT(*) FROM ops").fetchone()[0]
         return int(n)
@@ -398,8 +403,12 @@ class _Tx:
         self.store._in_tx = False
         if exc_type is None:
             self.store.flush_attrs()
-            self.store._x("COMMIT")
+            t0 = time.perf_counter()
+            self.store._x("COMMIT")  # fsync (synchronous=FULL): blocks the calling (trio) thread
+            took = time.perf_counter() - t0
             self.store.commits += 1
+            self.store.commit_seconds += took
+            self.store.commit_max = max(self.store.commit_max, took)
         else:
             self.store._x("ROLLBACK")
 
