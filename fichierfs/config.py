@@ -55,7 +55,12 @@ class Options:
     remote_folder: str = _opt("/", "remote folder shown as the mount's root")
     read_only: bool = _opt(False, "mount read-only (-o ro)")
     foreground: bool = _opt(False, "stay in the foreground (-f)")
-    cache_dir: Path | None = _opt(None, "directory for staged writes and the metadata store (default: user cache dir)")
+    cache_dir: Path | None = _opt(None, "directory for staged writes and the metadata store (default: user cache dir); "
+                                  "kept private: folders 0700, files 0600")
+    adopt_journal: Path | None = _opt(
+        None, "take over another journal directory's pending uploads (a mount names such directories when it finds "
+        "them, e.g. after the API address changed)"
+    )
     memory_budget: int = _opt(256 << 20, "bytes of downloaded data kept in memory, all open files together", "bytes")
     chunk_size: int = _opt(256 << 10, "unit of caching (downloads fetch many chunks per request)", "bytes")
     readahead_max: int = _opt(32 << 20, "largest read-ahead window of one sequential reader", "bytes")
@@ -72,7 +77,12 @@ class Options:
     token_ttl: float = _opt(280.0, "how long a download link is reused (1fichier: 300 s, §5)", "s")
     statfs_ttl: float = _opt(310.0, "how long the quota from user/info is reused (limit: 1 per 5 min, §4)", "s")
     write_back_delay: float = _opt(3.0, "quiet time after the last close before a file is uploaded", "s")
-    max_uploads: int = _opt(4, "uploads running at the same time")
+    max_uploads: int = _opt(2, "upload batches (POSTs) running at the same time (1fichier dislikes many streams)")
+    upload_batch_files: int = _opt(500, "most files in one upload POST (1fichier takes up to 500, §6)")
+    upload_batch_bytes: int = _opt(
+        256 << 20, "most bytes in one upload POST (a failure re-sends at most this); larger files go alone", "bytes"
+    )
+    upload_batch_wait: float = _opt(10.0, "longest time a file ready for upload waits for its batch to fill", "s")
     clean_cache: int = _opt(1 << 30, "bytes of just-uploaded files kept locally for reading back", "bytes")
     budget_scale: float = _opt(1.0, "multiply every API spacing (use the emulator's --time-scale for tests)")
     stall_limit: float = _opt(30.0, "longest wait of a file operation for the API before it fails with EAGAIN", "s")
@@ -84,15 +94,30 @@ class Options:
     log_file: Path | None = _opt(None, "write the log here (default: stderr in the foreground, syslog otherwise)")
     log_level: str = _opt("info", "debug, info, warning or error; per module: fichierfs.scheduler=debug")
     allow_other: bool = _opt(False, "let other users access the mount (needs user_allow_other)")
+    nonempty: bool = _opt(False, "allow a mount point that holds files (they are hidden while mounted; -o nonempty)")
     fsname: str = _opt("fichierfs", "file system name shown by mount and df")
+    coordinator: str = _opt(
+        "host",
+        "how mounts of one account share the API budget: host = every mount on this host (built in), "
+        "redis://HOST:PORT[/DB] or rediss://… = across hosts, none = this mount alone (benchmarks only)",
+    )
+    coordinator_password_file: Path | None = _opt(
+        None, "file holding the coordinator's password (chmod 600); else $FICHIERFS_REDIS_PASSWORD"
+    )
 
     def __post_init__(self) -> None:
         if self.thumbnails not in ("cached", "allow", "deny"):
             raise ConfigError("thumbnails must be cached, allow or deny")
         if self.chunk_size < 64 << 10:
             raise ConfigError("chunk_size must be at least 64K")
+        if not 1 <= self.upload_batch_files <= 500:
+            raise ConfigError("upload_batch_files must be 1 to 500 (§6)")
+        if self.max_uploads < 1:
+            raise ConfigError("max_uploads must be at least 1")
         if self.memory_budget < 4 * self.chunk_size:
             raise ConfigError("memory_budget must hold at least 4 chunks")
+        if self.coordinator not in ("host", "none") and not self.coordinator.startswith(("redis://", "rediss://")):
+            raise ConfigError("coordinator must be host, none, redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]")
         if self.source_address is not None:
             import ipaddress
 
@@ -105,19 +130,23 @@ class Options:
             if f.metadata.get("unit") == "s" and v < 0:
                 raise ConfigError(f"{f.name} must be ≥ 0 s")
 
+    def cache_root(self) -> Path:
+        """``cache_dir``, or the user cache directory (platformdirs: ``~/.cache/fichierfs``)."""
+        import platformdirs
+
+        return self.cache_dir or Path(platformdirs.user_cache_dir("fichierfs"))
+
     def store_dir(self, account: str = "") -> Path:
         """Where the journal and staging files of this account + remote folder live.
 
-        ``<cache_dir>/<hash of api_url, remote_folder and key fingerprint>``; ``cache_dir``
-        defaults to the user cache directory (platformdirs: ``~/.cache/fichierfs``).
+        ``<cache root>/<hash of api_url, remote_folder and account>``, where ``account`` is
+        :func:`fichierfs.account.account_id` (the account, not the key: a rotated key finds
+        its journal).
         """
         import hashlib
 
-        import platformdirs
-
-        base = self.cache_dir or Path(platformdirs.user_cache_dir("fichierfs"))
         ident = f"{self.api_url}\0{self.remote_folder.strip('/')}\0{account}"
-        return base / hashlib.sha256(ident.encode()).hexdigest()[:16]
+        return self.cache_root() / hashlib.sha256(ident.encode()).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> Options:
         return dataclasses.replace(self, **changes)

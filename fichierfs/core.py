@@ -33,7 +33,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +42,13 @@ import httpx
 import trio
 
 from fichierfs.api import FichierClient, Secret
+from fichierfs.attrshare import AttrShare
+from fichierfs.budget import SharedBudget
 from fichierfs.chunks import ChunkCache
 from fichierfs.config import Options
 from fichierfs.diskcache import DiskCache
 from fichierfs.meta import ROOT_INODE, KernelNotifier, MetaCache
+from fichierfs.models import FileUrl
 from fichierfs.reader import ReadManager
 from fichierfs.scheduler import Budgets, Lane, Scheduler
 from fichierfs.store import Store
@@ -99,6 +102,8 @@ async def build_core(
     list_root: bool = True,
     start_writer: bool = True,
     writer_retry: tuple[float, float] | None = None,
+    shared: SharedBudget | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Core]:
     """Build and start client → scheduler → meta / reader / writer → Filesystem (module docstring).
 
@@ -118,6 +123,11 @@ async def build_core(
             leaves the journal replayed but idle (tests of crashes).
         writer_retry: ``(retry_base, retry_max)`` of failed write-back items, seconds
             (tests); None = the writer's defaults.
+        shared: the API budget of the other mounts of the account (``fichierfs.budget``:
+            host file or Redis; the caller opens and closes it). Its clocks also serve as the
+            budget history; attributes set here are published to it and theirs applied here.
+        say: told what a long start-up step waits for (the mount shows it to the person who
+            ran ``fichierfs mount``); None: the log only.
 
     Raises:
         FichierError subclasses from the first calls (AuthError for a bad key, NoEntry for a
@@ -138,6 +148,11 @@ async def build_core(
         try:
             async with trio.open_nursery() as nursery:
                 try:
+                    if shared is not None:
+                        scheduler.shared = shared
+                        scheduler.import_history(await shared.history(), 0.0)
+                        st = shared.status()
+                        log.info("API budget shared (%s) through %s", st.get("kind"), st.get("url") or st.get("path"))
                     await nursery.start(scheduler.run)
                     meta.attach_nursery(nursery)
                     reader = ReadManager(
@@ -165,19 +180,24 @@ async def build_core(
                         store_dir,
                         delay=options.write_back_delay,
                         max_uploads=options.max_uploads,
+                        batch_files=options.upload_batch_files,
+                        batch_bytes=options.upload_batch_bytes,
+                        batch_wait=options.upload_batch_wait,
                         clean_bytes=options.clean_cache,
                     )
+                    attrshare: AttrShare | None = None
+                    if shared is not None:  # times and modes set on one mount are seen on the others
+                        attrshare = AttrShare(store, shared, on_applied=lambda key: _forget_attrs(meta, key))
+                        await nursery.start(attrshare.run)
                     if writer_retry is not None:
                         writer.retry_base, writer.retry_max = writer_retry
                     writer.replay()  # before the first listing, so that it is merged over the journal
                     if list_root:
                         wait = scheduler.next_allowed(client.folder_ls, int(meta.get(ROOT_INODE).folder_id or 0))
                         if wait > 1:
-                            log.info(
-                                "waiting %.0f s: 1fichier allows one listing of a folder per 30 s (§4), "
-                                "and the previous mount listed it recently",
-                                wait,
-                            )
+                            text = (f"waiting {wait:.0f} s before listing {options.remote_folder}: 1fichier allows "
+                                    "one listing of a folder per 30 s (§4), and the previous mount listed it recently")
+                            (say or log.info)(text)
                         await meta.ensure_listed(ROOT_INODE, lane=Lane.PREFETCH)  # may wait out the budget
                     if options.read_only:
                         if writer.pending():
@@ -195,6 +215,8 @@ async def build_core(
                         statfs_ttl=options.statfs_ttl,
                         writer=writer,
                     )
+                    if attrshare is not None:
+                        fs.status_sources["attrshare"] = attrshare.statistics
                     if options.thumbnails != "allow":
                         fs.policy = ProcessPolicy(options.thumbnails)
                         fs.status_sources["storm"] = fs.policy.statistics
@@ -209,6 +231,13 @@ async def build_core(
         finally:
             if store is not None:  # once no task of the nursery can touch it
                 store.close()
+
+
+def _forget_attrs(meta: MetaCache, key: str) -> None:
+    """Another mount set attributes of ``key``: drop what the kernel cached for that inode."""
+    node = meta.node_for_folder(int(key[2:])) if key.startswith("d:") else meta.node_for_url(FileUrl(key))
+    if node is not None:
+        meta.notifier.invalidate_inode(node.ino)
 
 
 # ---------------------------------------------------------------------- rate history

@@ -12,7 +12,7 @@ Tables
 
 ``files`` — one row per **local file** (a file whose content exists only in the staging
 directory): new files, files being rewritten, empty files (1fichier cannot hold them,
-../shared/1fichier-api.md §6 limits, §8.8). Key ``local:<id>``.
+docs/1fichier-api.md §6 limits, §8.8). Key ``local:<id>``.
 
     =========  ===============================================================================
     column     meaning
@@ -75,12 +75,15 @@ in worker threads.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from fichierfs.private import open_private, private_dir
 
 __all__ = ["Store", "FileRow", "DirRow", "OpRow", "LocalAttrs"]
 
@@ -184,7 +187,8 @@ class Store:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        os.close(open_private(path))  # 0600 from the start; SQLite gives -wal/-shm the same mode
         self.path = path
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -196,6 +200,11 @@ class Store:
             self.attrs[key] = LocalAttrs(mtime, ctime, mode, uid, gid)
         self._dirty_attrs: set[str] = set()
         self.commits = 0
+        self.on_attrs: Callable[[str, LocalAttrs], None] | None = None
+        """Called after attributes of a key are set or re-keyed (fichierfs.attrshare shares them)."""
+        self.commit_seconds = 0.0
+        """Time spent in COMMIT (the fsync) on the caller's thread; ``commit_max`` the longest."""
+        self.commit_max = 0.0
 
     def close(self) -> None:
         self.flush_attrs()
@@ -224,6 +233,8 @@ class Store:
         for k, v in values.items():
             setattr(a, k, v)
         self._dirty_attrs.add(key)
+        if self.on_attrs is not None:
+            self.on_attrs(key, a)
         if durable:
             self.commit()
 
@@ -233,6 +244,8 @@ class Store:
         if a is not None:
             self.attrs[new] = a
             self._dirty_attrs.add(new)
+            if self.on_attrs is not None:
+                self.on_attrs(new, a)
 
     def drop_attrs(self, key: str) -> None:
         if self.attrs.pop(key, None) is not None:
@@ -359,7 +372,9 @@ class Store:
     # ------------------------------------------------------------------ figures
     def journal_size(self) -> int:
         """Pending entries: files not yet uploaded (empty files excluded), folders, ops."""
-        n = self._x("SELECT COUNT(*) FROM files WHERE state != 'empty' OR replaces != '[]'").fetchone()[0]
+        n = self._x(
+            "SELECT COUNT(*) FROM files WHERE state != 'refused' AND (state != 'empty' OR replaces != '[]')"
+        ).fetchone()[0]
         n += self._x("SELECT COUNT(*) FROM dirs").fetchone()[0]
         n += self._x("SELECT COUNT(*) FROM ops").fetchone()[0]
         return int(n)
@@ -388,8 +403,12 @@ class _Tx:
         self.store._in_tx = False
         if exc_type is None:
             self.store.flush_attrs()
-            self.store._x("COMMIT")
+            t0 = time.perf_counter()
+            self.store._x("COMMIT")  # fsync (synchronous=FULL): blocks the calling (trio) thread
+            took = time.perf_counter() - t0
             self.store.commits += 1
+            self.store.commit_seconds += took
+            self.store.commit_max = max(self.store.commit_max, took)
         else:
             self.store._x("ROLLBACK")
 

@@ -1,6 +1,6 @@
 """A faithful local 1fichier.com (API v1, upload nodes, download tokens) for tests and benchmarks.
 
-Written from /work/shared/1fichier-api.md only (every behaviour cites its section). Never imported by the
+Written from docs/1fichier-api.md only (every behaviour cites its section). Never imported by the
 fichierfs core.
 
     from fichierfs.emulator import Emulator, EmulatorConfig

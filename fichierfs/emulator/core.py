@@ -26,7 +26,7 @@ __all__ = ["Emulator"]
 
 
 class Emulator(EmulatorService):
-    """A local, faithful 1fichier (see /work/shared/1fichier-api.md).
+    """A local, faithful 1fichier (see docs/1fichier-api.md).
 
     ``Emulator(state_dir, config=EmulatorConfig(), clock=None, wall=None)``; ``emu.app`` is the ASGI app and
     ``emu.transport(client_ip=…)`` an in-process ``httpx.AsyncBaseTransport`` (any Host routes to the same

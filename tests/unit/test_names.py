@@ -61,3 +61,14 @@ def test_round_trip(name: str) -> None:
     if name in (".", ".."):
         return
     assert decode(encode(name)) == name
+
+
+def test_acute_accent_is_encoded_and_round_trips() -> None:
+    """´ (U+00B4) is refused by 1fichier (§7): before, a file named with it was retried forever."""
+    from fichierfs.emulator.rules import FORBIDDEN_CHARS
+
+    assert "\u00b4" in FORBIDDEN_CHARS
+    assert encode("caf\u00b4e") == "caf\u02cae"
+    assert not any(c in FORBIDDEN_CHARS for c in encode("\u00b4x\u00b4"))
+    for name in ("\u00b4", "x\u02cay", "a\u02ca\u00b4b"):
+        assert decode(encode(name)) == name
