@@ -19,13 +19,20 @@ Names that are not valid UTF-8 (bytes from the kernel that do not decode) are re
 from __future__ import annotations
 
 import errno as _errno
+import logging
 
 from fichierfs.errors import FichierError
 
-__all__ = ["encode", "decode", "NameError_", "MAX_NAME_BYTES"]
+__all__ = ["encode", "decode", "NameError_", "MAX_NAME_CHARS", "MAX_NAME_BYTES"]
 
-MAX_NAME_BYTES = 250
-"""Longest remote name: folder names ≤ 250 chars (§2.11); files assumed the same (§7 [UNVERIFIED])."""
+MAX_NAME_CHARS = 250
+"""Longest remote name in **characters** (§7: 250; §2.11 for folders). Counted on the encoded
+name, since that is what 1fichier stores. Linux's own NAME_MAX (255 bytes of UTF-8 per local
+component) is enforced by the kernel before a request reaches us, so a local name must fit
+both: 250 "é" (500 bytes) cannot exist locally, 85 "€" (255 bytes) can and is accepted here."""
+
+MAX_NAME_BYTES = MAX_NAME_CHARS
+"""Old name of :data:`MAX_NAME_CHARS` (kept for importers)."""
 
 QUOTE = "\u201b"
 _FULL = 0xFEE0
@@ -38,9 +45,13 @@ _DOT = "\uff0e"  # ．
 
 
 class NameError_(FichierError):
-    """A local name that cannot be stored remotely (EINVAL), or is too long (ENAMETOOLONG)."""
+    """A local name that cannot be stored remotely (EINVAL), or is too long (ENAMETOOLONG).
+
+    Logged at INFO: a program gets only the errno, so the log line is where a person learns why.
+    """
 
     errno = _errno.EINVAL
+    level = logging.INFO
 
     def __init__(self, message: str, err: int = _errno.EINVAL) -> None:
         super().__init__(message)
@@ -61,7 +72,7 @@ def encode(name: str) -> str:
     """Encode a local file or folder name (one path component) for 1fichier (§7).
 
     Raises:
-        NameError_: empty, not valid UTF-8 (EINVAL), or over 250 bytes once encoded (ENAMETOOLONG).
+        NameError_: empty, not valid UTF-8 (EINVAL), or over 250 characters once encoded (ENAMETOOLONG).
     """
     if not name:
         raise NameError_("empty name")
@@ -100,8 +111,11 @@ def encode(name: str) -> str:
             out.append(ch)
     out.append(suffix)
     result = "".join(out)
-    if len(result.encode("utf-8")) > MAX_NAME_BYTES or len(result) > MAX_NAME_BYTES:
-        raise NameError_(f"name too long for 1fichier (> {MAX_NAME_BYTES} bytes encoded)", _errno.ENAMETOOLONG)
+    if len(result) > MAX_NAME_CHARS:
+        shown = result[:40] + "…"
+        raise NameError_(
+            f"name {shown!r} is {len(result)} characters once encoded for 1fichier; "
+            f"1fichier allows at most {MAX_NAME_CHARS} (§7)", _errno.ENAMETOOLONG)
     return result
 
 

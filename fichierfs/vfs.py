@@ -28,7 +28,7 @@ Write side (issue 5; the data path is design.md Part B §11, the journal is
   §2.9, §7) and shown by ``getattr``; else the upload date is shown.
 
 Errors that reach FUSE from the write side: EROFS (read-only mount), ENAMETOOLONG (name over
-250 bytes once encoded, §7), EINVAL (name not valid UTF-8; ``RENAME_EXCHANGE``; moving a
+250 characters once encoded, §7), EINVAL (name not valid UTF-8; ``RENAME_EXCHANGE``; moving a
 folder into itself), EEXIST, ENOTEMPTY, ENOTDIR, EISDIR, ENOENT, EFBIG (file over 300 GB,
 §6), EPERM (hard links, symlinks, device nodes: 1fichier stores only regular files and
 folders), EBADF, and EIO/EAGAIN when content must be downloaded first and cannot be.
