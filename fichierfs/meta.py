@@ -42,6 +42,7 @@ from typing import Any, Protocol
 import trio
 
 from fichierfs.errors import FichierError, NotFound
+from fichierfs.metastore import MetaStore, Snapshot
 from fichierfs.models import FileUrl, FolderId, FolderListing, RemoteFile
 from fichierfs.names import decode
 from fichierfs.scheduler import Lane
@@ -95,7 +96,7 @@ def _epoch(dt: datetime | None) -> float:
     return dt.timestamp() if dt is not None else 0.0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
     """One inode.
 
@@ -189,6 +190,8 @@ class MetaCache:
         self._hidden_folders: dict[int, float] = {}
         self._orphans: dict[int, list[int]] = {}
         self._shadows: set[tuple[int, str, int]] = set()
+        self._preset: dict[int | str, int] = {}
+        self.store: MetaStore | None = None
         root = Node(ROOT_INODE, True, ROOT_INODE, "", folder_id=FolderId(root_folder_id), lookups=1)
         self._nodes[ROOT_INODE] = root
         self._by_folder[root_folder_id] = ROOT_INODE
@@ -198,6 +201,44 @@ class MetaCache:
     def attach_nursery(self, nursery: trio.Nursery | None) -> None:
         """Give the cache a nursery for background refreshes of stale listings (None: refresh inline)."""
         self._background = nursery
+
+    def attach_store(self, store: MetaStore | None) -> None:
+        """Persist every listing merged from now on in ``store`` (:mod:`fichierfs.metastore`)."""
+        self.store = store
+        if store is not None:
+            store.set_root(int(self.get(ROOT_INODE).folder_id or 0), ROOT_INODE)
+
+    def reserve_inodes(self, max_ino: int) -> None:
+        """New inodes start above ``max_ino`` (the persisted ones keep their numbers)."""
+        self._next_ino = max(self._next_ino, max_ino + 1)
+
+    def load(self, snapshot: Snapshot, *, wall: float | None = None) -> int:
+        """Merge persisted listings (parents first), with their inode numbers and their real age.
+
+        Call after the journal replay (pending changes are merged over these listings as over
+        fresh ones) and :meth:`reserve_inodes`. Returns how many folder listings were loaded.
+        A listing older than ``dir_ttl`` is stale: served, and re-listed in the background
+        when the folder is used.
+        """
+        import time
+
+        now_wall = time.time() if wall is None else wall
+        now = self.clock()
+        self.reserve_inodes(snapshot.max_ino)
+        n = 0
+        for p in snapshot.folders:
+            ino = self._by_folder.get(p.folder_id)
+            node = self._nodes.get(ino) if ino is not None else None
+            if node is None or not node.is_dir:
+                continue
+            self._preset = p.inodes
+            try:
+                self.merge(node.ino, p.listing)
+            finally:
+                self._preset = {}
+            node.listed_at = now - max(0.0, now_wall - p.listed_wall)
+            n += 1
+        return n
 
     # ------------------------------------------------------------------ plain look-ups
     def get(self, ino: int) -> Node:
@@ -318,6 +359,20 @@ class MetaCache:
             raise NoEntry(f"folder {node.folder_id} is gone") from None
         self.listings += 1
         self.merge(ino, listing)
+        if self.store is not None:
+            self.store.put_listing(int(node.folder_id), listing, self._inodes_of(listing))
+
+    def _inodes_of(self, listing: FolderListing) -> dict[int | str, int]:
+        out: dict[int | str, int] = {}
+        for sub in listing.sub_folders:
+            i = self._by_folder.get(int(sub.id))
+            if i is not None:
+                out[int(sub.id)] = i
+        for rf in listing.files:
+            j = self._by_url.get(rf.url)
+            if j is not None:
+                out[rf.url] = j
+        return out
 
     def merge(self, ino: int, listing: FolderListing) -> None:
         """Replace folder ``ino``'s children by ``listing``, keeping inodes, invalidating changes.
@@ -399,7 +454,7 @@ class MetaCache:
             node.parent, node.name, node.gone = parent, name, False
             node.mtime = mtime or node.mtime
             return node
-        node = Node(self._new_ino(), True, parent, name, folder_id=FolderId(folder_id), mtime=mtime)
+        node = Node(self._new_ino(folder_id), True, parent, name, folder_id=FolderId(folder_id), mtime=mtime)
         self._nodes[node.ino] = node
         self._by_folder[folder_id] = node.ino
         return node
@@ -414,12 +469,16 @@ class MetaCache:
             if changed:
                 self.notifier.invalidate_inode(ino)
             return node
-        node = Node(self._new_ino(), False, parent, name, file=rf, size=rf.size, mtime=_epoch(rf.date))
+        node = Node(self._new_ino(rf.url), False, parent, name, file=rf, size=rf.size, mtime=_epoch(rf.date))
         self._nodes[node.ino] = node
         self._by_url[rf.url] = node.ino
         return node
 
-    def _new_ino(self) -> int:
+    def _new_ino(self, key: int | str | None = None) -> int:
+        if key is not None and self._preset:
+            preset = self._preset.get(key)
+            if preset is not None and preset > ROOT_INODE and preset not in self._nodes:
+                return preset  # the inode it had at the previous mount (metastore.py)
         ino = self._next_ino
         self._next_ino += 1
         return ino
@@ -594,15 +653,63 @@ class MetaCache:
                 raise NoEntry(f"{path}: {part!r} is a file")
         return node
 
-    def rebase(self, node: Node) -> None:
-        """Make folder ``node`` the root inode (for ``--remote-folder``); forgets everything else."""
-        folder_id = int(node.folder_id or 0)
+    def rebase(self, node: Node | int) -> None:
+        """Make folder ``node`` (or a folder id) the root inode (for ``--remote-folder``); forgets everything else."""
+        folder_id = node if isinstance(node, int) else int(node.folder_id or 0)
         self._nodes.clear()
         self._by_folder.clear()
         self._by_url.clear()
         root = Node(ROOT_INODE, True, ROOT_INODE, "", folder_id=FolderId(folder_id), lookups=1)
         self._nodes[ROOT_INODE] = root
         self._by_folder[folder_id] = ROOT_INODE
+
+    # ------------------------------------------------------------------ freshness on demand
+    def forget_listing(self, ino: int) -> None:
+        """``fichierfs forget``: the listing of folder ``ino`` is no longer trusted.
+
+        It is still served (never an empty folder) but counts as stale and its persisted copy
+        is dropped; the next use re-lists it in the background.
+        """
+        node = self.get(ino)
+        if not node.is_dir:
+            raise NoEntry(f"inode {ino} is not a folder")
+        if node.listed_at is not None:
+            node.listed_at = -math.inf
+        if self.store is not None and node.folder_id is not None:
+            self.store.forget(int(node.folder_id))
+
+    async def refresh_tree(self, ino: int, *, recursive: bool = False, lane: Lane = Lane.INTERACTIVE) -> int:
+        """``fichierfs refresh [-r]``: re-list folder ``ino`` now (and, recursively, every known
+        listed sub-folder, under the budget). Returns the number of listings made."""
+        node = self.get(ino)
+        if not node.is_dir:
+            ino = node.parent
+        todo = [ino]
+        n = 0
+        while todo:
+            cur = todo.pop(0)
+            await self.refresh(cur, lane=lane)
+            n += 1
+            if recursive:
+                todo.extend(c.ino for c in self.children(cur) if c.is_dir and int(c.folder_id or 0) >= 0)
+        return n
+
+    async def prefetch_tree(self) -> None:
+        """``--prefetch-tree``: list every folder not freshly listed (breadth first, BACKGROUND lane:
+        after anything a person is waiting for). Errors are logged and the walk goes on."""
+        todo = [ROOT_INODE]
+        while todo:
+            cur = todo.pop(0)
+            node = self._nodes.get(cur)
+            if node is None or not node.is_dir or node.gone:
+                continue
+            if node.listed_at is None or not self.is_fresh(node):
+                try:
+                    await self.refresh(cur, lane=Lane.BACKGROUND)
+                except FichierError as exc:
+                    log.log(exc.level, "prefetch of %s failed: %s", self.path_of(cur), exc)
+            todo.extend(c.ino for c in self.children(cur) if c.is_dir)
+        log.info("prefetch: the whole tree is listed (%d inodes)", len(self._nodes))
 
     def statistics(self) -> dict[str, Any]:
         """Inodes known, folders listed, listings made."""

@@ -26,6 +26,7 @@ SIGTERM/SIGINT (then it unmounts itself).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -44,6 +45,7 @@ from fichierfs.api import FichierClient, Secret
 from fichierfs.chunks import ChunkCache
 from fichierfs.config import Options
 from fichierfs.meta import ROOT_INODE, MetaCache
+from fichierfs.metastore import MetaStore, Snapshot
 from fichierfs.ops import Operations, PyfuseNotifier
 from fichierfs.reader import ReadManager
 from fichierfs.scheduler import Budgets, Lane, Scheduler
@@ -96,7 +98,7 @@ async def run_mount(
         budgets = _with(budgets, stall_limit=options.stall_limit)
         scheduler = Scheduler(client, budgets)
         notifier = PyfuseNotifier()
-        meta = MetaCache(scheduler, 0, dir_ttl=options.dir_ttl, notifier=notifier)
+        meta = MetaCache(scheduler, 0, dir_ttl=options.dir_cache_time, notifier=notifier)
         cache = ChunkCache(options.memory_budget, options.chunk_size)
         async with trio.open_nursery() as nursery:
             await nursery.start(scheduler.run)
@@ -117,8 +119,14 @@ async def run_mount(
             _load_history(scheduler, history)
             scheduler.on_charge = lambda: _save_history(scheduler, history)  # listings: before they go out
             nursery.start_soon(_save_history_every, scheduler, history, 2.0)
-            if options.remote_folder.strip("/"):
+            metastore, snapshot = open_metadata(options, store_dir, account)
+            if snapshot is not None:
+                meta.rebase(snapshot.root_folder_id)  # the resolved --remote-folder, persisted
+            elif options.remote_folder.strip("/"):
                 meta.rebase(await meta.resolve_path(options.remote_folder, lane=Lane.PREFETCH))
+            meta.attach_store(metastore)
+            if snapshot is not None:
+                meta.reserve_inodes(snapshot.max_ino)  # before the replay creates inodes
             store = Store(store_dir / "store.db")
             writeback = WriteBack(
                 scheduler,
@@ -130,11 +138,17 @@ async def run_mount(
                 clean_bytes=options.clean_cache,
             )
             writeback.replay()  # before the first listing, so that it is merged over the journal
-            wait = scheduler.next_allowed("folder/ls", int(meta.get(ROOT_INODE).folder_id or 0))
-            if wait > 1:
-                log.info("waiting %.0f s: 1fichier allows one listing of a folder per 30 s (§4), "
-                         "and the previous mount listed it recently", wait)
-            await meta.ensure_listed(ROOT_INODE, lane=Lane.PREFETCH)  # may wait out the budget, never stalls
+            if snapshot is not None and await serve_persisted(meta, scheduler, snapshot):
+                pass  # live at once from the persisted listings; stale folders re-list when used
+            else:
+                wait = scheduler.next_allowed("folder/ls", int(meta.get(ROOT_INODE).folder_id or 0))
+                if wait > 1:
+                    log.info("waiting %.0f s: 1fichier allows one listing of a folder per 30 s (§4), "
+                             "and the previous mount listed it recently", wait)
+                await meta.ensure_listed(ROOT_INODE, lane=Lane.PREFETCH)  # may wait out the budget, never stalls
+            await nursery.start(metastore.run)
+            if options.prefetch_tree:
+                nursery.start_soon(meta.prefetch_tree)
             if not options.read_only:
                 await nursery.start(writeback.run)
             elif writeback.pending():
@@ -163,9 +177,57 @@ async def run_mount(
                 _save_history(scheduler, history)
                 writeback.stop()
                 store.close()
+                metastore.close()
                 stats = scheduler.statistics()
                 log.info("API calls this session: %s", stats.get("calls"))
                 nursery.cancel_scope.cancel()
+
+
+def open_metadata(options: Options, store_dir: Path, account: str) -> tuple[MetaStore, Snapshot | None]:
+    """The persisted listings of this account + remote folder (metastore.py), and what they hold.
+
+    A DB of another format, account, API address or remote folder, or a damaged one, is
+    rebuilt (never trusted); a DB without a listed root gives no snapshot.
+    """
+    t0 = time.monotonic()
+    identity = f"{options.api_url}\0{account}\0{options.remote_folder.strip('/')}"
+    metastore = MetaStore(store_dir / "metadata.db", identity)
+    snapshot = metastore.load()
+    if snapshot is not None:
+        n = sum(len(p.listing.files) for p in snapshot.folders)
+        log.info("metadata cache: %d folder listings, %d files loaded in %.2f s",
+                 len(snapshot.folders), n, time.monotonic() - t0)
+    return metastore, snapshot
+
+
+async def serve_persisted(meta: MetaCache, scheduler: Scheduler, snapshot: Snapshot) -> bool:
+    """Merge the persisted listings and check the key cheaply; False: list the root as usual.
+
+    The check is ONE ``file/info`` (§2.4) of a file the persisted listings hold: it costs
+    only the general budget (never a listing's 30 s or user/info's 5 min), a bad or revoked
+    key fails it with AuthError (the mount fails with exit 1 as before), and any other answer
+    (the file, or #469 if another client deleted it) proves the key is accepted. With no file
+    known, the root is listed as on a first mount.
+
+    Raises:
+        AuthError: the key is refused.
+    """
+    from fichierfs.errors import AuthError, FichierError
+
+    loaded = meta.load(snapshot)
+    url = next((p.listing.files[0].url for p in snapshot.folders if p.listing.files), None)
+    if url is None:
+        return False
+    try:
+        await scheduler.call("file/info", url, lane=Lane.INTERACTIVE)
+    except AuthError:
+        raise
+    except FichierError as exc:
+        if exc.errno not in (errno.ENOENT, errno.EACCES):  # #469/#631: the key was accepted
+            log.info("key check by file/info failed (%s): listing the root instead", exc)
+            return False
+    log.info("served %d persisted folder listings; key checked with one file/info call", loaded)
+    return True
 
 
 def _load_history(scheduler: Scheduler, path: Path) -> None:
