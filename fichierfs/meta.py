@@ -43,7 +43,7 @@ import trio
 
 from fichierfs.errors import FichierError, NotFound
 from fichierfs.metastore import MetaStore, Snapshot
-from fichierfs.models import FileUrl, FolderId, FolderListing, RemoteFile
+from fichierfs.models import FileUrl, FolderId, FolderListing, RemoteFile, RemoteFolder
 from fichierfs.names import decode
 from fichierfs.scheduler import Lane
 
@@ -147,6 +147,22 @@ class Node:
         return (stat_mod.S_IFDIR | 0o755) if self.is_dir else (stat_mod.S_IFREG | 0o644)
 
 
+def _from_epoch(t: float) -> datetime | None:
+    from datetime import timezone
+
+    return datetime.fromtimestamp(t, tz=timezone.utc) if t else None
+
+
+def _remote_name(name: str, fallback: str | None) -> str:
+    """The remote (encoded) form of a shown name, for the persisted view."""
+    from fichierfs.names import NameError_, encode
+
+    try:
+        return encode(name)
+    except NameError_:
+        return fallback if fallback is not None else name
+
+
 def _dup_name(name: str, url: str) -> str:
     """``report.pdf`` + ``https://1fichier.com/?abc`` → ``report (dup abc).pdf``."""
     ident = url.rsplit("?", 1)[-1].rsplit("/", 1)[-1] or "x"
@@ -192,6 +208,8 @@ class MetaCache:
         self._shadows: set[tuple[int, str, int]] = set()
         self._preset: dict[int | str, int] = {}
         self.store: MetaStore | None = None
+        self._dirty: set[int] = set()
+        self._loading = False
         root = Node(ROOT_INODE, True, ROOT_INODE, "", folder_id=FolderId(root_folder_id), lookups=1)
         self._nodes[ROOT_INODE] = root
         self._by_folder[root_folder_id] = ROOT_INODE
@@ -232,10 +250,12 @@ class MetaCache:
             if node is None or not node.is_dir:
                 continue
             self._preset = p.inodes
+            self._loading = True
             try:
                 self.merge(node.ino, p.listing)
             finally:
                 self._preset = {}
+                self._loading = False
             node.listed_at = now - max(0.0, now_wall - p.listed_wall)
             n += 1
         return n
@@ -284,6 +304,24 @@ class MetaCache:
 
     def is_fresh(self, node: Node) -> bool:
         return node.listed_at is not None and self.clock() - node.listed_at < self.dir_ttl
+
+    def kernel_ttl(self, node: Node) -> float | None:
+        """How long the kernel may cache ``node``'s entry and attributes: what is left of the
+        freshness of the listing that holds it. None for local or pinned nodes (the mount's
+        short defaults apply). Safe because every change a re-list finds is pushed to the
+        kernel (``invalidate_entry``/``invalidate_inode`` in :meth:`merge`)."""
+        if node.local_key is not None or node.pinned_until > self.clock() or node.gone:
+            return None
+        parent = self._nodes.get(node.parent)
+        if parent is None or parent.listed_at is None:
+            return None
+        left = self.dir_ttl - (self.clock() - parent.listed_at)
+        return left if left > 0 else None
+
+    def negative_ok(self, parent: int) -> bool:
+        """True when "no such name" in folder ``parent`` may be cached by the kernel."""
+        p = self._nodes.get(parent)
+        return p is not None and p.is_dir and self.is_fresh(p)
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -359,20 +397,55 @@ class MetaCache:
             raise NoEntry(f"folder {node.folder_id} is gone") from None
         self.listings += 1
         self.merge(ino, listing)
-        if self.store is not None:
-            self.store.put_listing(int(node.folder_id), listing, self._inodes_of(listing))
 
-    def _inodes_of(self, listing: FolderListing) -> dict[int | str, int]:
-        out: dict[int | str, int] = {}
-        for sub in listing.sub_folders:
-            i = self._by_folder.get(int(sub.id))
-            if i is not None:
-                out[int(sub.id)] = i
-        for rf in listing.files:
-            j = self._by_url.get(rf.url)
-            if j is not None:
-                out[rf.url] = j
-        return out
+    # ------------------------------------------------------------------ persistence (metastore.py)
+    def _touch_dir(self, ino: int) -> None:
+        """Folder ``ino``'s shown content changed: persist it at the next :meth:`persist_dirty`."""
+        if self.store is not None and not self._loading:
+            self._dirty.add(ino)
+
+    def persist_dirty(self) -> int:
+        """Queue the current view of every changed folder in the store (cheap; the store
+        writes it from a worker thread). What is kept is what the remote holds as far as we
+        know: listed entries plus our own finished changes (a finished mkdir, upload, rename),
+        never local-only entries (the journal has those). Returns the number of folders."""
+        import time
+
+        if self.store is None or not self._dirty:
+            return 0
+        dirty, self._dirty = self._dirty, set()
+        now, wall = self.clock(), time.time()
+        n = 0
+        for ino in dirty:
+            node = self._nodes.get(ino)
+            if node is None or not node.is_dir or node.gone or node.listed_at is None:
+                continue
+            fid = int(node.folder_id or 0)
+            if fid < 0:
+                continue
+            subs: list[RemoteFolder] = []
+            files: list[RemoteFile] = []
+            inodes: dict[int | str, int] = {}
+            for name, cino in node.children.items():
+                c = self._nodes.get(cino)
+                if c is None or c.gone:
+                    continue
+                if c.is_dir:
+                    cid = int(c.folder_id or 0)
+                    if cid >= 0:
+                        subs.append(RemoteFolder(FolderId(cid), _remote_name(name, None),
+                                                 _from_epoch(c.mtime)))
+                        inodes[cid] = cino
+                elif c.file is not None and c.local_key is None:
+                    rf = c.file
+                    files.append(RemoteFile(rf.url, _remote_name(name, rf.filename), rf.size, rf.date,
+                                            rf.checksum, rf.content_type, folder_id=FolderId(fid)))
+                    inodes[rf.url] = cino
+            listing = FolderListing(FolderId(fid), "", None, tuple(subs), tuple(files))
+            listed_at = node.listed_at if math.isfinite(node.listed_at) else now - 1e9
+            self.store.put_listing(fid, listing, inodes, wall - (now - listed_at))
+            n += 1
+        return n
 
     def merge(self, ino: int, listing: FolderListing) -> None:
         """Replace folder ``ino``'s children by ``listing``, keeping inodes, invalidating changes.
@@ -423,8 +496,13 @@ class MetaCache:
                 o.name = alt
                 new[alt] = other
             new[name] = child_ino
+        had_listing = parent.listed_at is not None
         parent.children = new
         parent.listed_at = now
+        self._touch_dir(ino)
+        if had_listing:  # names that appeared: drop any negative entry the kernel cached
+            for name in new.keys() - old.keys():
+                self.notifier.invalidate_entry(ino, name)
         for name, child_ino in old.items():
             if new.get(name) != child_ino:
                 self.notifier.invalidate_entry(ino, name)
@@ -500,7 +578,10 @@ class MetaCache:
         if parent is not None and parent.children.get(node.name) == node.ino:
             del parent.children[node.name]
             self.notifier.invalidate_entry(parent.ino, node.name)
+            self._touch_dir(parent.ino)
         self._mark_gone(node)
+        if self.store is not None and node.folder_id is not None:
+            self.store.forget(int(node.folder_id))
 
     # ------------------------------------------------------------------ local mutations (writer side)
     # Updates from our own mutations and their replies (§8.6): the cache changes at once,
@@ -530,6 +611,7 @@ class MetaCache:
         if is_dir and folder_id is not None and folder_id < 0:
             node.listed_at = self.clock()
         p.children[name] = node.ino
+        self._touch_dir(parent)
         return node
 
     def add_orphan(self, parent_folder: int, name: str, **kw: Any) -> Node | None:
@@ -560,6 +642,8 @@ class MetaCache:
             if c is not None:
                 c.parent = folder_ino
                 f.children[c.name] = cino
+                self.notifier.invalidate_entry(folder_ino, c.name)
+                self._touch_dir(folder_ino)
 
     def _register(self, node: Node) -> None:
         self._nodes[node.ino] = node
@@ -573,6 +657,7 @@ class MetaCache:
         p = self._nodes.get(node.parent)
         if p is not None and p.children.get(node.name) == node.ino:
             del p.children[node.name]
+            self._touch_dir(p.ino)
 
     def remove(self, node: Node) -> None:
         """unlink/rmdir: detach and forget once the kernel has no reference left."""
@@ -586,6 +671,7 @@ class MetaCache:
         self.detach(node)
         node.parent, node.name = new_parent, new_name
         self.get(new_parent).children[new_name] = node.ino
+        self._touch_dir(new_parent)
         node.pinned_until = max(node.pinned_until, pinned_until)
 
     def set_remote_file(self, node: Node, rf: RemoteFile, *, pinned_until: float) -> None:
@@ -595,6 +681,7 @@ class MetaCache:
         node.file, node.local_key, node.size = rf, None, rf.size
         node.pinned_until = pinned_until
         self._by_url[rf.url] = node.ino
+        self._touch_dir(node.parent)
 
     def set_folder_id(self, node: Node, folder_id: int) -> None:
         """mkdir answered (§2.11 ``folder_id``): a local folder becomes the remote one."""
@@ -602,6 +689,8 @@ class MetaCache:
             del self._by_folder[int(node.folder_id)]
         node.folder_id = FolderId(folder_id)
         self._by_folder[folder_id] = node.ino
+        self._touch_dir(node.parent)
+        self._touch_dir(node.ino)
 
     def node_for_folder(self, folder_id: int) -> Node | None:
         ino = self._by_folder.get(folder_id)

@@ -29,7 +29,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -298,17 +298,19 @@ class MetaStore:
             [(f.url, fid, inodes.get(f.url, 0), f.filename, f.size, _ts(f.date), f.checksum, f.content_type)
              for f in listing.files])
 
-    async def run(self, period: float = 1.0, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Flush queued listings every ``period`` seconds from a worker thread, until cancelled."""
+    async def run(self, source: Callable[[], object] = lambda: None, period: float = 1.0, *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Every ``period`` seconds: call ``source`` (MetaCache.persist_dirty: queues changed
+        folders) and flush the queue from a worker thread, until cancelled."""
         task_status.started()
         try:
             while True:
                 await trio.sleep(period)
+                source()
                 if self.pending():
                     await trio.to_thread.run_sync(self.flush)
         finally:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self.flush)
+            source()
 
     def statistics(self) -> dict[str, object]:
         return {"path": str(self.path), "writes": self.writes, "queued": self.pending(), "rebuilt": self.rebuilt}

@@ -146,7 +146,7 @@ async def run_mount(
                     log.info("waiting %.0f s: 1fichier allows one listing of a folder per 30 s (§4), "
                              "and the previous mount listed it recently", wait)
                 await meta.ensure_listed(ROOT_INODE, lane=Lane.PREFETCH)  # may wait out the budget, never stalls
-            await nursery.start(metastore.run)
+            await nursery.start(metastore.run, meta.persist_dirty)
             if options.prefetch_tree:
                 nursery.start_soon(meta.prefetch_tree)
             if not options.read_only:
@@ -160,7 +160,8 @@ async def run_mount(
             if options.thumbnails != "allow":
                 fs.policy = ProcessPolicy(options.thumbnails)
                 fs.status_sources["storm"] = fs.policy.statistics
-            ops = Operations(fs, entry_timeout=options.entry_timeout, attr_timeout=options.attr_timeout)
+            ops = Operations(fs, entry_timeout=options.entry_timeout, attr_timeout=options.attr_timeout,
+                             negative_timeout=options.negative_timeout)
             pyfuse3.init(ops, str(mountpoint), fuse_options(options))
             unmounted_by_us = False
             try:
@@ -177,6 +178,7 @@ async def run_mount(
                 _save_history(scheduler, history)
                 writeback.stop()
                 store.close()
+                meta.persist_dirty()
                 metastore.close()
                 stats = scheduler.statistics()
                 log.info("API calls this session: %s", stats.get("calls"))

@@ -60,7 +60,8 @@ async def test_remount_serves_persisted_tree_with_same_inodes_and_no_listing(emu
     meta.attach_store(store)
     first = await _walk(meta)
     assert len(first) == 3 * 7 + 1
-    assert store.flush() == 7  # root + 3 folders + 3 subs
+    assert meta.persist_dirty() == 7  # root + 3 folders + 3 subs
+    assert store.flush() == 7
     store.close()
     before = _listings(emu)
 
@@ -85,6 +86,7 @@ async def test_persisted_listing_keeps_its_age_and_is_revalidated_in_background(
     meta = MetaCache(sched, 0)
     meta.attach_store(store)
     await meta.ensure_listed(ROOT_INODE)
+    meta.persist_dirty()
     store.close()
     emu.put_file(0, "b.txt", b"b")
     store2 = MetaStore(db, "id")
@@ -112,6 +114,7 @@ async def test_untrusted_db_is_rebuilt(emu, sched, autojump_clock, tmp_path: Pat
     meta = MetaCache(sched, 0)
     meta.attach_store(store)
     await meta.ensure_listed(ROOT_INODE)
+    meta.persist_dirty()
     store.close()
     identity = "mine"
     if damage == "garbage":
@@ -136,6 +139,7 @@ async def test_untrusted_db_is_rebuilt(emu, sched, autojump_clock, tmp_path: Pat
     meta2.attach_store(store2)
     await trio.sleep(31)
     await meta2.refresh(ROOT_INODE)
+    meta2.persist_dirty()
     store2.close()
     snap = MetaStore(db, identity).load()
     assert snap is not None and [f.filename for f in snap.folders[0].listing.files] == ["a.txt"]
@@ -149,10 +153,13 @@ async def test_forget_drops_persisted_listing(emu, sched, autojump_clock, tmp_pa
     meta = MetaCache(sched, 0)
     meta.attach_store(store)
     await _walk(meta)
+    meta.persist_dirty()
+    store.flush()
     dnode = meta.get_nowait(ROOT_INODE, "d")
     assert dnode is not None
     meta.forget_listing(dnode.ino)
     assert not meta.is_fresh(dnode) and "x" in dnode.children  # still served
+    meta.persist_dirty()
     store.close()
     snap = MetaStore(db, "id").load()
     assert snap is not None and [p.folder_id for p in snap.folders] == [0]
