@@ -142,6 +142,19 @@ def _str(body: dict[str, Any], key: str, *, required: bool = False) -> str | Non
     return v
 
 
+_DATE_RE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+
+
+def _date(body: dict[str, Any], key: str) -> str | None:
+    """A ``YYYY-MM-DD HH:MM:SS`` parameter (§2.3), or None when absent/empty; anything else is refused."""
+    v = body.get(key)
+    if v is None or v == "":
+        return None
+    if not isinstance(v, str) or not _DATE_RE.fullmatch(v.strip()):
+        raise KO(BAD_PARAM.format(key))
+    return v.strip()
+
+
 def _check_name(name: Any, emu: Emulator) -> str:
     if name_error(name, emu.config.max_name) is not None:
         raise KO(BAD_NAME)
@@ -502,11 +515,17 @@ class Api:
     # ---- §2.2 folder/ls -----------------------------------------------------------------------------
     def folder_ls(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
         """§2.2: ``folder_id`` (0/absent = root "Root"); sub-folders use key ``id``; ``files:1`` adds ``items``.
-        ``size`` is null (§2.2 "often null"); ``files`` is the folder's (visible) file count. Empty lists are
-        sent as ``[]`` ([UNVERIFIED choice]). At most ``max_listing`` entries per list (§2.2)."""
+        ``size`` is null (§2.2 "often null"). Empty lists are sent as ``[]`` ([UNVERIFIED choice]).
+
+        "List folders is limited to 5 000 results" (§2.2): sub-folders and files together, sub-folders first,
+        files oldest first; nothing tells the client that the reply was cut (no pagination, §2.2). ``files``
+        is the number of files the reply may carry, capped like them ([UNVERIFIED choice]: a true count
+        would give clients a truncation signal the doc does not promise)."""
         fid = _int(body, "folder_id", 0)
         f = self._folder(fid)
-        files = self._listed_files(fid)
+        cap = self.cfg.max_listing
+        subs = self.acct.subfolders(fid)[:cap]
+        files = self._listed_files(fid)[: cap - len(subs)]
         out: dict[str, Any] = {"status": "OK", "folder_id": f.id, "name": f.name}
         if f.id != 0:
             out["create_date"] = paris_date(f.create_time)
@@ -517,28 +536,36 @@ class Api:
         out["files"] = len(files)
         out["sub_folders"] = [
             {"id": s.id, "name": s.name, "create_date": paris_date(s.create_time), "pass": int(bool(s.password))}
-            for s in self.acct.subfolders(fid)[: self.cfg.max_listing]
+            for s in subs
         ]
         if _int(body, "files", 0):
-            out["items"] = [self.list_item(r) for r in files[: self.cfg.max_listing]]
+            out["items"] = [self.list_item(r) for r in files]
         return out
 
     # ---- §2.3 file/ls -------------------------------------------------------------------------------
     def file_ls(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
-        """§2.3: ``{"status","count","items"}``; folder_id -1 = every file; ``sent_before``/``sent_after``
-        filter on the Paris date string (inclusive: [UNVERIFIED choice])."""
+        """§2.3: ``{"status","count","items"}``; folder_id -1 = every file of the account.
+
+        ``sent_before`` / ``sent_after`` (``YYYY-MM-DD HH:MM:SS``, Paris time like ``date``, §7) filter by
+        upload date and combine; a malformed value is refused (KO ``Invalid parameter``). Bounds are strict
+        (``date < sent_before``, ``date > sent_after``) unless ``date_filter_inclusive`` ([UNVERIFIED]; see
+        config). At most ``max_listing`` (5 000) items, oldest first, with ``count`` = the items sent
+        (§2.3 "The per-folder 30 s rule and the 5 000-result cap also apply here")."""
         fid = _int(body, "folder_id", 0)
         if fid != -1:
             self._folder(fid)
-        items = self._listed_files(fid)
-        before, after = _str(body, "sent_before"), _str(body, "sent_after")
+        before, after = _date(body, "sent_before"), _date(body, "sent_after")
+        incl = self.cfg.date_filter_inclusive
         out = []
-        for r in items:
+        for r in self._listed_files(fid):
             d = paris_date(r.upload_time)
-            if (before and d > before) or (after and d < after):
+            if before is not None and (d > before if incl else d >= before):
+                continue
+            if after is not None and (d < after if incl else d <= after):
                 continue
             out.append(self.list_item(r))
-        out = out[: self.cfg.max_listing]
+            if len(out) >= self.cfg.max_listing:
+                break
         return {"status": "OK", "count": len(out), "items": out}
 
     # ---- §2.4 file/info -----------------------------------------------------------------------------

@@ -89,8 +89,18 @@ class EmulatorConfig:
     max_file_size: int = 300_000_000_000
     #: "per upload 500 GB" (§6 Limits).
     max_upload_size: int = 500_000_000_000
-    #: "limited to 5 000 results" per listing (§2.2, §4).
+    #: "limited to 5 000 results" per listing (§2.2, §2.3, §4); no pagination parameter exists. folder/ls counts
+    #: sub-folders and files together (sub-folders first); file/ls counts its items (oldest upload first).
     max_listing: int = 5000
+    #: file/ls ``sent_before`` / ``sent_after`` (§2.3) bounds: strict ``<`` / ``>`` by default ([UNVERIFIED]:
+    #: §2.3 does not say; a client that assumes inclusive bounds loses the files dated exactly at a bound).
+    #: True = inclusive ``<=`` / ``>=`` (the ``lenient`` profile).
+    date_filter_inclusive: bool = False
+    #: Upload dates (§7 "date" = upload time) of files stored through upload.cgi / ``put_file`` are the wall
+    #: clock, but two files of the account are at least this many seconds apart ([UNVERIFIED choice]: at most
+    #: 100 files per displayed second, so a ``sent_*`` window can always be split below 5 000, §2.3). Seeded
+    #: files get distinct whole-second dates in the past (``Emulator.seed``).
+    upload_date_spacing: float = 0.01
     #: Folder names at most 250 chars (§2.11, §7); file names assumed the same (§7 [UNVERIFIED; assume 250]).
     max_name: int = 250
     #: §2.13: the apidoc says ``rename`` *ignores* ``destination_*`` (so a folder/mv carrying ``rename`` only

@@ -9,7 +9,9 @@ remote jobs and pending visibility delays (after a restart every file is visible
 
 from __future__ import annotations
 
+import math
 import mimetypes
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +41,7 @@ class Emulator:
         self.clock: Callable[[], float] = clock if clock is not None else time.monotonic
         self.wall: Callable[[], float] = wall if wall is not None else time.time
         self.state_dir = Path(state_dir)
-        self.account = Account(self.state_dir, self.wall)
+        self.account = Account(self.state_dir, self.wall, config.upload_date_spacing)
         self.faults = FaultPlan()
         self._stats: dict[str, Any] = {}
         self.reset_stats()
@@ -105,8 +107,11 @@ class Emulator:
             raise ValueError(f"folder {name!r} already exists in {parent_id}")
         return self.account.make_folder(parent_id, name)
 
-    def put_file(self, folder_id: int, name: str, data: bytes) -> str:
-        """Store a file (visible at once) and return its URL. Empty data is refused like an upload (§6)."""
+    def put_file(self, folder_id: int, name: str, data: bytes, date: float | None = None) -> str:
+        """Store a file (visible at once) and return its URL. Empty data is refused like an upload (§6).
+
+        ``date``: its upload time (wall-clock epoch seconds; default: now, spaced as uploads are, see
+        ``EmulatorConfig.upload_date_spacing``)."""
         if name_error(name, self.config.max_name):
             raise ValueError(f"invalid file name {name!r}: {name_error(name, self.config.max_name)}")
         if not data:
@@ -115,14 +120,14 @@ class Emulator:
             raise ValueError(f"no folder {folder_id}")
         import io
 
-        return self._store(folder_id, name, io.BytesIO(data))
+        return self._store(folder_id, name, io.BytesIO(data), date)
 
-    def _store(self, folder_id: int, name: str, src: Any) -> str:
+    def _store(self, folder_id: int, name: str, src: Any, date: float | None = None) -> str:
         blob = self.account.new_blob()
         size, wp = store_stream(src, blob)
         ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
         rec = self.account.add_file(folder_id=folder_id, filename=name, blob=blob, size=size, whirlpool_hex=wp,
-                                    content_type=ctype)
+                                    content_type=ctype, upload_time=date)
         return rec.url
 
     def remove_file(self, url: str) -> None:
@@ -154,18 +159,31 @@ class Emulator:
 
     def seed(self, src: Path, folder_id: int = 0) -> None:
         """Import a local tree: directories → folders (reused if the name exists), regular files → files.
-        Empty files are skipped (1fichier cannot hold them, §6); so are names 1fichier refuses (§7)."""
-        src = Path(src)
+        Empty files are skipped (1fichier cannot hold them, §6); so are names 1fichier refuses (§7).
+
+        Upload dates (§2.3, §7): the files get distinct whole-second dates in the past, in import order, 1 to
+        90 s apart (a deterministic pseudo-random gap), the newest a little before now, so a real-looking
+        history that ``file/ls`` ``sent_before``/``sent_after`` windows can split (§2.3)."""
+        todo: list[tuple[int, Path]] = []
+        self._seed_walk(Path(src), folder_id, todo)
+        rng = random.Random(len(todo))
+        gaps = [rng.randint(1, 90) for _ in todo]
+        t = math.floor(min(self.wall(), self.account.oldest_date() or math.inf)) - 1 - sum(gaps)
+        for (fid, path), gap in zip(todo, gaps, strict=True):
+            t += gap
+            with open(path, "rb") as f:
+                self._store(fid, path.name, f, float(t))
+
+    def _seed_walk(self, src: Path, folder_id: int, todo: list[tuple[int, Path]]) -> None:
         for entry in sorted(src.iterdir(), key=lambda p: p.name):
             if name_error(entry.name, self.config.max_name):
                 continue
             if entry.is_dir():
                 sub = self.account.subfolder_named(folder_id, entry.name)
                 fid = sub.id if sub is not None else self.account.make_folder(folder_id, entry.name)
-                self.seed(entry, fid)
+                self._seed_walk(entry, fid, todo)
             elif entry.is_file() and entry.stat().st_size > 0:
-                with open(entry, "rb") as f:
-                    self._store(folder_id, entry.name, f)
+                todo.append((folder_id, entry))
 
 
 class _TruncatedStream(httpx.AsyncByteStream):
