@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 import trio
 
+from fichierfs.bigfolder import CAP, complete_listing, is_capped
 from fichierfs.errors import FichierError, NotFound
 from fichierfs.metastore import MetaStore, Snapshot
 from fichierfs.models import FileUrl, FolderId, FolderListing, RemoteFile, RemoteFolder
@@ -59,6 +60,14 @@ class NoEntry(FichierError):
 
     errno = errno.ENOENT
     level = logging.DEBUG
+
+
+class Incomplete(FichierError):
+    """A folder over 5,000 files is still being listed and the name is not seen yet (EAGAIN):
+    never ENOENT for a file that may exist (bigfolder.py)."""
+
+    errno = errno.EAGAIN
+    level = logging.INFO
 
 
 class KernelNotifier(Protocol):
@@ -210,6 +219,14 @@ class MetaCache:
         self.store: MetaStore | None = None
         self._dirty: set[int] = set()
         self._loading = False
+        self._incomplete: dict[int, trio.Event] = {}
+        """Folders first listed from a capped reply, still being completed (bigfolder.py)."""
+        self._complete_failed: set[int] = set()
+        self._completing: set[int] = set()
+        self._inline: list[Callable[[], Any]] = []
+        self.window_calls = 0
+        self.listing_cap = CAP
+        """Results per listing (§2.2); tests lower it together with the emulator's ``max_listing``."""
         root = Node(ROOT_INODE, True, ROOT_INODE, "", folder_id=FolderId(root_folder_id), lookups=1)
         self._nodes[ROOT_INODE] = root
         self._by_folder[root_folder_id] = ROOT_INODE
@@ -236,7 +253,9 @@ class MetaCache:
         Call after the journal replay (pending changes are merged over these listings as over
         fresh ones) and :meth:`reserve_inodes`. Returns how many folder listings were loaded.
         A listing older than ``dir_ttl`` is stale: served, and re-listed in the background
-        when the folder is used.
+        when the folder is used. A folder marked dirty (we changed it and crashed before its
+        view was written) gets its inodes back but counts as never listed: it is re-listed
+        before it is served.
         """
         import time
 
@@ -256,7 +275,7 @@ class MetaCache:
             finally:
                 self._preset = {}
                 self._loading = False
-            node.listed_at = now - max(0.0, now_wall - p.listed_wall)
+            node.listed_at = None if p.dirty else now - max(0.0, now_wall - p.listed_wall)
             n += 1
         return n
 
@@ -321,7 +340,7 @@ class MetaCache:
     def negative_ok(self, parent: int) -> bool:
         """True when "no such name" in folder ``parent`` may be cached by the kernel."""
         p = self._nodes.get(parent)
-        return p is not None and p.is_dir and self.is_fresh(p)
+        return p is not None and p.is_dir and self.is_fresh(p) and parent not in self._incomplete
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -396,12 +415,86 @@ class MetaCache:
             self._mark_gone_tree(node)
             raise NoEntry(f"folder {node.folder_id} is gone") from None
         self.listings += 1
+        if is_capped(listing, self.listing_cap):
+            self._start_completion(ino, listing, lane)
+            while self._inline:
+                await self._inline.pop(0)()
+            return
         self.merge(ino, listing)
 
+    # ------------------------------------------------------------------ folders over 5,000 files
+    def _start_completion(self, ino: int, first: FolderListing, lane: Lane) -> None:
+        """A capped reply: complete it with file/ls windows (bigfolder.py).
+
+        A first listing shows the part known at once (readdir serves it; a lookup of a name
+        not seen yet waits for the rest); a re-list keeps serving the previous complete
+        listing until the new one is complete.
+        """
+        node = self.get(ino)
+        if ino in self._completing:
+            return
+        if node.listed_at is None or ino in self._incomplete:
+            self._incomplete.setdefault(ino, trio.Event())
+            self.merge(ino, first)
+        self._complete_failed.discard(ino)
+        self._completing.add(ino)
+        window_lane = Lane.PREFETCH if lane in (Lane.INTERACTIVE, Lane.PREFETCH) else lane
+
+        async def file_ls(folder_id: int, after: str | None, before: str | None) -> tuple[RemoteFile, ...]:
+            got: tuple[RemoteFile, ...] = await self.scheduler.call(
+                "file/ls", folder_id, sent_after=after, sent_before=before, lane=window_lane)
+            self.window_calls += 1
+            return got
+
+        async def run() -> None:
+            try:
+                full, _calls = await complete_listing(int(node.folder_id or 0), first, file_ls, self.listing_cap)
+                self.merge(ino, full)
+            except FichierError as exc:
+                self._complete_failed.add(ino)
+                if node.listed_at is not None:
+                    node.listed_at = -math.inf  # re-list at the next use
+                log.log(exc.level, "listing %s (over %d results) could not be completed: %s",
+                        self.path_of(ino), CAP, exc)
+            finally:
+                self._completing.discard(ino)
+                ev = self._incomplete.pop(ino, None)
+                if ev is not None:
+                    ev.set()
+
+        if self._background is not None:
+            self._background.start_soon(run)
+        else:  # no nursery (tests): complete inline
+            self._inline.append(run)
+
+    async def wait_complete(self, ino: int) -> None:
+        """Wait until folder ``ino``'s capped listing is complete (at most the stall limit).
+
+        Raises:
+            Incomplete (EAGAIN): still incomplete after the stall limit, or completing failed.
+        """
+        ev = self._incomplete.get(ino)
+        if ev is not None:
+            limit = float(getattr(getattr(self.scheduler, "budgets", None), "stall_limit", 30.0))
+            with trio.move_on_after(limit):
+                await ev.wait()
+            if not ev.is_set():
+                raise Incomplete(f"{self.path_of(ino)} is still being listed (over {CAP} files)")
+        if ino in self._complete_failed:
+            raise Incomplete(f"{self.path_of(ino)}: its listing (over {CAP} files) could not be completed")
+
     # ------------------------------------------------------------------ persistence (metastore.py)
-    def _touch_dir(self, ino: int) -> None:
-        """Folder ``ino``'s shown content changed: persist it at the next :meth:`persist_dirty`."""
+    def _touch_dir(self, ino: int, *, listed: bool = False) -> None:
+        """Folder ``ino``'s shown content changed: persist it at the next :meth:`persist_dirty`.
+
+        A change of ours (not a listing) is also marked in the DB at once, the first time
+        until the view is written: after a crash in between, that folder is re-listed before
+        it is served, so the persisted view never hides what the journal says is done."""
         if self.store is not None and not self._loading:
+            if not listed and ino not in self._dirty:
+                node = self._nodes.get(ino)
+                if node is not None and node.folder_id is not None and int(node.folder_id) >= 0:
+                    self.store.mark_dirty(int(node.folder_id))
             self._dirty.add(ino)
 
     def persist_dirty(self) -> int:
@@ -417,6 +510,9 @@ class MetaCache:
         now, wall = self.clock(), time.time()
         n = 0
         for ino in dirty:
+            if ino in self._incomplete:
+                self._dirty.add(ino)  # a partial listing is never persisted as if complete
+                continue
             node = self._nodes.get(ino)
             if node is None or not node.is_dir or node.gone or node.listed_at is None:
                 continue
@@ -499,7 +595,7 @@ class MetaCache:
         had_listing = parent.listed_at is not None
         parent.children = new
         parent.listed_at = now
-        self._touch_dir(ino)
+        self._touch_dir(ino, listed=True)
         if had_listing:  # names that appeared: drop any negative entry the kernel cached
             for name in new.keys() - old.keys():
                 self.notifier.invalidate_entry(ino, name)
@@ -725,6 +821,9 @@ class MetaCache:
         if not p.is_dir:
             raise NoEntry(f"inode {parent} is not a folder")
         node = self.get_nowait(parent, name)
+        if node is None and (parent in self._incomplete or parent in self._complete_failed):
+            await self.wait_complete(parent)  # never ENOENT for a file not seen yet
+            node = self.get_nowait(parent, name)
         if node is None:
             raise NoEntry(f"{name!r} not in folder inode {parent}")
         return node
@@ -806,6 +905,8 @@ class MetaCache:
             "inodes": len(self._nodes),
             "folders_listed": sum(1 for n in self._nodes.values() if n.is_dir and n.listed_at is not None),
             "listings": self.listings,
+            "window_listings": self.window_calls,
+            "incomplete_folders": len(self._incomplete),
         }
 
     def node_for_url(self, url: FileUrl) -> Node | None:

@@ -42,8 +42,8 @@ __all__ = ["FORMAT", "MetaStore", "Persisted", "Snapshot"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2
-"""Schema version in ``PRAGMA user_version`` (1 was never released; 0 = an empty or foreign file)."""
+FORMAT = 3
+"""Schema version in ``PRAGMA user_version`` (1, 2 were never released; 0 = an empty or foreign file)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS info (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS folders (
     ino INTEGER NOT NULL,
     name TEXT NOT NULL,          -- remote (encoded) name
     created REAL NOT NULL,       -- creation date, seconds since the epoch (0 = unknown)
-    listed REAL                  -- wall-clock time of the last listing of this folder, NULL = never
+    listed REAL,                 -- wall-clock time of the last listing of this folder, NULL = never
+    dirty INTEGER NOT NULL DEFAULT 0  -- changed by us since its row was last written: re-list before use
 );
 CREATE INDEX IF NOT EXISTS folders_parent ON folders(parent);
 CREATE TABLE IF NOT EXISTS files (
@@ -79,6 +80,9 @@ class Persisted:
     listed_wall: float
     inodes: dict[int | str, int]
     """folder_id (sub-folders) or url (files) → inode number."""
+    dirty: bool = False
+    """Changed by this mount after the row was written and not written again (a crash): the
+    listing may lag behind the journal, so it is re-listed before it is served."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +167,7 @@ class MetaStore:
         row = db.execute("SELECT v FROM info WHERE k='identity'").fetchone()
         if row is None or row[0] != self.identity:
             return "belongs to another account, API address or remote folder"
-        db.execute("SELECT folder_id, parent, ino, name, created, listed FROM folders LIMIT 1").fetchall()
+        db.execute("SELECT folder_id, parent, ino, name, created, listed, dirty FROM folders LIMIT 1").fetchall()
         db.execute("SELECT url, folder, ino, filename, size, date, checksum, ctype FROM files LIMIT 1").fetchall()
         return None
 
@@ -185,6 +189,7 @@ class MetaStore:
                 r[0]: (r[1], r[2], r[3], r[4], r[5])
                 for r in db.execute("SELECT folder_id, parent, ino, name, created, listed FROM folders")
             }
+            dirty = {r[0] for r in db.execute("SELECT folder_id FROM folders WHERE dirty=1")}
             if root not in folders or folders[root][4] is None:
                 return None
             subs: dict[int, list[int]] = {}
@@ -216,7 +221,7 @@ class MetaStore:
                 rfiles.append(RemoteFile(FileUrl(url), filename, size, _dt(date), checksum, ctype,
                                          folder_id=FolderId(fid)))
             listing = FolderListing(FolderId(fid), name, _dt(created), tuple(sub_folders), tuple(rfiles))
-            out.append(Persisted(fid, listing, listed, inodes))
+            out.append(Persisted(fid, listing, listed, inodes, fid in dirty))
         return Snapshot(root, out, max_ino)
 
     def root_inode_of(self, folder_id: int) -> int | None:
@@ -234,6 +239,16 @@ class MetaStore:
             self._db.execute(
                 "INSERT INTO folders (folder_id, parent, ino, name, created, listed) VALUES (?, NULL, ?, '', 0, NULL) "
                 "ON CONFLICT(folder_id) DO UPDATE SET parent=NULL, ino=excluded.ino", (folder_id, ino))
+
+    def mark_dirty(self, folder_id: int) -> None:
+        """Folder ``folder_id`` changed in memory (written now, synchronously: one small row; WAL
+        without fsync, so it survives a kill -9): until its view is written again, a crash
+        makes the next mount re-list it before serving it."""
+        with self._lock:
+            try:
+                self._db.execute("UPDATE folders SET dirty=1 WHERE folder_id=?", (folder_id,))
+            except sqlite3.Error as exc:
+                log.warning("metadata cache %s: %s", self.path, exc)
 
     def put_listing(self, folder_id: int, listing: FolderListing, inodes: dict[int | str, int],
                     wall: float | None = None) -> None:
@@ -278,7 +293,7 @@ class MetaStore:
     @staticmethod
     def _write_listing(db: sqlite3.Connection, fid: int, listing: FolderListing, wall: float,
                        inodes: dict[int | str, int]) -> None:
-        db.execute("UPDATE folders SET listed=? WHERE folder_id=?", (wall, fid))
+        db.execute("UPDATE folders SET listed=?, dirty=0 WHERE folder_id=?", (wall, fid))
         keep = [int(s.id) for s in listing.sub_folders]
         old = {r[0] for r in db.execute("SELECT folder_id FROM folders WHERE parent=?", (fid,))}
         gone = old - set(keep)

@@ -217,6 +217,9 @@ async def serve_persisted(meta: MetaCache, scheduler: Scheduler, snapshot: Snaps
     from fichierfs.errors import AuthError, FichierError
 
     loaded = meta.load(snapshot)
+    if meta.get(ROOT_INODE).listed_at is None:
+        log.info("the previous mount stopped before saving its root listing: listing it again")
+        return False
     url = next((p.listing.files[0].url for p in snapshot.folders if p.listing.files), None)
     if url is None:
         return False

@@ -151,7 +151,9 @@ def test_kill9_keeps_pending_changes_and_damaged_db_is_rebuilt(emu) -> None:
     with run_mount(e, mnt, "--cache-dir", str(cache), "--write-back-delay", "600") as m:
         assert (m.path / "d01" / "pending.txt").read_text() == "not uploaded yet\n"
         assert len(os.listdir(m.path / "d01")) == FILES + 1
-        assert e.listings() == before  # served from the persisted listings, pending change merged
+        # the others are served from the persisted listings; d01, changed just before the crash,
+        # is re-listed once before it is served (its saved view may lag behind the journal)
+        assert e.listings() <= before + 1
     db = metadata_db(cache)
     raw = bytearray(db.read_bytes())
     raw[0:16] = b"definitely junk!"
@@ -160,6 +162,33 @@ def test_kill9_keeps_pending_changes_and_damaged_db_is_rebuilt(emu) -> None:
         assert sorted(os.listdir(m.path / "d01")) == sorted([f"f{f}.txt" for f in range(FILES)] + ["pending.txt"])
         assert "rebuilt" in m.log.read_text()
     assert (Path(str(db) + ".bad")).exists()
+
+
+def test_6000_file_folder_shows_6000_files_with_right_sizes(tmp_path: Path) -> None:
+    seed = tmp_path / "seed" / "photos"
+    seed.mkdir(parents=True)
+    n = 6000
+    for i in range(n):
+        (seed / f"p{i:05}.jpg").write_bytes(b"j" * (i % 97 + 1))
+    with run_emulator(tmp_path / "state", tmp_path / "seed") as e:
+        with run_mount(e, tmp_path / "mnt", "--cache-dir", str(tmp_path / "cache"), "--read-only") as m:
+            photos = m.path / "photos"
+            t0 = time.monotonic()
+            # a name beyond the first 5,000 results: the lookup waits for the windows, never ENOENT
+            assert os.stat(photos / f"p{n - 1:05}.jpg").st_size == (n - 1) % 97 + 1
+            first_stat = time.monotonic() - t0
+            sizes = {p.name: p.stat().st_size for p in photos.iterdir()}
+            took = time.monotonic() - t0
+            assert len(sizes) == n
+            assert all(sizes[f"p{i:05}.jpg"] == i % 97 + 1 for i in range(n))
+            calls = e.stats()["calls"]
+            print(f"\n6,000-file folder: {took:.1f} s, folder/ls {calls.get('folder/ls')}, "
+                  f"file/ls {calls.get('file/ls', 0)} (stat of the last file: {first_stat:.1f} s)")
+            assert calls.get("file/ls", 0) <= 3
+        before = e.listings()
+        with run_mount(e, tmp_path / "mnt", "--cache-dir", str(tmp_path / "cache"), "--read-only") as m:
+            assert len(os.listdir(m.path / "photos")) == n  # persisted: complete at once
+            assert e.listings() == before
 
 
 NAMES = {

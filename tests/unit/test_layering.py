@@ -15,7 +15,7 @@ RANK = {
     "errors": 0, "models": 0, "names": 0, "config": 0, "log": 0, "storm": 0,
     "api": 1, "keys": 2,
     "scheduler": 3, "metastore": 3,
-    "meta": 4, "chunks": 4, "reader": 5, "journal": 4, "writer": 5, "store": 4,
+    "meta": 4, "bigfolder": 3, "chunks": 4, "reader": 5, "journal": 4, "writer": 5, "store": 4,
     "vfs": 6, "control": 6,
     "ops": 7,
     "mount": 8,
