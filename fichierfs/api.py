@@ -2,8 +2,10 @@
 
 This layer is deliberately dumb (design.md Part B §7, §9): one method = one HTTP request,
 no retries, no caching, no pacing. The scheduler (``fichierfs.scheduler``) is its only caller
-and owns every budget. Method names are the endpoint path with ``/`` replaced by ``_``
-(``folder/ls`` → :meth:`FichierClient.folder_ls`), plus the three non-API legs
+and owns every budget: ``await scheduler.call(client.folder_ls, folder_id, lane=…)``. Each
+method carries its endpoint name (``@endpoint("folder/ls")``), from which the scheduler takes
+the budgets and the coalescing rule. Method names are the endpoint path with ``/`` replaced by
+``_`` (``folder/ls`` → :meth:`FichierClient.folder_ls`), plus the three non-API legs
 :meth:`upload_post` (``upload.cgi``), :meth:`upload_end` (``end.pl``) and
 :meth:`download_range` (a GET of a download link).
 
@@ -28,9 +30,9 @@ import html
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -59,12 +61,42 @@ from fichierfs.models import (
     UploadServer,
 )
 
-__all__ = ["API_BASE", "Secret", "UploadSource", "FichierClient"]
+__all__ = ["API_BASE", "ENDPOINTS", "Secret", "UploadSource", "FichierClient", "endpoint", "endpoint_of"]
 
 log = logging.getLogger(__name__)
 
 API_BASE = "https://api.1fichier.com/v1"
 """The real API base URL (§1)."""
+
+_ENDPOINT_ATTR = "__fichier_endpoint__"
+
+ENDPOINTS: dict[str, str] = {}
+"""Client method name → endpoint name, filled by :func:`endpoint` (``"folder_ls"`` → ``"folder/ls"``)."""
+
+_Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
+_Model = TypeVar("_Model")
+
+
+def endpoint(name: str) -> Callable[[_Method], _Method]:
+    """Mark a client method as the call of endpoint ``name`` (unchanged otherwise).
+
+    ``name`` is the API path without ``.cgi`` (``"folder/ls"``, §2) or one of the three legs
+    that do not touch the API: ``"upload.cgi"``, ``"end.pl"``, ``"download"``. The scheduler
+    reads it (:func:`endpoint_of`) to find the budgets and the coalescing rule of a call.
+    """
+
+    def mark(fn: _Method) -> _Method:
+        setattr(fn, _ENDPOINT_ATTR, name)
+        ENDPOINTS[fn.__name__] = name
+        return fn
+
+    return mark
+
+
+def endpoint_of(fn: object) -> str | None:
+    """The endpoint a client method calls (also through a bound method), None if unmarked."""
+    name = getattr(fn, _ENDPOINT_ATTR, None)
+    return name if isinstance(name, str) else None
 
 
 class Secret:
@@ -202,12 +234,14 @@ class FichierClient:
             raise BadReply(f"{endpoint}: reply lacks {key!r}") from None
 
     # ------------------------------------------------------------------ account
+    @endpoint("user/info")
     async def user_info(self) -> AccountInfo:
         """``user/info`` (§2.1): account and quota. Limited to 1 per 5 min per user (§4)."""
         data = await self._call("user/info")
         return self._model("user/info", AccountInfo.from_json, data)
 
     # ------------------------------------------------------------------ folders
+    @endpoint("folder/ls")
     async def folder_ls(self, folder_id: int = 0, *, files: bool = True) -> FolderListing:
         """``folder/ls`` (§2.2): sub-folders, and with ``files`` every file, of one folder in one call.
 
@@ -219,15 +253,18 @@ class FichierClient:
         data = await self._call("folder/ls", body)
         return self._model("folder/ls", lambda d: FolderListing.from_json(d, int(folder_id)), data)
 
+    @endpoint("folder/mkdir")
     async def folder_mkdir(self, parent_id: int, name: str) -> FolderId:
         """``folder/mkdir`` (§2.11): create ``name`` (≤ 250 chars) in ``parent_id``; returns the new id."""
         data = await self._call("folder/mkdir", {"name": name, "folder_id": int(parent_id)})
         return FolderId(self._model("folder/mkdir", lambda d: int(d["folder_id"]), data))
 
+    @endpoint("folder/rm")
     async def folder_rm(self, folder_id: int) -> None:
         """``folder/rm`` (§2.12): remove a folder (refused unless empty, [UNVERIFIED] per §2.12)."""
         await self._call("folder/rm", {"folder_id": int(folder_id)})
 
+    @endpoint("folder/mv")
     async def folder_mv(
         self, folder_id: int, *, destination_folder_id: int | None = None, rename: str | None = None
     ) -> None:
@@ -249,6 +286,7 @@ class FichierClient:
         await self._call("folder/mv", body)
 
     # ------------------------------------------------------------------ files
+    @endpoint("file/ls")
     async def file_ls(
         self, folder_id: int = 0, *, sent_before: str | None = None, sent_after: str | None = None
     ) -> tuple[RemoteFile, ...]:
@@ -267,6 +305,7 @@ class FichierClient:
             "file/ls", lambda d: tuple(RemoteFile.from_json(x, fid) for x in (d.get("items") or ())), data
         )
 
+    @endpoint("file/info")
     async def file_info(self, url: str) -> RemoteFile:
         """``file/info`` (§2.4): one file's metadata, including ``description`` and ``folder_id``.
 
@@ -275,11 +314,13 @@ class FichierClient:
         data = await self._call("file/info", {"url": url})
         return self._model("file/info", RemoteFile.from_json, data)
 
+    @endpoint("file/rm")
     async def file_rm(self, urls: Sequence[str]) -> int:
         """``file/rm`` [LIST] (§2.5): delete files in one call; returns ``removed``."""
         data = await self._call("file/rm", {"files": [{"url": u} for u in urls]})
         return int(data.get("removed") or 0)
 
+    @endpoint("file/mv")
     async def file_mv(
         self, urls: Sequence[str], destination_folder_id: int, *, rename: str | None = None
     ) -> tuple[FileUrl, ...]:
@@ -299,6 +340,7 @@ class FichierClient:
         data = await self._call("file/mv", body)
         return tuple(FileUrl(str(u)) for u in (data.get("urls") or ()))
 
+    @endpoint("file/rename")
     async def file_rename(self, pairs: Sequence[tuple[str, str]]) -> tuple[RenameResult, ...]:
         """``file/rename`` [LIST] (§2.7): rename files in place; ``pairs`` = (url, new name).
 
@@ -315,6 +357,7 @@ class FichierClient:
 
         return self._model("file/rename", parse, data)
 
+    @endpoint("file/cp")
     async def file_cp(
         self, urls: Sequence[str], folder_id: int, *, rename: str | None = None
     ) -> tuple[CopyResult, ...]:
@@ -333,6 +376,7 @@ class FichierClient:
             data,
         )
 
+    @endpoint("file/chattr")
     async def file_chattr(self, urls: Sequence[str], **attrs: Any) -> int:
         """``file/chattr`` [LIST] (§2.9): set ``description``, ``pass``, ``inline``, ``cdn``, ``acl``…
 
@@ -345,6 +389,7 @@ class FichierClient:
         return int(data.get("updated") or 0)
 
     # ------------------------------------------------------------------ download
+    @endpoint("download/get_token")
     async def download_get_token(self, url: str, *, single: bool = False) -> DownloadLink:
         """``download/get_token`` (§2.15): a direct link valid 5 minutes (§5).
 
@@ -356,6 +401,7 @@ class FichierClient:
         link = self._field("download/get_token", data, "url")
         return DownloadLink(url=str(link), file_url=FileUrl(url), single=single)
 
+    @endpoint("download")
     async def download_range(self, link: DownloadLink, start: int, end: int) -> bytes | bytearray:
         """GET bytes ``[start, end)`` of a file through its direct link (§5: Range → 206).
 
@@ -406,6 +452,7 @@ class FichierClient:
             raise ServerError(f"{what}: connection failed ({type(exc).__name__})") from None
 
     # ------------------------------------------------------------------ upload
+    @endpoint("upload/get_upload_server")
     async def upload_get_upload_server(self) -> UploadServer:
         """``upload/get_upload_server`` (§6.1): a fresh node host and 10-char id; never cache it.
 
@@ -428,6 +475,7 @@ class FichierClient:
     def _node_url(self, server: UploadServer, path: str) -> str:
         return f"{self._scheme}://{server.host}/{path}"
 
+    @endpoint("upload.cgi")
     async def upload_post(self, server: UploadServer, files: Sequence[UploadSource], folder_id: int) -> str:
         """POST ``https://<node>/upload.cgi?id=<id>`` (§6.2): multipart ``file[]`` parts plus ``did``.
 
@@ -447,7 +495,7 @@ class FichierClient:
                 raise ValueError(f"{f.name!r}: 1fichier refuses empty files (§6 limits)")
         handles: list[IO[bytes]] = []
         try:
-            parts = []
+            parts: list[tuple[str, tuple[str, IO[bytes], str]]] = []
             for f in files:
                 fh = open(f.path, "rb")  # noqa: SIM115 - closed in finally
                 handles.append(fh)
@@ -462,10 +510,10 @@ class FichierClient:
                 headers=self._auth(),
             )
         finally:
-            for fh in handles:
-                fh.close()
+            for handle in handles:
+                handle.close()
         if resp.status_code in (301, 302, 303, 307):
-            loc = resp.headers.get("location", "")
+            loc = str(resp.headers.get("location", ""))
             if "end.pl" not in loc:
                 raise UploadFailed(f"upload.cgi: redirect to an unexpected place ({urlsplit(loc).path})")
             return urljoin(self._node_url(server, ""), loc)
@@ -475,6 +523,7 @@ class FichierClient:
             return self._node_url(server, f"end.pl?xid={server.id}")
         raise UploadFailed(f"upload.cgi: HTTP {resp.status_code}: {_html_text(resp.text)}")
 
+    @endpoint("end.pl")
     async def upload_end(self, server: UploadServer) -> tuple[UploadedFile, ...]:
         """GET ``https://<node>/end.pl?xid=<id>`` with header ``JSON: 1`` (§6.4).
 
@@ -506,7 +555,7 @@ class FichierClient:
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
-    def _model(endpoint: str, build: Any, data: Any) -> Any:
+    def _model(endpoint: str, build: Callable[[dict[str, Any]], _Model], data: dict[str, Any]) -> _Model:
         try:
             return build(data)
         except FichierError:

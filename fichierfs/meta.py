@@ -185,7 +185,7 @@ class MetaCache:
     """The inode table plus folder listings (see module docstring).
 
     Args:
-        scheduler: the API scheduler; only ``call("folder/ls", folder_id, files=True, lane=…)`` is used.
+        scheduler: the API scheduler; only ``call(client.folder_ls, folder_id, files=True, lane=…)`` is used.
         root_folder_id: the remote folder shown as the mount root (0 = the account root, §7).
         dir_ttl: seconds a listing is fresh.
         clock: monotonic seconds (``trio.current_time`` in tests under MockClock).
@@ -410,7 +410,9 @@ class MetaCache:
             node.listed_at = self.clock()
             return
         try:
-            listing: FolderListing = await self.scheduler.call("folder/ls", int(node.folder_id), files=True, lane=lane)
+            listing: FolderListing = await self.scheduler.call(
+                self.scheduler.client.folder_ls, int(node.folder_id), files=True, lane=lane
+            )
         except NotFound:
             self._mark_gone_tree(node)
             raise NoEntry(f"folder {node.folder_id} is gone") from None

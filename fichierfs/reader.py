@@ -109,14 +109,14 @@ import logging
 import math
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
 from fichierfs.chunks import ChunkCache, FetchRange, Window
 from fichierfs.errors import FichierError, FloodLocked, LinkExpired, NotFound, ServerError
 from fichierfs.models import DownloadLink
-from fichierfs.scheduler import Lane
+from fichierfs.scheduler import ApiCaller, Lane
 
 __all__ = ["ReadManager", "Reader", "SchedulerLike", "INITIAL_WINDOW", "SEQ_FORWARD", "SEQ_BACKWARD"]
 
@@ -141,10 +141,8 @@ FLOOD_PAUSE = 30.0
 """Seconds without read-ahead after a download answered FloodLocked (1fichier-api.md §4, §8.10)."""
 
 
-class SchedulerLike(Protocol):
-    """What the reader needs of :class:`fichierfs.scheduler.Scheduler`."""
-
-    async def call(self, endpoint: str, *args: Any, lane: Lane = ..., **kwargs: Any) -> Any: ...
+SchedulerLike = ApiCaller
+"""What the reader needs of :class:`fichierfs.scheduler.Scheduler` (kept name; see ApiCaller)."""
 
 
 class _FileState:
@@ -164,9 +162,9 @@ class ReadManager:
     """Every open file's reads: link reuse, sequential read-ahead, one global chunk cache.
 
     Args:
-        scheduler: the only caller of the API client (``scheduler.call(endpoint, *args,
-            lane=…)``); used for ``"download/get_token"`` (metered, §2.15) and
-            ``"download"`` (unmetered ranged GET, §5).
+        scheduler: the only caller of the API client (``scheduler.call(client.method, *args,
+            lane=…)``); used for ``download_get_token`` (metered, §2.15) and
+            ``download_range`` (unmetered ranged GET, §5).
         cache: the mount's :class:`ChunkCache`.
         chunk_size: bytes per chunk; must equal ``cache.chunk_size`` (default: the cache's).
         readahead_max: largest read-ahead window of one handle, bytes (rounded down to whole
@@ -312,7 +310,7 @@ class ReadManager:
             if link is not None and self._fresh(link):
                 return link
             self._token_calls += 1
-            got = await self._scheduler.call("download/get_token", st.file_url, lane=Lane.INTERACTIVE)
+            got = await self._scheduler.call(self._scheduler.client.download_get_token, st.file_url, lane=Lane.INTERACTIVE)
             link = dataclasses.replace(got, issued_at=self._clock())
             st.link = link
             return link
@@ -330,7 +328,7 @@ class ReadManager:
         for attempt in (1, 2):
             link = await self._link(st)
             try:
-                data: bytes = await self._scheduler.call("download", link, start, end, lane=lane)
+                data = await self._scheduler.call(self._scheduler.client.download_range, link, start, end, lane=lane)
             except LinkExpired:
                 self._link_expired += 1
                 if st.link is link:
@@ -355,10 +353,7 @@ class ReadManager:
             return True
         if self._fresh(st.link):
             return False
-        next_allowed = getattr(self._scheduler, "next_allowed", None)
-        if next_allowed is None:
-            return False
-        return bool(next_allowed("download/get_token") > PRESSURE_WAIT)
+        return self._scheduler.next_allowed(self._scheduler.client.download_get_token) > PRESSURE_WAIT
 
     def _spawn(self, reader: Reader, w: Window) -> None:
         if not w.runs:

@@ -8,7 +8,11 @@ client method runs.
 Design
 ======
 
-Callers do not call the client. They put a *job* in one queue and wait for its outcome. A
+Callers do not call the client. They hand a bound client method and its arguments to
+:meth:`Scheduler.call` (``await scheduler.call(client.folder_ls, folder_id, lane=Lane.PREFETCH)``,
+trio's ``fn, *args`` style), which returns what the method returns, typed. The endpoint of
+the method (``@endpoint("folder/ls")`` in :mod:`fichierfs.api`) picks the budgets and the
+coalescing rule. The call becomes a *job* in one queue; the caller waits for its outcome. A
 single dispatcher task (:meth:`Scheduler.run`) looks at the queue whenever something changes
 and starts at most one metered job at a time, in a task of its own nursery::
 
@@ -89,27 +93,31 @@ import logging
 import math
 import random
 from collections import Counter, deque
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, TypeVar, TypeVarTuple, cast
 
 import trio
 
+from .api import FichierClient, endpoint_of
 from .errors import ApiError, AuthError, FichierError, FloodLocked, ServerError
 from .log import api_error_line
 
-__all__ = ["LISTINGS", "METERED_READ_ONLY", "UNMETERED", "Budgets", "Lane", "Scheduler"]
+__all__ = ["LISTINGS", "METERED_READ_ONLY", "UNMETERED", "ApiCaller", "Budgets", "Lane", "Scheduler"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
 # Endpoint names are the API paths without ".cgi" (1fichier-api.md §2), plus three node legs.
-UNMETERED: dict[str, str] = {
-    "upload.cgi": "upload_post",  # POST https://NODE/upload.cgi (§6)
-    "end.pl": "upload_end",  # GET https://NODE/end.pl (§6)
-    "download": "download_range",  # GET of a download token URL (§5)
-}
-"""Legs that do not touch api.1fichier.com: endpoint → client method name."""
+UNMETERED = frozenset({
+    "upload.cgi",  # POST https://NODE/upload.cgi (§6): FichierClient.upload_post
+    "end.pl",  # GET https://NODE/end.pl (§6): FichierClient.upload_end
+    "download",  # GET of a download token URL (§5): FichierClient.download_range
+})
+"""Legs that do not touch api.1fichier.com."""
 
 METERED_READ_ONLY = frozenset({"user/info", "folder/ls", "file/ls", "file/info", "download/get_token"})
 """Read-only API endpoints; identical concurrent calls of these share one API call."""
@@ -200,6 +208,36 @@ class Budgets:
         return dataclasses.replace(self, **changes)
 
 
+class ApiCaller(Protocol):
+    """The seam between the API and the parts above it (meta, reader, writer, vfs).
+
+    :class:`Scheduler` is the product's one implementation; unit tests give fakes. A part
+    calls the API only as ``await caller.call(caller.client.<method>, *args, lane=…)``.
+    """
+
+    @property
+    def client(self) -> FichierClient:
+        """The API client whose bound methods are handed to :meth:`call`."""
+        ...
+
+    async def call(
+        self,
+        fn: Callable[[*Ts], Awaitable[T]],
+        /,
+        *args: *Ts,
+        lane: Lane = ...,
+        coalesce: bool | None = ...,
+        retries: int | None = ...,
+        **kwargs: Any,
+    ) -> T:
+        """Run ``fn(*args, **kwargs)`` under the budgets; see :meth:`Scheduler.call`."""
+        ...
+
+    def next_allowed(self, endpoint: str | Callable[..., Awaitable[object]], folder_id: object = None) -> float:
+        """Seconds until a call of ``endpoint`` may start; see :meth:`Scheduler.next_allowed`."""
+        ...
+
+
 class _State(enum.Enum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -218,7 +256,7 @@ class _Job:
     """One metered client call, shared by all its (coalesced) waiters."""
 
     endpoint: str
-    method: Callable[..., Any]
+    method: Callable[..., Awaitable[Any]]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     key: Hashable | None  # coalescing key, None = never shared
@@ -253,8 +291,14 @@ def _normalize(endpoint: str) -> str:
     return endpoint[: -len(".cgi")] if endpoint.endswith(".cgi") else endpoint
 
 
-def _method_name(endpoint: str) -> str:
-    return UNMETERED.get(endpoint) or endpoint.replace("/", "_")
+def _endpoint(fn: object) -> str:
+    """The endpoint of a client method (``@endpoint`` in api.py), or a clear TypeError."""
+    name = endpoint_of(fn)
+    if name is None:
+        if isinstance(fn, str):
+            raise TypeError(f"Scheduler.call takes a client method (client.folder_ls), not the string {fn!r}")
+        raise TypeError(f"{fn!r} is not a FichierClient endpoint method (no @endpoint mark)")
+    return name
 
 
 def _folder_key(folder_id: Any) -> Hashable:
@@ -273,10 +317,8 @@ class Scheduler:
     and stop it with :meth:`stop`.
 
     Args:
-        client: the API client: one async method per endpoint, named after the endpoint
-            with "/" → "_" (``folder_ls``), plus ``upload_post``, ``upload_end`` and
-            ``download_range``. Typed ``Any`` on purpose: the scheduler only looks methods
-            up by name.
+        client: the API client, kept as :attr:`client` so that the parts above reach its
+            methods through the scheduler: ``scheduler.call(scheduler.client.folder_ls, 5)``.
         budgets: the pacing rules (seconds).
         clock: returns the current time in seconds; must advance like trio's clock, since
             the dispatcher sleeps with trio (the default is ``trio.current_time``).
@@ -286,13 +328,13 @@ class Scheduler:
 
     def __init__(
         self,
-        client: Any,
+        client: FichierClient,
         budgets: Budgets = Budgets(),
         clock: Callable[[], float] = trio.current_time,
         *,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self._client = client
+        self.client = client
         self.budgets = budgets
         self._clock = clock
         self._jitter = jitter
@@ -358,18 +400,23 @@ class Scheduler:
 
     async def call(
         self,
-        endpoint: str,
-        *args: Any,
+        fn: Callable[[*Ts], Awaitable[T]],
+        /,
+        *args: *Ts,
         lane: Lane = Lane.INTERACTIVE,
         coalesce: bool | None = None,
         retries: int | None = None,
         **kwargs: Any,
-    ) -> Any:
-        """Run ``client.<endpoint>(*args, **kwargs)`` when the budgets and lane priority allow.
+    ) -> T:
+        """Run ``fn(*args, **kwargs)`` when the budgets and lane priority allow; return its result.
 
         Args:
-            endpoint: an API path such as ``"folder/ls"`` (a ``.cgi`` suffix is accepted), or
-                one of the unmetered legs ``"upload.cgi"``, ``"end.pl"``, ``"download"``.
+            fn: a client method marked with ``@endpoint`` (``scheduler.client.folder_ls``); its
+                endpoint (an API path such as ``"folder/ls"``, or one of the unmetered legs
+                ``"upload.cgi"``, ``"end.pl"``, ``"download"``) picks the budgets and the
+                coalescing rule. The positional arguments and the result are typed through
+                ``fn``; keyword arguments (``files=True``, ``rename=…``) are passed through
+                unchecked by the type checker (a ParamSpec cannot carry ``lane`` besides them).
             lane: priority (see :class:`Lane`). Only INTERACTIVE calls give up after
                 ``budgets.stall_limit`` seconds of waiting for the breaker or the budgets.
             coalesce: share one call with identical in-flight calls. None = the endpoint's
@@ -379,7 +426,7 @@ class Scheduler:
                 ``budgets.retries`` (0 for ``upload.cgi`` and ``download``).
 
         Returns:
-            whatever the client method returns.
+            what ``fn`` returns.
 
         Raises:
             FloodLocked: an INTERACTIVE call could not start within ``stall_limit``; it has
@@ -389,14 +436,13 @@ class Scheduler:
             FichierError: the client's error once retries are exhausted or not allowed.
             RuntimeError: a metered call while the dispatcher is not running.
         """
-        name = _normalize(endpoint)
+        name = _endpoint(fn)
         lane = Lane(lane)
-        method = getattr(self._client, _method_name(name))
         if name in UNMETERED:
             if coalesce:
                 raise ValueError(f"{name} never coalesces")
             n = retries if retries is not None else (0 if name in _NO_RETRY_BY_DEFAULT else self.budgets.retries)
-            return await self._call_unmetered(name, method, args, kwargs, n)
+            return await self._call_unmetered(name, fn, args, kwargs, n)
 
         if self._auth_error is not None:
             raise self._auth_error.with_traceback(None)
@@ -413,7 +459,7 @@ class Scheduler:
             folder = None
             if name in LISTINGS:
                 folder = _folder_key(kwargs["folder_id"] if "folder_id" in kwargs else (args[0] if args else None))
-            job = _Job(name, method, args, kwargs, key, folder, self._seq, waiter.retries)
+            job = _Job(name, fn, args, kwargs, key, folder, self._seq, waiter.retries)
             self._queue.append(job)
             if key is not None:
                 self._coalesce[key] = job
@@ -423,18 +469,19 @@ class Scheduler:
         job.waiters.append(waiter)
         self._wake()
         try:
-            return await self._wait(job, waiter)
+            return cast(T, await self._wait(job, waiter))
         except BaseException:
             self._withdraw(job, waiter)
             raise
 
-    def next_allowed(self, endpoint: str, folder_id: Any = None) -> float:
+    def next_allowed(self, endpoint: str | Callable[..., Awaitable[object]], folder_id: object = None) -> float:
         """Seconds until a call of ``endpoint`` may start (0 = now), ignoring the queue.
 
-        For a listing, ``folder_id`` adds the per-folder rule (-1 with ``file/ls`` = all
+        ``endpoint`` is a client method (``client.folder_ls``) or an endpoint name
+        (``"folder/ls"``, a ``.cgi`` suffix is accepted). For a listing, ``folder_id`` adds the per-folder rule (-1 with ``file/ls`` = all
         files); None leaves it out. Unmetered legs: always 0. After an AuthError: ``inf``.
         """
-        name = _normalize(endpoint)
+        name = _normalize(endpoint) if isinstance(endpoint, str) else _endpoint(endpoint)
         if name in UNMETERED:
             return 0.0
         if self._auth_error is not None:
@@ -817,8 +864,8 @@ class Scheduler:
     # ------------------------------------------------------------------ unmetered legs
 
     async def _call_unmetered(
-        self, name: str, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], retries: int
-    ) -> Any:
+        self, name: str, method: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any], retries: int
+    ) -> T:
         attempt = 0
         while True:
             attempt += 1

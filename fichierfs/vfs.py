@@ -725,7 +725,7 @@ class Filesystem:
         if self._statfs is not None and now - self._statfs[0] < self.statfs_ttl:
             return self._statfs[1]
         try:
-            info = await self.scheduler.call("user/info", lane=Lane.INTERACTIVE)
+            info = await self.scheduler.call(self.scheduler.client.user_info, lane=Lane.INTERACTIVE)
             total, free = max(info.total, 1), info.free
             value = StatFs(BLOCK, total // BLOCK, free // BLOCK, 1 << 20, 1 << 20, 255)
         except FichierError as exc:

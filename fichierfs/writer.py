@@ -61,7 +61,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
 import trio
 
@@ -72,6 +72,9 @@ from fichierfs.models import FileUrl, FolderId, RemoteFile, UploadServer
 from fichierfs.names import encode
 from fichierfs.scheduler import Lane
 from fichierfs.store import FileRow, Store
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 __all__ = ["WriteBack", "Staged", "MAX_FILE_SIZE"]
 
@@ -611,7 +614,7 @@ class WriteBack:
         if size > MAX_FILE_SIZE:
             self.store.update_file(rid, error="larger than 300 GB (§6)")
             raise RequestRejected("file larger than 300 GB (§6 limits)")
-        server: UploadServer = await self.scheduler.call("upload/get_upload_server", lane=Lane.WRITEBACK)
+        server = await self.scheduler.call(self.scheduler.client.upload_get_upload_server, lane=Lane.WRITEBACK)
         self.store.update_file(
             rid, state="posting", host=server.host, xid=server.id, sent_gen=row.gen,
             sent_folder=row.folder_id, sent_name=row.name, size=size,
@@ -624,7 +627,7 @@ class WriteBack:
         _crash_point("before_post")
         try:
             await self.scheduler.call(
-                "upload.cgi", server, [UploadSource(encode(row.name), path, size)], row.folder_id,
+                self.scheduler.client.upload_post, server, [UploadSource(encode(row.name), path, size)], row.folder_id,
                 lane=Lane.WRITEBACK,
             )
             self._uploading[rid]["bytes_done"] = size
@@ -646,7 +649,9 @@ class WriteBack:
         sent_name = encode(row.sent_name or row.name)
         folder = int(row.sent_folder if row.sent_folder is not None else row.folder_id)
         try:
-            links = await self.scheduler.call("end.pl", server, lane=Lane.WRITEBACK, retries=4 if posted_ok else 1)
+            links = await self.scheduler.call(
+                self.scheduler.client.upload_end, server, lane=Lane.WRITEBACK, retries=4 if posted_ok else 1
+            )
             pick = next((x for x in links if x.filename == sent_name), links[0])
             return RemoteFile(pick.url, pick.filename, pick.size, datetime.now(timezone.utc), pick.whirlpool,
                               folder_id=FolderId(folder))
@@ -657,7 +662,7 @@ class WriteBack:
             return None
         size = path.stat().st_size
         wp = await trio.to_thread.run_sync(whirlpool_of, path)
-        listing = await self.scheduler.call("folder/ls", folder, files=True, lane=Lane.WRITEBACK)
+        listing = await self.scheduler.call(self.scheduler.client.folder_ls, folder, files=True, lane=Lane.WRITEBACK)
         for rf in listing.files:
             if rf.filename == sent_name and rf.size == size and rf.checksum.lower() == wp and rf.url not in row.replaces:
                 known = self.meta.node_for_url(rf.url)
@@ -806,7 +811,7 @@ class WriteBack:
                 _crash_point("before_delete_old")
                 urls = list(dict.fromkeys(u for o in batch for u in o.data["urls"]))
                 try:
-                    await self._call("file/rm", urls)
+                    await self._call(self.scheduler.client.file_rm, urls)
                 except NotFound:
                     pass  # already gone (deleted elsewhere, or before a crash)
                 for u in urls:
@@ -816,7 +821,7 @@ class WriteBack:
             elif kind == "rmdir":
                 fid = int(batch[0].data["folder_id"])
                 try:
-                    await self._call("folder/rm", fid)
+                    await self._call(self.scheduler.client.folder_rm, fid)
                 except NotFound:
                     pass
                 self.meta.hide_folder(fid, self.clock() + self.settle)
@@ -825,14 +830,14 @@ class WriteBack:
                 fid = int(d["folder_id"])
                 if d["name"] != d["old_name"]:
                     try:
-                        await self._call("folder/mv", fid, rename=encode(d["name"]))
+                        await self._call(self.scheduler.client.folder_mv, fid, rename=encode(d["name"]))
                     except RequestRejected:
                         if d["parent"] == d["from_parent"]:
                             raise
                     d["old_name"] = d["name"]
                     self.store.update_op(batch[0].seq, data=d)
                 if d["parent"] != d["from_parent"]:
-                    await self._call("folder/mv", fid, destination_folder_id=int(d["parent"]))
+                    await self._call(self.scheduler.client.folder_mv, fid, destination_folder_id=int(d["parent"]))
                 node = self.meta.node_for_folder(fid)
                 if node is not None:
                     self.meta.pin(node, self.clock() + self.settle)
@@ -854,19 +859,19 @@ class WriteBack:
         if first["folder_id"] == first["from_folder"]:
             pairs = [(o.data["url"], encode(o.data["name"])) for o in batch]
             try:
-                await self._call("file/rename", pairs)
+                await self._call(self.scheduler.client.file_rename, pairs)
             except RequestRejected:
                 # #312: nothing renamed, e.g. already done before a crash (§2.7); check one by one
                 if not await self._already_there(batch):
                     raise
         elif len(batch) == 1 and first["name"] != first["old_name"]:
             try:
-                await self._call("file/mv", [first["url"]], int(first["folder_id"]), rename=encode(first["name"]))
+                await self._call(self.scheduler.client.file_mv, [first["url"]], int(first["folder_id"]), rename=encode(first["name"]))
             except RequestRejected:
                 if not await self._already_there(batch):
                     raise
         else:
-            await self._call("file/mv", [o.data["url"] for o in batch], int(first["folder_id"]))
+            await self._call(self.scheduler.client.file_mv, [o.data["url"] for o in batch], int(first["folder_id"]))
         for o in batch:
             node = self.meta.node_for_url(FileUrl(o.data["url"]))
             if node is not None:
@@ -875,16 +880,17 @@ class WriteBack:
     async def _already_there(self, batch: list[Any]) -> bool:
         for o in batch:
             try:
-                rf = await self.scheduler.call("file/info", o.data["url"], lane=Lane.WRITEBACK)
+                rf = await self.scheduler.call(self.scheduler.client.file_info, o.data["url"], lane=Lane.WRITEBACK)
             except NotFound:
                 continue
             if rf.filename != encode(o.data["name"]) or (rf.folder_id is not None and int(rf.folder_id) != int(o.data["folder_id"])):
                 return False
         return True
 
-    async def _call(self, endpoint: str, *args: Any, **kw: Any) -> Any:
+    async def _call(self, fn: Callable[[*Ts], Awaitable[T]], /, *args: *Ts, **kw: Any) -> T:
+        """One metered mutation of the ops queue, in the WRITEBACK lane (counted in ``op_calls``)."""
         self.op_calls += 1
-        return await self.scheduler.call(endpoint, *args, lane=Lane.WRITEBACK, **kw)
+        return await self.scheduler.call(fn, *args, lane=Lane.WRITEBACK, **kw)
 
     async def _mkdir(self, did: int) -> None:
         d = self.store.dir(did)
@@ -893,10 +899,10 @@ class WriteBack:
         self._mkdir_inflight.add(did)
         try:
             try:
-                new_id = int(await self._call("folder/mkdir", d.parent, encode(d.name)))
+                new_id = int(await self._call(self.scheduler.client.folder_mkdir, d.parent, encode(d.name)))
             except RequestRejected:
                 # "already exists": created before a crash (or by someone else): adopt it (§2.11)
-                listing = await self.scheduler.call("folder/ls", d.parent, files=True, lane=Lane.WRITEBACK)
+                listing = await self.scheduler.call(self.scheduler.client.folder_ls, d.parent, files=True, lane=Lane.WRITEBACK)
                 # never adopt a folder that a journaled rmdir is about to remove (mkdir d; rmdir d;
                 # mkdir d while the first mkdir was in flight — found by tests/model): retry after it
                 doomed = {int(o.data["folder_id"]) for o in self.store.ops() if o.kind == "rmdir"}

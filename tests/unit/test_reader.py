@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 
+from fichierfs.api import FichierClient, endpoint_of
 from fichierfs.chunks import ChunkCache
 from fichierfs.errors import FloodLocked, LinkExpired, NotFound, ServerError
 from fichierfs.models import DownloadLink, FileUrl
@@ -26,7 +27,7 @@ def blob(size: int, seed: int = 1) -> bytes:
 
 
 class FakeScheduler:
-    """Serves ``files`` like 1fichier would, through ``call(endpoint, *args, lane=…)``.
+    """Serves ``files`` like 1fichier would, through ``call(client.method, *args, lane=…)``.
 
     * ``download/get_token`` → a DownloadLink; 1fichier's 300 s validity is modelled (§5):
       an older link, or one :meth:`expire_links` killed, answers ``LinkExpired``.
@@ -48,6 +49,10 @@ class FakeScheduler:
         self.check: Any = None
         self._issued: dict[str, float] = {}
         self._n = 0
+        self.client = FichierClient(None, "unused")  # type: ignore[arg-type]  # its methods are never run
+
+    def next_allowed(self, endpoint: Any, folder_id: Any = None) -> float:
+        return 0.0
 
     def token_calls(self) -> int:
         return sum(1 for e, _, _ in self.calls if e == "download/get_token")
@@ -61,8 +66,10 @@ class FakeScheduler:
     def expire_links(self) -> None:
         self._issued.clear()
 
-    async def call(self, endpoint: str, *args: Any, lane: Lane = Lane.INTERACTIVE, **kw: Any) -> Any:
+    async def call(self, fn: Any, *args: Any, lane: Lane = Lane.INTERACTIVE, **kw: Any) -> Any:
         assert isinstance(lane, Lane)
+        endpoint = endpoint_of(fn)
+        assert endpoint is not None, fn
         self.calls.append((endpoint, args, lane))
         if self.check is not None:
             self.check()

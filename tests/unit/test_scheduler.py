@@ -20,6 +20,7 @@ import trio.testing
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from fichierfs.api import ENDPOINTS, endpoint
 from fichierfs.errors import AuthError, FloodLocked, NotFound, RequestRejected, ServerError
 from fichierfs.scheduler import Budgets, Lane, Scheduler
 
@@ -67,7 +68,7 @@ class FakeClient:
         return [c.start for c in self.calls if method is None or c.method == method]
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
+        if name.startswith("_") or name == "client":
             raise AttributeError(name)
 
         async def method(*args: Any, **kwargs: Any) -> Any:
@@ -91,7 +92,8 @@ class FakeClient:
                 self.active -= 1
                 call.end = trio.current_time()
 
-        return method
+        method.__name__ = name
+        return endpoint(ENDPOINTS[name])(method)  # marked like FichierClient's methods
 
 
 @pytest.fixture
@@ -176,7 +178,7 @@ async def test_metered_starts_are_min_interval_apart_one_at_a_time(
     client.duration = 0.2
     async with trio.open_nursery() as n:
         for i in range(6):
-            n.start_soon(sched.call, "file/info", f"https://1fichier.com/?{i}")
+            n.start_soon(sched.call, sched.client.file_info, f"https://1fichier.com/?{i}")
     starts = client.started()
     assert len(starts) == 6
     assert all(g >= B.min_interval - EPS for g in gaps(starts))
@@ -190,8 +192,8 @@ async def test_slow_call_holds_the_next_until_it_ends(
 ) -> None:
     client.duration = 2.0
     async with trio.open_nursery() as n:
-        n.start_soon(sched.call, "file/rm", ["u1"])
-        n.start_soon(sched.call, "file/rm", ["u2"])
+        n.start_soon(sched.call, sched.client.file_rm, ["u1"])
+        n.start_soon(sched.call, sched.client.file_rm, ["u2"])
     a, b = client.calls
     assert b.start >= a.end - EPS
 
@@ -200,12 +202,12 @@ async def test_same_folder_waits_while_other_folder_goes_between(
     sched: Scheduler, client: FakeClient, autojump_clock: trio.testing.MockClock
 ) -> None:
     t0 = trio.current_time()
-    await sched.call("folder/ls", 1)
+    await sched.call(sched.client.folder_ls, 1)
     async with trio.open_nursery() as n:
         r = Results(n)
-        await r.spawn("again", sched.call, "folder/ls", 1, lane=Lane.PREFETCH)
-        await r.spawn("other", sched.call, "folder/ls", folder_id=2)
-        await r.spawn("third", sched.call, "file/ls", 3)
+        await r.spawn("again", sched.call, sched.client.folder_ls, 1, lane=Lane.PREFETCH)
+        await r.spawn("other", sched.call, sched.client.folder_ls, folder_id=2)
+        await r.spawn("third", sched.call, sched.client.file_ls, 3)
     starts = {(c.method, c.args or (c.kwargs["folder_id"],)): c.start - t0 for c in client.calls}
     assert starts[("folder_ls", (2,))] == pytest.approx(B.listing_interval)
     assert starts[("file_ls", (3,))] == pytest.approx(2 * B.listing_interval)
@@ -215,19 +217,19 @@ async def test_same_folder_waits_while_other_folder_goes_between(
 async def test_folder_ls_and_file_ls_share_the_per_folder_clock(
     autojump_clock: trio.testing.MockClock, sched: Scheduler, client: FakeClient
 ) -> None:
-    await sched.call("folder/ls", 7)
-    await sched.call("file/ls", 7, lane=Lane.BACKGROUND)
+    await sched.call(sched.client.folder_ls, 7)
+    await sched.call(sched.client.file_ls, 7, lane=Lane.BACKGROUND)
     assert gaps(client.started()) == pytest.approx([B.same_folder_interval])
 
 
 async def test_all_files_listing_once_an_hour(
     autojump_clock: trio.testing.MockClock, sched: Scheduler, client: FakeClient
 ) -> None:
-    await sched.call("file/ls", -1, lane=Lane.BACKGROUND)
+    await sched.call(sched.client.file_ls, -1, lane=Lane.BACKGROUND)
     async with trio.open_nursery() as n:
-        n.start_soon(lambda: sched.call("file/ls", -1, lane=Lane.BACKGROUND))
+        n.start_soon(lambda: sched.call(sched.client.file_ls, -1, lane=Lane.BACKGROUND))
         await trio.testing.wait_all_tasks_blocked()
-        n.start_soon(sched.call, "file/ls", 5)
+        n.start_soon(sched.call, sched.client.file_ls, 5)
     t = {c.args[0]: c.start for c in client.calls[1:]}
     t0 = client.calls[0].start
     assert t[5] - t0 == pytest.approx(B.listing_interval)
@@ -235,15 +237,15 @@ async def test_all_files_listing_once_an_hour(
 
 
 async def test_user_info_spacing(autojump_clock: trio.testing.MockClock, sched: Scheduler, client: FakeClient) -> None:
-    await sched.call("user/info", lane=Lane.BACKGROUND)
-    await sched.call("user/info", lane=Lane.BACKGROUND)
+    await sched.call(sched.client.user_info, lane=Lane.BACKGROUND)
+    await sched.call(sched.client.user_info, lane=Lane.BACKGROUND)
     assert gaps(client.started()) == pytest.approx([B.user_info_interval])
     assert sched.next_allowed("user/info") == pytest.approx(B.user_info_interval)
 
 
 async def test_next_allowed(autojump_clock: trio.testing.MockClock, sched: Scheduler) -> None:
     assert sched.next_allowed("folder/ls", 3) == 0
-    await sched.call("folder/ls", 3)
+    await sched.call(sched.client.folder_ls, 3)
     assert sched.next_allowed("file/info") == pytest.approx(B.min_interval)
     assert sched.next_allowed("folder/ls") == pytest.approx(B.listing_interval)
     assert sched.next_allowed("folder/ls", 3) == pytest.approx(B.same_folder_interval)
@@ -261,12 +263,12 @@ async def test_interactive_overtakes_queued_background_fifo_within_lane(
     gate = client.hold("file_rm")
     async with trio.open_nursery() as n:
         r = Results(n)
-        await r.spawn("busy", sched.call, "file/rm", ["busy"], lane=Lane.WRITEBACK)
-        await r.spawn("bg1", sched.call, "file/info", "bg1", lane=Lane.BACKGROUND)
-        await r.spawn("bg2", sched.call, "file/info", "bg2", lane=Lane.BACKGROUND)
-        await r.spawn("wb", sched.call, "file/info", "wb", lane=Lane.WRITEBACK)
-        await r.spawn("pf", sched.call, "file/info", "pf", lane=Lane.PREFETCH)
-        await r.spawn("ia", sched.call, "file/info", "ia", lane=Lane.INTERACTIVE)
+        await r.spawn("busy", sched.call, sched.client.file_rm, ["busy"], lane=Lane.WRITEBACK)
+        await r.spawn("bg1", sched.call, sched.client.file_info, "bg1", lane=Lane.BACKGROUND)
+        await r.spawn("bg2", sched.call, sched.client.file_info, "bg2", lane=Lane.BACKGROUND)
+        await r.spawn("wb", sched.call, sched.client.file_info, "wb", lane=Lane.WRITEBACK)
+        await r.spawn("pf", sched.call, sched.client.file_info, "pf", lane=Lane.PREFETCH)
+        await r.spawn("ia", sched.call, sched.client.file_info, "ia", lane=Lane.INTERACTIVE)
         assert sched.statistics()["queued"] == {"interactive": 1, "prefetch": 1, "writeback": 1, "background": 2}
         gate.set()
     assert [c.args[0] for c in client.calls[1:]] == ["ia", "pf", "wb", "bg1", "bg2"]
@@ -275,12 +277,12 @@ async def test_interactive_overtakes_queued_background_fifo_within_lane(
 async def test_listing_blocked_by_its_budget_does_not_block_a_token_call(
     autojump_clock: trio.testing.MockClock, sched: Scheduler, client: FakeClient
 ) -> None:
-    await sched.call("folder/ls", 9)
+    await sched.call(sched.client.folder_ls, 9)
     async with trio.open_nursery() as n:
         r = Results(n)
-        await r.spawn("relist", sched.call, "folder/ls", 9, lane=Lane.INTERACTIVE, coalesce=False)
-        await r.spawn("relist_pf", sched.call, "folder/ls", 9, lane=Lane.PREFETCH, coalesce=False)
-        await r.spawn("token", sched.call, "download/get_token", "https://1fichier.com/?a", lane=Lane.BACKGROUND)
+        await r.spawn("relist", sched.call, sched.client.folder_ls, 9, lane=Lane.INTERACTIVE, coalesce=False)
+        await r.spawn("relist_pf", sched.call, sched.client.folder_ls, 9, lane=Lane.PREFETCH, coalesce=False)
+        await r.spawn("token", sched.call, sched.client.download_get_token, "https://1fichier.com/?a", lane=Lane.BACKGROUND)
     # 31 s > stall_limit: the INTERACTIVE re-list fails at once with EAGAIN ...
     assert isinstance(r.out["relist"], FloodLocked)
     assert r.out["relist"].errno == FloodLocked.errno
@@ -303,7 +305,7 @@ async def test_concurrent_identical_listings_share_one_call(
     async with trio.open_nursery() as n:
         r = Results(n)
         for i in range(10):
-            await r.spawn(f"w{i}", sched.call, "folder/ls", 5, lane=Lane(i % 4))
+            await r.spawn(f"w{i}", sched.call, sched.client.folder_ls, 5, lane=Lane(i % 4))
     assert len(client.calls) == 1
     assert all(v is listing for v in r.out.values())
     assert sched.statistics()["coalesced"] == 9
@@ -318,7 +320,7 @@ async def test_coalesced_error_is_shared(
     async with trio.open_nursery() as n:
         r = Results(n)
         for i in range(4):
-            await r.spawn(f"w{i}", sched.call, "file/info", "https://1fichier.com/?x")
+            await r.spawn(f"w{i}", sched.call, sched.client.file_info, "https://1fichier.com/?x")
     assert len(client.calls) == 1
     assert all(v is err for v in r.out.values())
 
@@ -328,17 +330,17 @@ async def test_different_args_and_mutations_do_not_coalesce(
 ) -> None:
     async with trio.open_nursery() as n:
         for _ in range(3):
-            n.start_soon(sched.call, "file/rm", ("u",))
-        n.start_soon(lambda: sched.call("folder/ls", 1, files=True))
-        n.start_soon(lambda: sched.call("folder/ls", 1, files=False, lane=Lane.BACKGROUND))
+            n.start_soon(sched.call, sched.client.file_rm, ("u",))
+        n.start_soon(lambda: sched.call(sched.client.folder_ls, 1, files=True))
+        n.start_soon(lambda: sched.call(sched.client.folder_ls, 1, files=False, lane=Lane.BACKGROUND))
         for _ in range(2):
-            n.start_soon(lambda: sched.call("download/get_token", "u", single=True))
+            n.start_soon(lambda: sched.call(sched.client.download_get_token, "u", single=True))
     counts: dict[str, int] = defaultdict(int)
     for c in client.calls:
         counts[c.method] += 1
     assert counts == {"file_rm": 3, "folder_ls": 2, "download_get_token": 2}
     with pytest.raises(ValueError):
-        await sched.call("file/rm", ["u"], coalesce=True)
+        await sched.call(sched.client.file_rm, ["u"], coalesce=True)
 
 
 async def test_coalesce_false_forces_separate_calls(
@@ -346,7 +348,7 @@ async def test_coalesce_false_forces_separate_calls(
 ) -> None:
     async with trio.open_nursery() as n:
         for _ in range(3):
-            n.start_soon(lambda: sched.call("file/info", "u", coalesce=False))
+            n.start_soon(lambda: sched.call(sched.client.file_info, "u", coalesce=False))
     assert len(client.calls) == 3
 
 
@@ -356,10 +358,10 @@ async def test_joining_waiter_promotes_the_job_lane(
     gate = client.hold("file_rm")
     async with trio.open_nursery() as n:
         r = Results(n)
-        await r.spawn("busy", sched.call, "file/rm", ["busy"])
-        await r.spawn("bg_other", sched.call, "file/info", "other", lane=Lane.BACKGROUND)
-        await r.spawn("bg_x", sched.call, "file/info", "x", lane=Lane.BACKGROUND)
-        await r.spawn("ia_x", sched.call, "file/info", "x", lane=Lane.INTERACTIVE)
+        await r.spawn("busy", sched.call, sched.client.file_rm, ["busy"])
+        await r.spawn("bg_other", sched.call, sched.client.file_info, "other", lane=Lane.BACKGROUND)
+        await r.spawn("bg_x", sched.call, sched.client.file_info, "x", lane=Lane.BACKGROUND)
+        await r.spawn("ia_x", sched.call, sched.client.file_info, "x", lane=Lane.INTERACTIVE)
         gate.set()
     assert [c.args[0] for c in client.calls[1:]] == ["x", "other"]
     assert r.out["bg_x"] is r.out["ia_x"]
@@ -375,10 +377,10 @@ async def test_breaker_opens_no_call_while_open_then_retries_in_place(
     t0 = trio.current_time()
     async with trio.open_nursery() as n:
         r = Results(n)
-        await r.spawn("a", sched.call, "file/info", "a", lane=Lane.WRITEBACK)
+        await r.spawn("a", sched.call, sched.client.file_info, "a", lane=Lane.WRITEBACK)
         assert sched.statistics()["breaker"] == "open"
-        await r.spawn("b", sched.call, "file/info", "b", lane=Lane.WRITEBACK)
-        await r.spawn("c", sched.call, "file/mv", ["c"], 3, lane=Lane.BACKGROUND)
+        await r.spawn("b", sched.call, sched.client.file_info, "b", lane=Lane.WRITEBACK)
+        await r.spawn("c", sched.call, sched.client.file_mv, ["c"], 3, lane=Lane.BACKGROUND)
     assert r.out["a"] == ("ok", "file_info", ("a",))
     starts = [(c.args[0], c.start - t0) for c in client.calls]
     assert starts[0] == ("a", 0)
@@ -399,9 +401,9 @@ async def test_breaker_doubles_half_open_single_probe_and_resets(
     t0 = trio.current_time()
     async with trio.open_nursery() as n:
         r = Results(n)
-        await r.spawn("a", sched.call, "file/info", "a", lane=Lane.WRITEBACK)
+        await r.spawn("a", sched.call, sched.client.file_info, "a", lane=Lane.WRITEBACK)
         for name in "bcd":
-            await r.spawn(name, sched.call, "file/info", name, lane=Lane.BACKGROUND)
+            await r.spawn(name, sched.call, sched.client.file_info, name, lane=Lane.BACKGROUND)
     t = [c.start - t0 for c in client.calls]
     # a floods at 0 (ends at 5): open 60 s; probe at 65 floods (ends 70): open 120 s;
     # probe at 190 floods (ends 195): open 240 s; probe at 435 succeeds and closes.
@@ -414,14 +416,14 @@ async def test_breaker_doubles_half_open_single_probe_and_resets(
     # doubling was reset by the success: a new flood opens for breaker_base again
     client.behave("file_info", flood())
     t1 = trio.current_time()
-    await sched.call("file/info", "e", lane=Lane.WRITEBACK)
+    await sched.call(sched.client.file_info, "e", lane=Lane.WRITEBACK)
     assert client.calls[-1].start - t1 == pytest.approx(client.duration + B.breaker_base, abs=B.min_interval + EPS)
 
 
 async def test_breaker_cap(autojump_clock: trio.testing.MockClock, start: Any, client: FakeClient) -> None:
     sched = await start(Budgets(breaker_base=60, breaker_max=100))
     client.behave("folder_mkdir", flood(), flood(), flood())
-    await sched.call("folder/mkdir", 0, "x", lane=Lane.WRITEBACK)
+    await sched.call(sched.client.folder_mkdir, 0, "x", lane=Lane.WRITEBACK)
     assert gaps(client.started()) == pytest.approx([60, 100, 100])
 
 
@@ -431,14 +433,14 @@ async def test_interactive_flood_beyond_stall_limit_raises_with_retry_after(
     client.behave("folder_ls", flood())
     t0 = trio.current_time()
     with pytest.raises(FloodLocked) as info:
-        await sched.call("folder/ls", 1)
+        await sched.call(sched.client.folder_ls, 1)
     assert trio.current_time() == pytest.approx(t0)  # no point waiting 30 s for a 60 s lock
     assert info.value.retry_after == pytest.approx(B.breaker_base)
     assert info.value.code == 412
     assert isinstance(info.value.__cause__, FloodLocked)
     # while the breaker is open, a new interactive call fails at once, without an API call
     with pytest.raises(FloodLocked) as info2:
-        await sched.call("file/info", "u")
+        await sched.call(sched.client.file_info, "u")
     assert info2.value.retry_after == pytest.approx(B.breaker_base)
     assert len(client.calls) == 1
     stats = sched.statistics()
@@ -452,7 +454,7 @@ async def test_interactive_waits_out_a_short_breaker(
     sched = await start(Budgets(breaker_base=20))
     client.behave("file_info", flood())
     t0 = trio.current_time()
-    assert await sched.call("file/info", "u") == ("ok", "file_info", ("u",))
+    assert await sched.call(sched.client.file_info, "u") == ("ok", "file_info", ("u",))
     assert trio.current_time() - t0 == pytest.approx(20)
 
 
@@ -464,7 +466,7 @@ async def test_interactive_stall_limit_at_deadline_behind_a_queue(
     async with trio.open_nursery() as n:
         r = Results(n)
         for i in range(6):
-            await r.spawn(i, sched.call, "file/info", f"u{i}")
+            await r.spawn(i, sched.call, sched.client.file_info, f"u{i}")
     ok = [i for i, v in r.out.items() if not isinstance(v, Exception)]
     failed = {i: v for i, v in r.out.items() if isinstance(v, FloodLocked)}
     assert sorted(ok) == [0, 1, 2]
@@ -477,10 +479,10 @@ async def test_interactive_stall_limit_at_deadline_behind_a_queue(
 async def test_non_interactive_lanes_never_stall(
     autojump_clock: trio.testing.MockClock, sched: Scheduler, client: FakeClient
 ) -> None:
-    await sched.call("user/info", lane=Lane.BACKGROUND)
-    await sched.call("user/info", lane=Lane.PREFETCH)
+    await sched.call(sched.client.user_info, lane=Lane.BACKGROUND)
+    await sched.call(sched.client.user_info, lane=Lane.PREFETCH)
     with pytest.raises(FloodLocked) as info:
-        await sched.call("user/info")
+        await sched.call(sched.client.user_info)
     assert info.value.retry_after == pytest.approx(B.user_info_interval)
 
 
@@ -489,9 +491,9 @@ async def test_unmetered_flood_opens_breaker_but_legs_keep_running(
 ) -> None:
     client.behave("upload_end", flood())
     with pytest.raises(FloodLocked):
-        await sched.call("end.pl", "up2.1fichier.com", "id", retries=0)
+        await sched.call(sched.client.upload_end, "up2.1fichier.com", "id", retries=0)
     assert sched.statistics()["breaker"] == "open"
-    assert await sched.call("download", "https://a-6.1fichier.com/p1", 0, 10) == (
+    assert await sched.call(sched.client.download_range, "https://a-6.1fichier.com/p1", 0, 10) == (
         "ok",
         "download_range",
         ("https://a-6.1fichier.com/p1", 0, 10),
@@ -506,7 +508,7 @@ async def test_transient_error_retried_with_backoff(
 ) -> None:
     client.behave("file_info", ServerError("HTTP 502"), ServerError("reset"), ServerError("timeout"))
     t0 = trio.current_time()
-    assert await sched.call("file/info", "u") == ("ok", "file_info", ("u",))
+    assert await sched.call(sched.client.file_info, "u") == ("ok", "file_info", ("u",))
     assert [t - t0 for t in client.started()] == pytest.approx([0, 1, 3, 7])  # back-off 1, 2, 4 s
     assert sched.statistics()["retries"] == 3
 
@@ -516,7 +518,7 @@ async def test_backoff_capped_and_jittered(
 ) -> None:
     sched = await start(Budgets(retry_base=10, retry_max=15), jitter=lambda: 0.0)
     client.behave("file_info", ServerError("a"), ServerError("b"), ServerError("c"))
-    await sched.call("file/info", "u", lane=Lane.BACKGROUND)
+    await sched.call(sched.client.file_info, "u", lane=Lane.BACKGROUND)
     assert gaps(client.started()) == pytest.approx([5, 7.5, 7.5])  # min(10 * 2**n, 15) * 0.5
 
 
@@ -526,7 +528,7 @@ async def test_retries_exhausted_raises_last_error(
     errs = [ServerError(str(i)) for i in range(10)]
     client.behave("file_info", *errs)
     with pytest.raises(ServerError) as info:
-        await sched.call("file/info", "u", retries=2)
+        await sched.call(sched.client.file_info, "u", retries=2)
     assert info.value is errs[2]
     assert len(client.calls) == 3
     assert sched.statistics()["errors"]["file/info"] == 3
@@ -537,9 +539,9 @@ async def test_backoff_does_not_hold_the_dispatcher(
 ) -> None:
     client.behave("file_info", ServerError("x"))
     async with trio.open_nursery() as n:
-        n.start_soon(lambda: sched.call("file/info", "u", retries=1, lane=Lane.INTERACTIVE))
+        n.start_soon(lambda: sched.call(sched.client.file_info, "u", retries=1, lane=Lane.INTERACTIVE))
         await trio.testing.wait_all_tasks_blocked()
-        n.start_soon(lambda: sched.call("file/rm", ["v"], lane=Lane.BACKGROUND))
+        n.start_soon(lambda: sched.call(sched.client.file_rm, ["v"], lane=Lane.BACKGROUND))
     t0 = client.calls[0].start
     assert [(c.method, c.start - t0) for c in client.calls] == [
         ("file_info", 0),
@@ -553,7 +555,7 @@ async def test_backoff_time_does_not_count_against_stall_limit(
 ) -> None:
     sched = await start(Budgets(stall_limit=2, retry_base=3))
     client.behave("file_info", ServerError("x"), ServerError("y"))
-    assert await sched.call("file/info", "u") == ("ok", "file_info", ("u",))
+    assert await sched.call(sched.client.file_info, "u") == ("ok", "file_info", ("u",))
     assert gaps(client.started()) == pytest.approx([3, 6])
 
 
@@ -570,10 +572,10 @@ async def test_non_retryable_propagates_after_one_call(
 ) -> None:
     client.behave("file_rename", err)
     with pytest.raises(type(err)) as info:
-        await sched.call("file/rename", [("u", "n")])
+        await sched.call(sched.client.file_rename, [("u", "n")])
     assert info.value is err
     assert len(client.calls) == 1
-    await sched.call("file/rename", [("u", "n")])  # the scheduler still works
+    await sched.call(sched.client.file_rename, [("u", "n")])  # the scheduler still works
 
 
 async def test_auth_error_fails_fast_forever(
@@ -584,19 +586,19 @@ async def test_auth_error_fails_fast_forever(
     client.behave("folder_ls", err)
     async with trio.open_nursery() as n:
         r = Results(n)
-        await r.spawn("a", sched.call, "folder/ls", 0)
-        await r.spawn("b", sched.call, "file/info", "u", lane=Lane.BACKGROUND)
-        await r.spawn("c", sched.call, "user/info", lane=Lane.WRITEBACK)
+        await r.spawn("a", sched.call, sched.client.folder_ls, 0)
+        await r.spawn("b", sched.call, sched.client.file_info, "u", lane=Lane.BACKGROUND)
+        await r.spawn("c", sched.call, sched.client.user_info, lane=Lane.WRITEBACK)
     assert all(v is err for v in r.out.values())
     with pytest.raises(AuthError):
-        await sched.call("file/rm", ["u"])
+        await sched.call(sched.client.file_rm, ["u"])
     assert len(client.calls) == 1
     stats = sched.statistics()
     assert stats["auth_failed"] is True
     assert sum(stats["queued"].values()) == 0
     assert sched.next_allowed("file/info") == math.inf
     # unmetered legs are not the API: an existing download link may still work
-    await sched.call("download", "https://a-6.1fichier.com/p1")
+    await sched.call(sched.client.download_range, "https://a-6.1fichier.com/p1")
 
 
 # ---------------------------------------------------------------------------- unmetered legs
@@ -610,8 +612,8 @@ async def test_unmetered_legs_run_concurrently_and_are_capped(
     t0 = trio.current_time()
     async with trio.open_nursery() as n:
         for i in range(6):
-            n.start_soon(sched.call, "download", f"https://a-1.1fichier.com/p{i}")
-        n.start_soon(sched.call, "upload.cgi", "up2.1fichier.com", "id", b"data")
+            n.start_soon(sched.call, sched.client.download_range, f"https://a-1.1fichier.com/p{i}")
+        n.start_soon(sched.call, sched.client.upload_post, "up2.1fichier.com", "id", b"data")
     starts = sorted(t - t0 for t in client.started())
     assert starts == pytest.approx([0, 0, 0, 10, 10, 10, 20])
     assert client.max_active == 3
@@ -623,13 +625,13 @@ async def test_unmetered_bypass_open_breaker_and_pacing(
 ) -> None:
     client.behave("file_cp", flood())
     async with trio.open_nursery() as n:
-        n.start_soon(lambda: sched.call("file/cp", ["u"], 4, lane=Lane.WRITEBACK))
+        n.start_soon(lambda: sched.call(sched.client.file_cp, ["u"], 4, lane=Lane.WRITEBACK))
         await trio.testing.wait_all_tasks_blocked()
         assert sched.statistics()["breaker"] == "open"
         t = trio.current_time()
         for i in range(3):
-            await sched.call("download", f"p{i}")
-            await sched.call("end.pl", "up2", f"id{i}")
+            await sched.call(sched.client.download_range, f"p{i}")
+            await sched.call(sched.client.upload_end, "up2", f"id{i}")
         assert [c.start for c in client.calls[1:]] == pytest.approx([t] * 6)
     assert client.calls[-1].method == "file_cp"
 
@@ -640,11 +642,11 @@ async def test_unmetered_retry_policy(
     from fichierfs.errors import BadReply, UploadFailed
 
     client.behave("upload_end", BadReply("<html>"), UploadFailed("no links"))
-    assert await sched.call("end.pl", "up2", "id") == ("ok", "upload_end", ("up2", "id"))
+    assert await sched.call(sched.client.upload_end, "up2", "id") == ("ok", "upload_end", ("up2", "id"))
     assert gaps(client.started("upload_end")) == pytest.approx([1, 2])
     client.behave("upload_post", ServerError("reset"))
     with pytest.raises(ServerError):  # never re-POST an upload by default (§8 item 7)
-        await sched.call("upload.cgi", "up2", "id", b"x")
+        await sched.call(sched.client.upload_post, "up2", "id", b"x")
     assert len(client.started("upload_post")) == 1
 
 
@@ -656,13 +658,13 @@ async def test_cancelled_while_queued_leaves_no_trace(
 ) -> None:
     gate = client.hold("file_rm")
     async with trio.open_nursery() as n:
-        n.start_soon(sched.call, "file/rm", ["busy"])
+        n.start_soon(sched.call, sched.client.file_rm, ["busy"])
         await trio.testing.wait_all_tasks_blocked()
         with trio.move_on_after(1):
-            await sched.call("file/info", "never", lane=Lane.PREFETCH)
+            await sched.call(sched.client.file_info, "never", lane=Lane.PREFETCH)
         assert sched.statistics()["queued"]["prefetch"] == 0
         gate.set()
-    await sched.call("file/info", "later")
+    await sched.call(sched.client.file_info, "later")
     assert [c.args[0] for c in client.calls] == [["busy"], "later"]
 
 
@@ -672,17 +674,17 @@ async def test_coalesced_call_survives_one_waiter_cancelled(
     gate = client.hold("folder_ls")
     async with trio.open_nursery() as n:
         r = Results(n)
-        await r.spawn("first", sched.call, "folder/ls", 5, lane=Lane.PREFETCH)
+        await r.spawn("first", sched.call, sched.client.folder_ls, 5, lane=Lane.PREFETCH)
         assert len(client.calls) == 1  # running, held by the gate
         scopes: list[trio.CancelScope] = []
 
         async def leaver() -> None:
             with trio.CancelScope() as scope:
                 scopes.append(scope)
-                await sched.call("folder/ls", 5)
+                await sched.call(sched.client.folder_ls, 5)
 
         n.start_soon(leaver)
-        await r.spawn("keeper", sched.call, "folder/ls", 5, lane=Lane.BACKGROUND)
+        await r.spawn("keeper", sched.call, sched.client.folder_ls, 5, lane=Lane.BACKGROUND)
         assert sched.statistics()["coalesced"] == 2
         scopes[0].cancel()  # the joiner leaves; the call keeps running for the others
         await trio.testing.wait_all_tasks_blocked()
@@ -697,12 +699,12 @@ async def test_all_waiters_cancelled_while_queued_drops_the_job(
 ) -> None:
     gate = client.hold("file_rm")
     async with trio.open_nursery() as n:
-        n.start_soon(sched.call, "file/rm", ["busy"])
+        n.start_soon(sched.call, sched.client.file_rm, ["busy"])
         await trio.testing.wait_all_tasks_blocked()
         with trio.move_on_after(1):
             async with trio.open_nursery() as inner:
                 for _ in range(3):
-                    inner.start_soon(lambda: sched.call("folder/ls", 5, lane=Lane.BACKGROUND))
+                    inner.start_soon(lambda: sched.call(sched.client.folder_ls, 5, lane=Lane.BACKGROUND))
         assert sum(sched.statistics()["queued"].values()) == 0
         gate.set()
     await trio.sleep(100)
@@ -712,19 +714,19 @@ async def test_all_waiters_cancelled_while_queued_drops_the_job(
 async def test_not_running_and_stop(autojump_clock: trio.testing.MockClock, client: FakeClient) -> None:
     sched = Scheduler(client, B)
     with pytest.raises(RuntimeError):
-        await sched.call("file/info", "u")
-    assert await sched.call("download", "p") == ("ok", "download_range", ("p",))  # no dispatcher needed
+        await sched.call(sched.client.file_info, "u")
+    assert await sched.call(sched.client.download_range, "p") == ("ok", "download_range", ("p",))  # no dispatcher needed
     async with trio.open_nursery() as n:
         await n.start(sched.run)
         with pytest.raises(RuntimeError):
             await n.start(sched.run)
-        await sched.call("user/info")
+        await sched.call(sched.client.user_info)
         r = Results(n)
-        await r.spawn("late", sched.call, "user/info", lane=Lane.BACKGROUND)
+        await r.spawn("late", sched.call, sched.client.user_info, lane=Lane.BACKGROUND)
         sched.stop()
     assert isinstance(r.out["late"], trio.ClosedResourceError)
     with pytest.raises(RuntimeError):
-        await sched.call("file/info", "u")
+        await sched.call(sched.client.file_info, "u")
 
 
 # ---------------------------------------------------------------------------- statistics
@@ -752,9 +754,9 @@ async def test_statistics_contents(
         "auth_failed": False,
     }
     client.behave("file_info", ServerError("x"))
-    await sched.call("file/info", "u")
-    await sched.call("folder/ls.cgi", 0)
-    await sched.call("download", "p")
+    await sched.call(sched.client.file_info, "u")
+    await sched.call(sched.client.folder_ls, 0)
+    await sched.call(sched.client.download_range, "p")
     stats = sched.statistics()
     assert stats["calls"] == {"file/info": 2, "folder/ls": 1, "download": 1}
     assert stats["errors"] == {"file/info": 1}
@@ -820,7 +822,7 @@ def test_property_budgets_hold_for_random_call_sequences(
 
                     async def one(endpoint: str = endpoint, args: tuple[Any, ...] = args, lane: Lane = lane) -> None:
                         with contextlib.suppress(ServerError, NotFound, FloodLocked):
-                            await sched.call(endpoint, *args, lane=lane)
+                            await sched.call(getattr(client, endpoint.replace("/", "_")), *args, lane=lane)
 
                     callers.start_soon(one)
             assert sum(sched.statistics()["queued"].values()) == 0
@@ -853,7 +855,7 @@ async def test_history_survives_a_restart(autojump_clock) -> None:
     old = Scheduler(FakeClient(), Budgets())
     async with trio.open_nursery() as n:
         await n.start(old.run)
-        await old.call("folder/ls", 5)
+        await old.call(old.client.folder_ls, 5)
         hist = old.export_history()
         old.stop()
     new = Scheduler(FakeClient(), Budgets())
@@ -876,7 +878,7 @@ async def test_a_refused_connection_costs_no_budget(autojump_clock) -> None:
     s = Scheduler(client, Budgets())
     async with trio.open_nursery() as n:
         await n.start(s.run)
-        await s.call("folder/ls", 5)  # fails once, retried, then answered
+        await s.call(s.client.folder_ls, 5)  # fails once, retried, then answered
         assert len(client.calls) == 2
         gap = client.calls[1].start - client.calls[0].start
         assert gap < Budgets().same_folder_interval  # the retry did not wait the folder's 31 s
