@@ -444,7 +444,7 @@ class MetaCache:
 
         async def file_ls(folder_id: int, after: str | None, before: str | None) -> tuple[RemoteFile, ...]:
             got: tuple[RemoteFile, ...] = await self.scheduler.call(
-                "file/ls", folder_id, sent_after=after, sent_before=before, lane=window_lane)
+                self.scheduler.client.file_ls, folder_id, sent_after=after, sent_before=before, lane=window_lane)
             self.window_calls += 1
             return got
 

@@ -224,7 +224,7 @@ async def serve_persisted(meta: MetaCache, scheduler: Scheduler, snapshot: Snaps
     if url is None:
         return False
     try:
-        await scheduler.call("file/info", url, lane=Lane.INTERACTIVE)
+        await scheduler.call(scheduler.client.file_info, url, lane=Lane.INTERACTIVE)
     except AuthError:
         raise
     except FichierError as exc:
