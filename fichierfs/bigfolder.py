@@ -55,6 +55,10 @@ def _paris(rf: RemoteFile) -> str | None:
     return None if rf.date is None else rf.date.astimezone(PARIS).strftime(_FMT)
 
 
+def _dates(files: list[RemoteFile]) -> list[str]:
+    return [d for d in (_paris(f) for f in files) if d is not None]
+
+
 def _minus_one(text: str) -> str:
     return (datetime.strptime(text, _FMT) - timedelta(seconds=1)).strftime(_FMT)
 
@@ -90,11 +94,12 @@ async def complete_listing(folder_id: int, first: FolderListing, file_ls: FileLs
 
     while todo:
         a, b, seen = todo.pop()
-        above = sorted(d for d in (_paris(f) for f in seen) if _inside(d, a, b) and (a is None or d > a))
+        above = sorted(d for d in _dates(seen) if _inside(d, a, b) and (a is None or d > a))
         if not above:
             if a is not None and (b is None or _plus_one(a) < b):
                 split = _plus_one(a)  # everything seen was in the window's first second
-                for wa, wb in ((a, split), (split, b)):
+                firsts: list[tuple[str | None, str | None]] = [(a, split), (split, b)]
+                for wa, wb in firsts:
                     got = await ask(wa, wb)
                     if len(got) >= cap:
                         if wa == a:
@@ -122,7 +127,8 @@ async def complete_listing(folder_id: int, first: FolderListing, file_ls: FileLs
                 todo.append((top, b, got))
             continue
         split = above[min(len(above) - 1, max(1, (len(above) * 3) // 4))]
-        for wa, wb in ((a, split), (split, b)):
+        windows: list[tuple[str | None, str | None]] = [(a, split), (split, b)]
+        for wa, wb in windows:
             got = await ask(wa, wb)
             if len(got) >= cap:
                 todo.append((wa, wb, got))

@@ -601,13 +601,16 @@ class MetaCache:
         if had_listing:  # names that appeared: drop any negative entry the kernel cached
             for name in new.keys() - old.keys():
                 self.notifier.invalidate_entry(ino, name)
+        kept: set[int] | None = None
         for name, child_ino in old.items():
             if new.get(name) != child_ino:
                 self.notifier.invalidate_entry(ino, name)
-                if child_ino not in new.values():
-                    child = self._nodes.get(child_ino)
-                    if child is not None and child.parent == ino:
-                        self._mark_gone(child)
+                if kept is None:
+                    kept = set(new.values())  # once, not per changed name (big folders)
+                if child_ino not in kept:
+                    gone = self._nodes.get(child_ino)
+                    if gone is not None and gone.parent == ino:
+                        self._mark_gone(gone)
 
     def _pinned_here(self, child_ino: int, parent: int, now: float) -> bool:
         c = self._nodes.get(child_ino)
