@@ -815,6 +815,15 @@ class MetaCache:
     def pin(self, node: Node, until: float) -> None:
         node.pinned_until = until
 
+    def set_size(self, node: Node, size: int) -> None:
+        """A local write or truncate changed the file's size (the staging copy is the truth)."""
+        node.size = size
+
+    def set_local(self, node: Node, local_key: str, size: int) -> None:
+        """The file's content is now a local staging copy ``local_key`` of ``size`` bytes."""
+        node.local_key = local_key
+        node.size = size
+
     # ------------------------------------------------------------------ look-ups that may list
     async def lookup(self, parent: int, name: str, *, lane: Lane = Lane.INTERACTIVE) -> Node:
         """The child ``name`` of folder ``parent`` (listing the folder if it never was).

@@ -426,7 +426,7 @@ class Filesystem:
             raise FsError(exc.errno or errno.EIO, str(exc)) from None
         node = self.meta.node(h.ino)
         if node is not None:
-            node.size = st.size
+            self.meta.set_size(node, st.size)
             self._touch(node, durable=False)
         return n
 
@@ -686,7 +686,7 @@ class Filesystem:
                     writer.truncate(st, size)
                 except OSError as exc:
                     raise FsError(exc.errno or errno.EIO, str(exc)) from None
-                node.size = size
+                self.meta.set_size(node, size)
                 if mtime is None and mtime_ns is None:
                     self._touch(node)
                 if st.writers == 0:

@@ -15,6 +15,8 @@ Parts:
   calls made before it completes (goal: 0 and < 5 s).
 * ``big``: one folder of 12,000 files. Cold mount: seconds until ``ls`` shows all of them,
   folder/ls + file/ls calls; then after a remount.
+* ``core``: in-process, 1,000 folders × 100 files: bytes per known entry (tracemalloc),
+  seconds to persist everything and to load it back (the start-up of a remount).
 * ``scale``: 1,000 folders × 100 files (100,000 files). Cold ``ls -lR``; then a remount: mount
   start-up time from the persisted cache, ``ls -lR`` time, the mount's RSS (VmRSS/VmHWM)
   and RSS per known entry (against an empty mount's RSS).
@@ -151,12 +153,74 @@ def part_scale(work: Path, folders: int = 1000, files: int = 100) -> dict[str, A
     return r
 
 
-PARTS = {"tree": part_tree, "big": part_big, "scale": part_scale}
+def part_core(work: Path, folders: int = 1000, files: int = 100) -> dict[str, Any]:
+    """In-process: bytes per known entry (tracemalloc) and start-up from the persisted DB."""
+    import gc
+    import tracemalloc
+    from datetime import datetime, timezone
+
+    import trio
+
+    from fichierfs.meta import ROOT_INODE, MetaCache
+    from fichierfs.metastore import MetaStore
+    from fichierfs.models import FileUrl, FolderId, FolderListing, RemoteFile, RemoteFolder
+
+    def build() -> MetaCache:
+        meta = MetaCache(None, 0, clock=time.monotonic)
+        base = datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()
+        subs = tuple(RemoteFolder(FolderId(1000 + d), f"d{d:04}", None) for d in range(folders))
+        meta.merge(ROOT_INODE, FolderListing(FolderId(0), "", None, subs, ()))
+        for d in range(folders):
+            fl = tuple(RemoteFile(FileUrl(f"https://1fichier.com/?{d:04}x{f:05}abcdefgh"), f"IMG_{f:05}.jpg",
+                                  1000 + f, datetime.fromtimestamp(base + d * files + f, tz=timezone.utc),
+                                  "ab" * 64, "image/jpeg", folder_id=FolderId(1000 + d))
+                       for f in range(files))
+            ino = meta.node_for_folder(1000 + d)
+            assert ino is not None
+            meta.merge(ino.ino, FolderListing(FolderId(1000 + d), f"d{d:04}", None, (), fl))
+        return meta
+
+    r: dict[str, Any] = {"folders": folders, "files": folders * files}
+    gc.collect()
+    tracemalloc.start()
+    meta = build()
+    gc.collect()
+    used, _peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    r["entries"] = len(meta)
+    r["bytes_per_entry"] = round(used / len(meta))
+    store = MetaStore(work / "metadata.db", "bench")
+    store.set_root(0, ROOT_INODE)
+    meta.store = store
+    meta._dirty = {n.ino for n in meta._nodes.values() if n.is_dir}
+    t0 = time.monotonic()
+    meta.persist_dirty()
+    store.flush()
+    r["persist_all_s"] = round(time.monotonic() - t0, 2)
+    store.close()
+    r["db_bytes"] = (work / "metadata.db").stat().st_size
+
+    async def load() -> float:
+        t1 = time.monotonic()
+        st = MetaStore(work / "metadata.db", "bench")
+        snap = st.load()
+        assert snap is not None
+        m2 = MetaCache(None, 0)
+        m2.load(snap)
+        assert len(m2) == len(meta)
+        st.close()
+        return time.monotonic() - t1
+
+    r["startup_load_s"] = round(trio.run(load), 2)
+    return r
+
+
+PARTS = {"tree": part_tree, "big": part_big, "scale": part_scale, "core": part_core}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--parts", default="tree,big,scale")
+    p.add_argument("--parts", default="core,tree,big,scale")
     p.add_argument("--time-scale", type=float, default=0.01,
                    help="emulator limit windows × this (default 0.01; the mount gets 1.4 ×)")
     p.add_argument("--json", type=Path, default=None)
