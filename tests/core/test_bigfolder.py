@@ -126,3 +126,28 @@ async def test_relist_of_complete_big_folder_keeps_serving_old_listing(emu, sche
     await meta.refresh(big.ino)  # inline completion (no nursery)
     assert len(list(meta.children(big.ino))) == 2 * CAP + 1
     assert not any(n.gone for n in meta.children(big.ino))
+
+
+async def test_create_in_incomplete_folder_never_makes_a_silent_duplicate(emu, client, write_clock, tmp_path) -> None:
+    import os
+
+    from tests.core.write_rig import Rig
+
+    d = emu.make_folder(0, "big")
+    _fill(emu, d, 6 * CAP)
+    rig = Rig(client, tmp_path / "cache")
+    async with rig.mount(budgets=Budgets(stall_limit=5.0)) as fs:
+        fs.meta.listing_cap = CAP
+        big = await fs.lookup(ROOT_INODE, "big")
+        await fs.opendir(big.ino)  # first reply: 50 of 300 shown, the rest being completed
+        unseen = f"p{6 * CAP - 1:05}.jpg"
+        with pytest.raises(Incomplete):  # not ENOENT → no new file next to the existing one
+            await fs.create(big.ino, unseen, 0o644, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        await trio.sleep(400)  # completion: 6 more listings of the folder, 31 s apart (§4)
+        with pytest.raises(OSError) as e:
+            try:
+                await fs.create(big.ino, unseen, 0o644, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            except Exception as exc:  # FsError(EEXIST)
+                raise OSError(getattr(exc, "errno", 0), str(exc)) from None
+        assert e.value.errno == errno.EEXIST
+    assert sum(1 for f in emu.list_files(d) if f["filename"] == unseen) == 1
