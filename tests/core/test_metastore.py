@@ -163,3 +163,13 @@ async def test_forget_drops_persisted_listing(emu, sched, autojump_clock, tmp_pa
     store.close()
     snap = MetaStore(db, "id").load()
     assert snap is not None and [p.folder_id for p in snap.folders] == [0]
+
+
+async def test_prefetch_tree_lists_every_folder_in_background_lane(emu, sched, autojump_clock) -> None:
+    _tree(emu)
+    meta = MetaCache(sched, 0)
+    await meta.prefetch_tree()
+    assert _listings(emu) == 7  # root + 3 folders + 3 sub-folders, once each
+    assert all(meta.is_fresh(n) for n in meta._nodes.values() if n.is_dir)
+    await meta.prefetch_tree()  # everything fresh: nothing to do
+    assert _listings(emu) == 7
