@@ -138,7 +138,9 @@ async def run_mount(
                 clean_bytes=options.clean_cache,
             )
             writeback.replay()  # before the first listing, so that it is merged over the journal
-            if snapshot is not None and await serve_persisted(meta, scheduler, snapshot):
+            served = snapshot is not None and await serve_persisted(meta, scheduler, snapshot)
+            snapshot = None  # the nodes hold what they need; let the loaded listings go (RSS)
+            if served:
                 pass  # live at once from the persisted listings; stale folders re-list when used
             else:
                 wait = scheduler.next_allowed("folder/ls", int(meta.get(ROOT_INODE).folder_id or 0))

@@ -273,8 +273,10 @@ class Operations(pyfuse3.Operations):
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
         if not name.startswith(b"user."):
             # ls -l asks security.selinux / system.posix_acl_* for every entry: answer at once
-            # (no exception through the core, no log line) — scripts/bench's warm ls -lR
-            raise pyfuse3.FUSEError(errno.ENODATA)
+            # (no exception through the core, no log line). EOPNOTSUPP, not ENODATA: coreutils
+            # ls then remembers the device has none and stops asking (warm ls -lR of the bench
+            # tree 0.38 s → 0.07 s: 10,000 FUSE round trips fewer)
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         if name.startswith(b"user.fichierfs.") and _name(name) in CONTROL_XATTRS:
             return await self.fs.control(inode, _name(name))
         return self.fs.getxattr(inode, _name(name))
