@@ -173,3 +173,34 @@ async def test_prefetch_tree_lists_every_folder_in_background_lane(emu, sched, a
     assert all(meta.is_fresh(n) for n in meta._nodes.values() if n.is_dir)
     await meta.prefetch_tree()  # everything fresh: nothing to do
     assert _listings(emu) == 7
+
+
+async def test_remount_key_check_is_one_file_info_and_a_revoked_key_fails(emu, http, sched, autojump_clock,
+                                                                          tmp_path: Path) -> None:
+    from fichierfs.errors import AuthError
+    from fichierfs.mount import serve_persisted
+
+    _tree(emu)
+    db = tmp_path / "metadata.db"
+    store = MetaStore(db, "id")
+    meta = MetaCache(sched, 0)
+    meta.attach_store(store)
+    await _walk(meta)
+    meta.persist_dirty()
+    store.close()
+    snap = MetaStore(db, "id").load()
+    assert snap is not None
+    calls = dict(emu.stats()["calls"])
+    assert await serve_persisted(MetaCache(sched, 0), sched, snap) is True
+    after = emu.stats()["calls"]
+    assert after.get("file/info", 0) - calls.get("file/info", 0) == 1
+    assert _listings(emu) == sum(calls.get(k, 0) for k in ("folder/ls", "file/ls"))  # no listing
+    bad = Scheduler(FichierClient(http, "revoked-key"), Budgets())
+    async with trio.open_nursery() as n:
+        await n.start(bad.run)
+        t0 = trio.current_time()
+        with pytest.raises(AuthError):
+            await serve_persisted(MetaCache(bad, 0), bad, snap)
+        assert trio.current_time() - t0 < 5  # no 30 s wait
+        bad.stop()
+        n.cancel_scope.cancel()
