@@ -426,7 +426,9 @@ class FichierClient:
                     await resp.aclose()
                     raise LinkExpired(f"{what}: link answered an HTML page (expired or invalid, §5)")
                 if resp.status_code in (404, 410):
-                    raise NotFound(f"{what}: HTTP {resp.status_code}", http_status=resp.status_code, endpoint="download")
+                    raise NotFound(
+                        f"{what}: HTTP {resp.status_code}", http_status=resp.status_code, endpoint="download"
+                    )
                 if resp.status_code >= 500:
                     raise ServerError(f"{what}: HTTP {resp.status_code}")
                 if resp.status_code == 416:
@@ -497,7 +499,7 @@ class FichierClient:
         try:
             parts: list[tuple[str, tuple[str, IO[bytes], str]]] = []
             for f in files:
-                fh = open(f.path, "rb")  # noqa: SIM115 - closed in finally
+                fh = open(f.path, "rb")  # noqa: ASYNC230, SIM115 - a local staging file; closed in finally
                 handles.append(fh)
                 parts.append(("file[]", (f.name, fh, "application/octet-stream")))
             log.debug("upload.cgi: %d file(s), %d bytes", len(files), sum(f.size for f in files))

@@ -84,7 +84,7 @@ log = logging.getLogger(__name__)
 ChunkKey = tuple[str, int]
 """``(file_url, chunk_index)``; chunk ``n`` is bytes ``[n*chunk_size, (n+1)*chunk_size)``."""
 
-FetchRange = Callable[[int, int], Awaitable[bytes]]
+FetchRange = Callable[[int, int], Awaitable[bytes | bytearray]]
 """``fetch_range(first, stop)`` → the bytes of chunks ``[first, stop)`` of one file, concatenated.
 
 Only the last chunk of the file may be short; the callee is expected to check lengths.
@@ -489,7 +489,7 @@ class ChunkCache:
         self._space.set()
         self._space = trio.Event()
 
-    def _complete_run(self, w: Window, first: int, stop: int, data: bytes) -> None:
+    def _complete_run(self, w: Window, first: int, stop: int, data: bytes | bytearray) -> None:
         cs = self.chunk_size
         self._fetches += 1
         self._fetched_bytes += len(data)

@@ -34,11 +34,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fichierfs import __version__
 from fichierfs.config import Options, add_arguments, options_from_args
-from fichierfs.errors import ConfigError, FichierError
+from fichierfs.errors import ConfigError, FichierError, MountGone
+
+if TYPE_CHECKING:  # the API client is imported only by the commands that talk to 1fichier
+    from fichierfs.api import Secret
 
 __all__ = ["main", "build_parser", "parse_o_options", "mount_helper", "helper_to_argv", "sd_notify"]
 
@@ -105,7 +108,7 @@ def sd_notify(state: str, env: dict[str, str] | None = None) -> bool:
     return True
 
 
-def helper_to_argv(args: list[str]) -> tuple[list[str] | None, bool]:
+def helper_to_argv(args: list[str]) -> tuple[list[str], bool]:
     """Translate a mount(8)/mount.fuse3 helper call into ``fichierfs`` CLI arguments.
 
     The call is ``SOURCE MOUNTPOINT [-o OPTS] [-s] [-f] [-n] [-v]`` (mount(8)'s helper
@@ -237,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-o ro,memory_budget=512M,api_key_file=/etc/fichierfs/key. Sizes take K/M/G suffixes.",
     )
     m.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT", help="an existing empty directory")
-    m.add_argument("-f", dest="foreground", action="store_true", default=argparse.SUPPRESS, help="stay in the foreground")
+    m.add_argument(
+        "-f", dest="foreground", action="store_true", default=argparse.SUPPRESS, help="stay in the foreground"
+    )
     m.add_argument("-o", dest="o_options", default="", metavar="OPT[,OPT...]",
                    help="mount options: ro, rw, allow_other, and any option below as name=value")
     add_arguments(m)
@@ -336,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             return _freshness(args)
     except ConfigError as exc:
         print(f"fichierfs: {exc}", file=sys.stderr)
-        return 2 if not isinstance(exc, _mount_gone()) else 1
+        return 2 if not isinstance(exc, MountGone) else 1
     parser.print_help()
     return 2
 
@@ -345,12 +350,6 @@ def _is_helper_call(argv: list[str]) -> bool:
     """``SOURCE MOUNTPOINT -o OPTS`` where SOURCE is no sub-command: the mount.fuse3 convention
     (mount(8) always passes ``-o``, at least ``rw``)."""
     return len(argv) >= 3 and argv[0] not in COMMANDS and not argv[0].startswith("-") and "-o" in argv
-
-
-def _mount_gone() -> type[ConfigError]:
-    from fichierfs.control import MountGone
-
-    return MountGone
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -384,16 +383,17 @@ def _spawn_background(argv: list[str], options: Options) -> int:
     r, w = os.pipe()
     env = dict(os.environ, **{READY_FD: str(w)})
     cmd = [sys.executable, "-m", "fichierfs", *argv, "-f"]
-    stderr = open(options.log_file, "ab") if options.log_file else subprocess.DEVNULL  # noqa: SIM115
+    log_out = open(options.log_file, "ab") if options.log_file else None  # noqa: SIM115 - closed below
     try:
         child = subprocess.Popen(
             cmd, env=env, pass_fds=(w,), start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=log_out if log_out is not None else subprocess.DEVNULL,
         )
     finally:
         os.close(w)
-        if stderr is not subprocess.DEVNULL:
-            stderr.close()
+        if log_out is not None:
+            log_out.close()
     with os.fdopen(r, "r") as pipe:
         message = pipe.read()
     if message.startswith("ok"):
@@ -404,7 +404,7 @@ def _spawn_background(argv: list[str], options: Options) -> int:
     return 1
 
 
-def _run_foreground(options: Options, mountpoint: Path, key: Any) -> int:
+def _run_foreground(options: Options, mountpoint: Path, key: Secret) -> int:
     import trio
 
     from fichierfs.log import setup_logging
@@ -453,7 +453,7 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 
 def _umount(mountpoint: Path, timeout: float, *, wait: bool = False, drain_timeout: float | None = None) -> int:
-    from fichierfs.control import Backlog, MountGone, human_bytes, read_status, wait_drained
+    from fichierfs.control import Backlog, human_bytes, read_status, wait_drained
     from fichierfs.mount import is_mounted
 
     target = mountpoint.resolve()
@@ -491,7 +491,7 @@ def _umount(mountpoint: Path, timeout: float, *, wait: bool = False, drain_timeo
 def _status(mountpoint: Path | None, *, as_json: bool, verbose: bool = False) -> int:
     from rich.console import Console
 
-    from fichierfs.control import MountGone, fichierfs_mounts, read_status, render_status
+    from fichierfs.control import fichierfs_mounts, read_status, render_status
 
     targets = [mountpoint.resolve()] if mountpoint is not None else fichierfs_mounts()
     if not targets:

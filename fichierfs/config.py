@@ -46,6 +46,9 @@ class Options:
     """Every tunable of a mount. Times in seconds, sizes in bytes."""
 
     api_url: str = _opt("https://api.1fichier.com/v1", "API base URL (point it at a local emulator for tests)")
+    source_address: str | None = _opt(
+        None, "local IP address to connect from (e.g. 127.0.0.2 makes a second mount a second host to a local "
+        "emulator's per-IP limits; see docs/emulator.md)")
     api_key_file: Path | None = _opt(
         None, "file holding the API key (must not be group/world-readable); else $FICHIER_API_KEY or the keyring"
     )
@@ -87,6 +90,13 @@ class Options:
             raise ConfigError("chunk_size must be at least 64K")
         if self.memory_budget < 4 * self.chunk_size:
             raise ConfigError("memory_budget must hold at least 4 chunks")
+        if self.source_address is not None:
+            import ipaddress
+
+            try:
+                ipaddress.ip_address(self.source_address)
+            except ValueError:
+                raise ConfigError(f"source_address: not an IP address: {self.source_address!r}") from None
         for f in fields(self):
             v = getattr(self, f.name)
             if f.metadata.get("unit") == "s" and v < 0:
@@ -121,7 +131,8 @@ def add_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -
             continue
         unit = f.metadata.get("unit", "")
         default = f.default
-        help_ = f.metadata["help"] + (f" [{unit}]" if unit else "") + (f" (default: {default})" if default not in (None, False) else "")
+        shown = f" (default: {default})" if default not in (None, False) else ""
+        help_ = f.metadata["help"] + (f" [{unit}]" if unit else "") + shown
         if f.type in ("bool", bool):
             parser.add_argument(_flag(f.name), action="store_true", default=argparse.SUPPRESS, help=help_)
         else:

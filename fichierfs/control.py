@@ -24,9 +24,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fichierfs.errors import ConfigError
+from fichierfs.errors import MountGone
+
+if TYPE_CHECKING:  # rich is imported only where it draws (keeps `fichierfs status --json` light)
+    from rich.console import Console
 
 __all__ = [
     "STATUS_XATTR",
@@ -44,10 +47,6 @@ __all__ = [
 STATUS_XATTR = "user.fichierfs.status"
 """Same name as :data:`fichierfs.vfs.STATUS_XATTR` (not imported: keeps ``fichierfs status`` light)."""
 FSTYPE = "fuse.fichierfs"
-
-
-class MountGone(ConfigError):
-    """The mount point is not (or no longer) a live fichierfs mount."""
 
 
 def fichierfs_mounts(mounts_file: str = "/proc/self/mounts") -> list[Path]:
@@ -332,7 +331,7 @@ def _flat(d: dict[str, Any], prefix: str) -> Iterable[tuple[str, Any]]:
 def wait_drained(
     fetch: Callable[[], dict[str, Any]],
     *,
-    console: Any = None,
+    console: Console | None = None,
     interval: float = 0.5,
     timeout: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
@@ -353,8 +352,7 @@ def wait_drained(
         MountGone: the mount went away while waiting.
     """
     from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     console = console or Console(stderr=True)
     first = Backlog.of(fetch())

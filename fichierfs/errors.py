@@ -17,7 +17,18 @@ retry of the same call may succeed (``retryable``)::
     │   ├── BadReply                  EIO     HTML (or garbage) where JSON was expected          (§3, §6)
     │   └── LinkExpired               EIO     a download link answered HTML, not the file        (§5)
     ├── UploadFailed                  EIO     the upload POST or end.pl did not give a file link  (§6)
+    ├── NoEntry                       ENOENT  no such file or directory in the core (meta, vfs)
+    ├── FsError                       (any)   a POSIX error of the core itself: ENOTDIR, EROFS, EISDIR,
+    │                                         EBADF, EFBIG, ENODATA, EACCES… (errno per instance)
+    ├── BadName                       EINVAL  a local name 1fichier cannot store (names.py, §7);
+    │                                         ENAMETOOLONG over 250 bytes once encoded
     └── ConfigError                   EINVAL  bad option, missing or unsafe API key file
+        └── MountGone                 ENOTCONN the mount point is not (or no longer) a live fichierfs
+                                              mount (``fichierfs status`` / ``umount``)
+
+Log levels: FloodLocked, TransientError, UploadFailed WARNING; AuthError, ConfigError CRITICAL;
+NotFound INFO; NoEntry and FsError DEBUG (routine answers to the kernel; an FsError may be
+given another level); every other class ERROR.
 
 Messages never contain the API key, a download token URL or request headers; the
 client builds every message itself from 1fichier's ``message`` field.
@@ -27,10 +38,12 @@ from __future__ import annotations
 
 import errno as _errno
 import logging
+import os
 import re
 
 __all__ = [
     "FichierError",
+    "Incomplete",
     "ApiError",
     "FloodLocked",
     "AuthError",
@@ -43,6 +56,10 @@ __all__ = [
     "LinkExpired",
     "UploadFailed",
     "ConfigError",
+    "NoEntry",
+    "FsError",
+    "BadName",
+    "MountGone",
     "api_error_from_reply",
     "parse_code",
 ]
@@ -162,6 +179,50 @@ class ConfigError(FichierError):
 
     errno = _errno.EINVAL
     level = logging.CRITICAL
+
+
+class MountGone(ConfigError):
+    """The mount point is not (or no longer) a live fichierfs mount (control.py, the CLI)."""
+
+    errno = _errno.ENOTCONN
+    level = logging.ERROR
+
+
+class NoEntry(FichierError):
+    """No such file or directory (ENOENT); logged at debug, it is routine."""
+
+    errno = _errno.ENOENT
+    level = logging.DEBUG
+
+
+class Incomplete(FichierError):
+    """A folder over 5,000 files is still being listed and the name is not seen yet (EAGAIN):
+    never ENOENT for a file that may exist (bigfolder.py, meta.py)."""
+
+    errno = _errno.EAGAIN
+    level = logging.INFO
+
+
+class FsError(FichierError):
+    """A POSIX error raised by the core itself (errno given per instance; vfs.py)."""
+
+    level = logging.DEBUG
+
+    def __init__(self, err: int, message: str = "", level: int = logging.DEBUG) -> None:
+        super().__init__(message or os.strerror(err))
+        self.errno = err
+        self.level = level
+
+
+class BadName(FichierError):
+    """A local name that cannot be stored remotely (EINVAL), or is too long (ENAMETOOLONG)."""
+
+    errno = _errno.EINVAL
+    level = logging.ERROR
+
+    def __init__(self, message: str, err: int = _errno.EINVAL) -> None:
+        super().__init__(message)
+        self.errno = err
 
 
 _CODE = re.compile(r"#(\d{1,4})\s*$")

@@ -30,7 +30,6 @@ which awaits the scheduler (and coalesces concurrent listings of one folder thro
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import stat as stat_mod
@@ -42,32 +41,17 @@ from typing import Any, Protocol
 import trio
 
 from fichierfs.bigfolder import CAP, complete_listing, is_capped
-from fichierfs.errors import FichierError, NotFound
+from fichierfs.errors import FichierError, Incomplete, NoEntry, NotFound
 from fichierfs.metastore import MetaStore, Snapshot
 from fichierfs.models import FileUrl, FolderId, FolderListing, RemoteFile, RemoteFolder
 from fichierfs.names import decode
-from fichierfs.scheduler import Lane
+from fichierfs.scheduler import ApiCaller, Lane
 
 __all__ = ["ROOT_INODE", "Node", "KernelNotifier", "NullNotifier", "RecordingNotifier", "MetaCache", "NoEntry"]
 
 log = logging.getLogger(__name__)
 
 ROOT_INODE = 1
-
-
-class NoEntry(FichierError):
-    """No such file or directory (ENOENT); logged at debug, it is routine."""
-
-    errno = errno.ENOENT
-    level = logging.DEBUG
-
-
-class Incomplete(FichierError):
-    """A folder over 5,000 files is still being listed and the name is not seen yet (EAGAIN):
-    never ENOENT for a file that may exist (bigfolder.py)."""
-
-    errno = errno.EAGAIN
-    level = logging.INFO
 
 
 class KernelNotifier(Protocol):
@@ -194,7 +178,7 @@ class MetaCache:
 
     def __init__(
         self,
-        scheduler: Any,
+        scheduler: ApiCaller,
         root_folder_id: int = 0,
         *,
         dir_ttl: float = 600.0,

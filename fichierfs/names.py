@@ -19,11 +19,13 @@ Names that are not valid UTF-8 (bytes from the kernel that do not decode) are re
 from __future__ import annotations
 
 import errno as _errno
-import logging
 
-from fichierfs.errors import FichierError
+from fichierfs.errors import BadName
 
-__all__ = ["encode", "decode", "NameError_", "MAX_NAME_CHARS", "MAX_NAME_BYTES"]
+__all__ = ["encode", "decode", "BadName", "NameError_", "MAX_NAME_CHARS", "MAX_NAME_BYTES"]
+
+NameError_ = BadName
+"""The old name of :class:`fichierfs.errors.BadName` (kept for imports)."""
 
 MAX_NAME_CHARS = 250
 """Longest remote name in **characters** (§7: 250; §2.11 for folders). Counted on the encoded
@@ -44,20 +46,6 @@ _DEL_SYM = "\u2421"  # ␡
 _DOT = "\uff0e"  # ．
 
 
-class NameError_(FichierError):
-    """A local name that cannot be stored remotely (EINVAL), or is too long (ENAMETOOLONG).
-
-    Logged at INFO: a program gets only the errno, so the log line is where a person learns why.
-    """
-
-    errno = _errno.EINVAL
-    level = logging.INFO
-
-    def __init__(self, message: str, err: int = _errno.EINVAL) -> None:
-        super().__init__(message)
-        self.errno = err
-
-
 def _needs_quote(ch: str) -> bool:
     o = ord(ch)
     return (
@@ -72,12 +60,13 @@ def encode(name: str) -> str:
     """Encode a local file or folder name (one path component) for 1fichier (§7).
 
     Raises:
-        NameError_: empty, not valid UTF-8 (EINVAL), or over 250 characters once encoded (ENAMETOOLONG).
+        BadName: empty, not valid UTF-8 (EINVAL), or over 250 characters once encoded (ENAMETOOLONG;
+            logged by the FUSE adapter with this reason).
     """
     if not name:
-        raise NameError_("empty name")
+        raise BadName("empty name")
     if any(0xDC80 <= ord(c) <= 0xDCFF for c in name):
-        raise NameError_(f"name is not valid UTF-8: {name.encode('utf-8', 'surrogateescape')!r}")
+        raise BadName(f"name is not valid UTF-8: {name.encode('utf-8', 'surrogateescape')!r}")
     if name == ".":
         return _DOT
     if name == "..":
@@ -113,7 +102,7 @@ def encode(name: str) -> str:
     result = "".join(out)
     if len(result) > MAX_NAME_CHARS:
         shown = result[:40] + "…"
-        raise NameError_(
+        raise BadName(
             f"name {shown!r} is {len(result)} characters once encoded for 1fichier; "
             f"1fichier allows at most {MAX_NAME_CHARS} (§7)", _errno.ENAMETOOLONG)
     return result

@@ -13,8 +13,8 @@ import errno
 import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
@@ -26,13 +26,16 @@ __all__ = ["Operations", "fuse_errors", "PyfuseNotifier"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+P = ParamSpec("P")
+Ctx = pyfuse3.RequestContext
+"""The caller of a FUSE request (pid, uid, gid)."""
 
 
-def fuse_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def fuse_errors(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Translate errors of one handler into ``FUSEError`` (see module docstring)."""
 
     @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> T:
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:
@@ -124,7 +127,7 @@ class Operations(pyfuse3.Operations):
         return e
 
     @fuse_errors
-    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Ctx | None = None) -> pyfuse3.EntryAttributes:
         try:
             return self._entry(await self.fs.lookup(parent_inode, _name(name)))
         except NoEntry:
@@ -136,19 +139,19 @@ class Operations(pyfuse3.Operations):
             return e
 
     @fuse_errors
-    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def getattr(self, inode: int, ctx: Ctx | None = None) -> pyfuse3.EntryAttributes:
         return self._entry(self.fs.getattr(inode))
 
     @fuse_errors
-    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         self.fs.forget(list(inode_list))
 
     @fuse_errors
-    async def opendir(self, inode: int, ctx: Any) -> int:
+    async def opendir(self, inode: int, ctx: Ctx) -> int:
         return await self.fs.opendir(inode)
 
     @fuse_errors
-    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         for entry in self.fs.readdir(fh, start_id):
             if not pyfuse3.readdir_reply(token, os.fsencode(entry.name), self._entry(entry.attr), entry.next_offset):
                 break
@@ -159,7 +162,7 @@ class Operations(pyfuse3.Operations):
         self.fs.releasedir(fh)
 
     @fuse_errors
-    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+    async def open(self, inode: int, flags: int, ctx: Ctx) -> pyfuse3.FileInfo:
         fh = await self.fs.open(inode, flags, getattr(ctx, "pid", 0))
         fi = pyfuse3.FileInfo(fh=fh)
         # content of a url never changes (§7: a re-upload gets a new url); local data may
@@ -177,7 +180,7 @@ class Operations(pyfuse3.Operations):
     # ------------------------------------------------------------------ write side
     @fuse_errors
     async def create(
-        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Ctx
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         fh, attr = await self.fs.create(
             parent_inode, _name(name), mode, flags, getattr(ctx, "uid", None), getattr(ctx, "gid", None)
@@ -200,7 +203,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def setattr(
-        self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields, fh: int | None, ctx: Any
+        self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields, fh: int | None, ctx: Ctx
     ) -> pyfuse3.EntryAttributes:
         a = await self.fs.setattr(
             inode,
@@ -214,44 +217,44 @@ class Operations(pyfuse3.Operations):
         return self._entry(a)
 
     @fuse_errors
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Ctx) -> pyfuse3.EntryAttributes:
         return self._entry(
             await self.fs.mkdir(parent_inode, _name(name), mode, getattr(ctx, "uid", None), getattr(ctx, "gid", None))
         )
 
     @fuse_errors
-    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Ctx) -> None:
         await self.fs.rmdir(parent_inode, _name(name))
 
     @fuse_errors
-    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Ctx) -> None:
         await self.fs.unlink(parent_inode, _name(name))
 
     @fuse_errors
     async def rename(
-        self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes, flags: int, ctx: Any
+        self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes, flags: int, ctx: Ctx
     ) -> None:
         await self.fs.rename(parent_inode_old, _name(name_old), parent_inode_new, _name(name_new), flags)
 
     @fuse_errors
-    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Ctx) -> pyfuse3.EntryAttributes:
         log.info("link %r: hard links are not supported (1fichier stores one name per file): EPERM",
                  _name(new_name))
         raise pyfuse3.FUSEError(errno.EPERM)
 
     @fuse_errors
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Ctx) -> pyfuse3.EntryAttributes:
         log.info("symlink %r: symbolic links are not supported (1fichier stores only files and folders): EPERM",
                  _name(name))
         raise pyfuse3.FUSEError(errno.EPERM)
 
     @fuse_errors
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> pyfuse3.EntryAttributes:
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Ctx) -> pyfuse3.EntryAttributes:
         log.info("mknod %r: device nodes, fifos and sockets are not supported: EPERM", _name(name))
         raise pyfuse3.FUSEError(errno.EPERM)
 
     @fuse_errors
-    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+    async def statfs(self, ctx: Ctx) -> pyfuse3.StatvfsData:
         s = await self.fs.statfs()
         d = pyfuse3.StatvfsData()
         d.f_bsize = s.bsize
@@ -266,11 +269,11 @@ class Operations(pyfuse3.Operations):
         return d
 
     @fuse_errors
-    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+    async def listxattr(self, inode: int, ctx: Ctx) -> list[bytes]:
         return [n.encode() for n in self.fs.listxattr(inode)]
 
     @fuse_errors
-    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+    async def getxattr(self, inode: int, name: bytes, ctx: Ctx) -> bytes:
         if not name.startswith(b"user."):
             # ls -l asks security.selinux / system.posix_acl_* for every entry: answer at once
             # (no exception through the core, no log line). EOPNOTSUPP, not ENODATA: coreutils
@@ -282,6 +285,6 @@ class Operations(pyfuse3.Operations):
         return self.fs.getxattr(inode, _name(name))
 
     @fuse_errors
-    async def access(self, inode: int, mode: int, ctx: Any) -> bool:
+    async def access(self, inode: int, mode: int, ctx: Ctx) -> bool:
         self.fs.getattr(inode)
         return True

@@ -318,12 +318,12 @@ class ReadManager:
     def _fetcher(self, st: _FileState, lane: Lane) -> FetchRange:
         cs = self.chunk_size
 
-        async def fetch(first: int, stop: int) -> bytes:
+        async def fetch(first: int, stop: int) -> bytes | bytearray:
             return await self._download(st, first * cs, min(stop * cs, st.size), lane)
 
         return fetch
 
-    async def _download(self, st: _FileState, start: int, end: int, lane: Lane) -> bytes:
+    async def _download(self, st: _FileState, start: int, end: int, lane: Lane) -> bytes | bytearray:
         """Bytes ``[start, end)`` of the file in one ranged GET; one link renewal on HTML."""
         for attempt in (1, 2):
             link = await self._link(st)
@@ -524,7 +524,7 @@ class Reader:
             return chunks[0][offset - first * cs : end - first * cs]
         head = offset - first * cs
         tail = end - (stop - 1) * cs
-        views = [memoryview(chunks[0])[head:], *chunks[1:-1], memoryview(chunks[-1])[:tail]]
+        views: list[bytes | memoryview] = [memoryview(chunks[0])[head:], *chunks[1:-1], memoryview(chunks[-1])[:tail]]
         return b"".join(views)
 
     def _present(self, first: int, stop: int) -> bool:

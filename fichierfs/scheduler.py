@@ -237,6 +237,10 @@ class ApiCaller(Protocol):
         """Seconds until a call of ``endpoint`` may start; see :meth:`Scheduler.next_allowed`."""
         ...
 
+    def statistics(self) -> dict[str, Any]:
+        """The ``api`` section of the status document; see :meth:`Scheduler.statistics`."""
+        ...
+
 
 class _State(enum.Enum):
     QUEUED = "queued"
@@ -478,7 +482,8 @@ class Scheduler:
         """Seconds until a call of ``endpoint`` may start (0 = now), ignoring the queue.
 
         ``endpoint`` is a client method (``client.folder_ls``) or an endpoint name
-        (``"folder/ls"``, a ``.cgi`` suffix is accepted). For a listing, ``folder_id`` adds the per-folder rule (-1 with ``file/ls`` = all
+        (``"folder/ls"``, a ``.cgi`` suffix is accepted). For a listing,
+        ``folder_id`` adds the per-folder rule (-1 with ``file/ls`` = all
         files); None leaves it out. Unmetered legs: always 0. After an AuthError: ``inf``.
         """
         name = _normalize(endpoint) if isinstance(endpoint, str) else _endpoint(endpoint)
@@ -864,7 +869,12 @@ class Scheduler:
     # ------------------------------------------------------------------ unmetered legs
 
     async def _call_unmetered(
-        self, name: str, method: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any], retries: int
+        self,
+        name: str,
+        method: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        retries: int,
     ) -> T:
         attempt = 0
         while True:

@@ -257,7 +257,8 @@ class Store:
     )
 
     def _file(self, r: tuple[Any, ...]) -> FileRow:
-        return FileRow(*r[:11], json.loads(r[11]), bool(r[12]), r[13], r[14])
+        return FileRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], json.loads(r[11]), bool(r[12]),
+                       r[13], r[14])
 
     def new_file(self, folder_id: int, name: str, *, state: str = "empty", replaces: list[str] | None = None) -> FileRow:
         with self.transaction():

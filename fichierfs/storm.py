@@ -138,4 +138,9 @@ class ProcessPolicy:
 
     def statistics(self) -> dict[str, object]:
         """For the status document: ``mode``, ``denied``, ``served`` (from cache), ``denied_by``."""
-        return {"mode": self.mode, "denied": self.denied, "served_cached": self.served, "denied_by": dict(self.denied_by)}
+        return {
+            "mode": self.mode,
+            "denied": self.denied,
+            "served_cached": self.served,
+            "denied_by": dict(self.denied_by),
+        }

@@ -41,18 +41,20 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
-from fichierfs.errors import FichierError
-from fichierfs.meta import ROOT_INODE, MetaCache, NoEntry, Node
+from fichierfs.chunks import ChunkCache
+from fichierfs.errors import FichierError, FsError, NoEntry
+from fichierfs.meta import ROOT_INODE, MetaCache, Node
 from fichierfs.names import decode, encode
-from fichierfs.scheduler import Lane
+from fichierfs.scheduler import ApiCaller, Lane
 from fichierfs.storm import ProcessPolicy
 from fichierfs.writer import Staged, WriteBack
 
-__all__ = ["Attr", "DirEntry", "StatFs", "FsError", "Filesystem", "XATTRS", "STATUS_XATTR", "CONTROL_XATTRS"]
+__all__ = ["Attr", "DirEntry", "StatFs", "FsError", "Filesystem", "FileReader", "ReadPath", "XATTRS", "STATUS_XATTR",
+           "CONTROL_XATTRS"]
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +65,6 @@ STATUS_XATTR = "user.fichierfs.status"
 CONTROL_XATTRS = ("user.fichierfs.refresh", "user.fichierfs.refresh-recursive", "user.fichierfs.forget")
 """Reading one of these on a path is a command (``fichierfs refresh [-r]`` / ``forget``): getxattr
 works on read-only mounts too, and the answer (JSON) is the command's result. Not listed by listxattr."""
-
-
-class FsError(FichierError):
-    """A POSIX error raised by the core itself (errno given per instance)."""
-
-    def __init__(self, err: int, message: str = "", level: int = logging.DEBUG) -> None:
-        super().__init__(message or os.strerror(err))
-        self.errno = err
-        self.level = level
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +117,39 @@ RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
 
+class FileReader(Protocol):
+    """One open file's reads (:class:`fichierfs.reader.Reader`)."""
+
+    async def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset`` (fewer only at the end of the file)."""
+        ...
+
+    def close(self) -> None:
+        """Forget the handle (its cached data stays in the shared cache)."""
+        ...
+
+
+class ReadPath(Protocol):
+    """The seam vfs → read side (:class:`fichierfs.reader.ReadManager` in the product)."""
+
+    @property
+    def cache(self) -> ChunkCache:
+        """The shared chunk cache (the vfs asks it what is local, for the thumbnail policy)."""
+        ...
+
+    def open(self, file_url: str, size: int) -> FileReader:
+        """A read handle on the remote file ``file_url`` of ``size`` bytes."""
+        ...
+
+    def statistics(self) -> dict[str, Any]:
+        """The ``reader`` section of the status document."""
+        ...
+
+
 @dataclass
 class _Handle:
     ino: int
-    reader: Any = None
+    reader: FileReader | None = None
     staged: Staged | None = None
     writing: bool = False
     append: bool = False
@@ -140,9 +162,8 @@ class Filesystem:
 
     Args:
         meta: inode table and listings.
-        reader: a :class:`fichierfs.reader.ReadManager` (``open(url, size)`` → handle with
-            ``async read(offset, size)`` and ``close()``).
-        scheduler: for ``user/info`` (statfs).
+        reader: the read side (:class:`ReadPath`; a :class:`fichierfs.reader.ReadManager`).
+        scheduler: the API (:class:`~fichierfs.scheduler.ApiCaller`), for ``user/info`` (statfs).
         read_only: refuse every write with EROFS.
         statfs_ttl: seconds a ``user/info`` answer is reused (§4: 1 per 5 min).
         clock: monotonic seconds.
@@ -151,8 +172,8 @@ class Filesystem:
     def __init__(
         self,
         meta: MetaCache,
-        reader: Any,
-        scheduler: Any,
+        reader: ReadPath,
+        scheduler: ApiCaller,
         *,
         read_only: bool = True,
         statfs_ttl: float = 310.0,
@@ -309,9 +330,7 @@ class Filesystem:
                     return True
         if node.file is None:
             return node.size == 0
-        cache = getattr(self.reader, "cache", None)
-        if cache is None:
-            return False
+        cache = self.reader.cache
         n = -(-node.size // cache.chunk_size)
         return all((node.file.url, i) in cache for i in range(n))
 
@@ -406,6 +425,7 @@ class Filesystem:
         node = self.meta.get(h.ino)
         if offset >= node.size or size <= 0:
             return b""
+        assert h.reader is not None  # opened on a remote file
         return bytes(await h.reader.read(offset, min(size, node.size - offset)))
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
@@ -650,8 +670,8 @@ class Filesystem:
                     writer.add_op("rm", urls=replaces)
         self.meta.move(node, parent_new, name_new)
         if self.store is not None:
-            a = self.store.get_attrs(node.key)
-            mt = a.mtime_ns if a is not None and a.mtime_ns is not None else int(node.mtime * 1e9)
+            la = self.store.get_attrs(node.key)
+            mt = la.mtime_ns if la is not None and la.mtime_ns is not None else int(node.mtime * 1e9)
             self.store.set_attrs(node.key, ctime_ns=self._now_ns(), mtime_ns=mt)
 
     async def setattr(
@@ -748,7 +768,7 @@ class Filesystem:
         doc: dict[str, Any] = {
             "api": self.scheduler.statistics(),
             "meta": self.meta.statistics(),
-            "reader": self.reader.statistics() if hasattr(self.reader, "statistics") else {},
+            "reader": self.reader.statistics(),
         }
         for name, source in self.status_sources.items():
             doc[name] = source()

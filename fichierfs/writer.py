@@ -70,8 +70,8 @@ from fichierfs.errors import FichierError, NotFound, RequestRejected
 from fichierfs.meta import MetaCache, Node
 from fichierfs.models import FileUrl, FolderId, RemoteFile, UploadServer
 from fichierfs.names import encode
-from fichierfs.scheduler import Lane
-from fichierfs.store import FileRow, Store
+from fichierfs.scheduler import ApiCaller, Lane
+from fichierfs.store import FileRow, OpRow, Store
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -164,7 +164,7 @@ class WriteBack:
 
     def __init__(
         self,
-        scheduler: Any,
+        scheduler: ApiCaller,
         store: Store,
         meta: MetaCache,
         cache_dir: Path,
@@ -454,11 +454,11 @@ class WriteBack:
         and folders show at their new place.
         """
         now = self.clock()
-        for d in self.store.dirs():
-            if d.cancelled:  # removed by the user while its mkdir was in flight: never shown
-                self._cancelled_dirs.add(d.id)
+        for dir_row in self.store.dirs():
+            if dir_row.cancelled:  # removed by the user while its mkdir was in flight: never shown
+                self._cancelled_dirs.add(dir_row.id)
                 continue
-            self.meta.add_orphan(d.parent, d.name, is_dir=True, folder_id=d.id)
+            self.meta.add_orphan(dir_row.parent, dir_row.name, is_dir=True, folder_id=dir_row.id)
         for row in self.store.files():
             path = self._path(row.id)
             for u in row.replaces:
@@ -773,8 +773,8 @@ class WriteBack:
         dirs = self.store.dirs()
         busy_folders = {f.folder_id for f in files} | {f.sent_folder for f in files if f.sent_folder is not None}
         busy_folders |= {d.parent for d in dirs} | {d.id for d in dirs}
-        blocked: set[Any] = set()
-        batch: list[Any] = []
+        blocked: set[_Entity] = set()
+        batch: list[OpRow] = []
         for op in ops:
             ents = _entities(op)
             waiting = (
@@ -802,7 +802,7 @@ class WriteBack:
         await self._run_batch(batch)
         return True
 
-    async def _run_batch(self, batch: list[Any]) -> None:
+    async def _run_batch(self, batch: list[OpRow]) -> None:
         kind = batch[0].kind
         seqs = [o.seq for o in batch]
         try:
@@ -852,7 +852,7 @@ class WriteBack:
             self._op_not_before.pop(s, None)
         self._poke()
 
-    async def _run_mv(self, batch: list[Any]) -> None:
+    async def _run_mv(self, batch: list[OpRow]) -> None:
         first = batch[0].data
         now = self.clock()
         if first["folder_id"] == first["from_folder"]:
@@ -876,7 +876,7 @@ class WriteBack:
             if node is not None:
                 self.meta.pin(node, now + self.settle)
 
-    async def _already_there(self, batch: list[Any]) -> bool:
+    async def _already_there(self, batch: list[OpRow]) -> bool:
         for o in batch:
             try:
                 rf = await self.scheduler.call(self.scheduler.client.file_info, o.data["url"], lane=Lane.WRITEBACK)
@@ -992,9 +992,13 @@ class WriteBack:
             await self._changed.wait()
 
 
-def _entities(op: Any) -> set[Any]:
+_Entity = tuple[str, str] | int
+"""What an op touches: ``("u", url)`` for a file, an int folder id for a folder."""
+
+
+def _entities(op: OpRow) -> set[_Entity]:
     d = op.data
-    ents: set[Any] = set()
+    ents: set[_Entity] = set()
     if op.kind == "rm":
         ents |= {("u", u) for u in d["urls"]}
     elif op.kind == "mv":
@@ -1006,7 +1010,7 @@ def _entities(op: Any) -> set[Any]:
     return ents
 
 
-def _batchable(first: Any, op: Any, batch: list[Any]) -> bool:
+def _batchable(first: OpRow, op: OpRow, batch: list[OpRow]) -> bool:
     if op.kind != first.kind:
         return False
     if op.kind == "rm":
@@ -1016,8 +1020,8 @@ def _batchable(first: Any, op: Any, batch: list[Any]) -> bool:
         if any(o.data["url"] == b["url"] for o in batch) or len(batch) >= 100:
             return False
         if a["folder_id"] == a["from_folder"]:  # in-place renames: one file/rename
-            return b["folder_id"] == b["from_folder"]
+            return bool(b["folder_id"] == b["from_folder"])
         # plain moves to one folder (no rename): one file/mv
-        return (a["name"] == a["old_name"] and b["name"] == b["old_name"] and b["folder_id"] == a["folder_id"]
-                and b["from_folder"] != b["folder_id"])
+        return bool(a["name"] == a["old_name"] and b["name"] == b["old_name"] and b["folder_id"] == a["folder_id"]
+                    and b["from_folder"] != b["folder_id"])
     return False

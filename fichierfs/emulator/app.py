@@ -42,7 +42,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .config import API_ENDPOINTS, ENDPOINTS
-from .rules import name_error
+from .rules import ONE_LOCATION, name_error
 from .state import FileRec, paris_date, store_stream
 
 if TYPE_CHECKING:
@@ -58,7 +58,6 @@ FAULT_HEADER = "x-emulator-fault"
 _ALNUM = string.ascii_letters + string.digits
 
 # -- messages (§3 table; codes not in the doc are [UNVERIFIED choice]s) ------------------------------------
-FLOOD = "Flood detected: IP Locked #412"  # §3 (current code since 2024)
 NOT_JSON = "Content-Type not JSON #24"  # §1, §3
 NO_SUCH_USER = "No such user #93"  # §3
 NOT_AUTHENTICATED = "Not authenticated #247"  # §3 "#NNN": code is an [UNVERIFIED choice]
@@ -110,8 +109,20 @@ def html_page(message: str, status: int = 200) -> Response:
     return Response(body.encode(), status_code=status, media_type="text/html; charset=utf-8")
 
 
-def _flood_response() -> Response:
-    return json_response({"status": "KO", "message": FLOOD}, 403)
+def _flood_response(message: str) -> Response:
+    """§3: flood errors are HTTP 403 + KO (#412, #223, #38)."""
+    return json_response({"status": "KO", "message": message}, 403)
+
+
+def client_ip(scope_or_request: Request) -> str:
+    """The client address the per-IP rules key on (§3, §4): the TCP peer (in-process: the transport's
+    ``client_ip``)."""
+    c = scope_or_request.client
+    return c.host if c is not None and c.host else "127.0.0.1"
+
+
+#: The one account every ``emu-*`` key opens (per-user limits, §3 #223).
+ACCOUNT = "emulator@fichierfs.invalid"
 
 
 # -- request body helpers ---------------------------------------------------------------------------------
@@ -253,9 +264,9 @@ class FileBody:
     (bytes/s, sleeping with anyio so MockClock works) and counts ``bytes_down``."""
 
     def __init__(self, emu: Emulator, path: Any, start: int, length: int, status: int,
-                 headers: dict[str, str], head: bool) -> None:
+                 headers: dict[str, str], head: bool, ip: str) -> None:
         self.emu, self.path, self.start, self.length = emu, path, start, length
-        self.status, self.headers, self.head = status, headers, head
+        self.status, self.headers, self.head, self.ip = status, headers, head, ip
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
@@ -263,18 +274,22 @@ class FileBody:
         if self.head or self.length == 0:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        async with anyio.create_task_group() as tg:
+        self.emu.locations.opened(self.ip)  # an open stream keeps its address the location (§3 #887)
+        try:
+            async with anyio.create_task_group() as tg:
 
-            async def watch() -> None:
-                while True:
-                    msg = await receive()
-                    if msg["type"] == "http.disconnect":
-                        tg.cancel_scope.cancel()
-                        return
+                async def watch() -> None:
+                    while True:
+                        msg = await receive()
+                        if msg["type"] == "http.disconnect":
+                            tg.cancel_scope.cancel()
+                            return
 
-            tg.start_soon(watch)
-            await self._stream(send)
-            tg.cancel_scope.cancel()
+                tg.start_soon(watch)
+                await self._stream(send)
+                tg.cancel_scope.cancel()
+        finally:
+            self.emu.locations.closed(self.ip)
 
     async def _stream(self, send: Send) -> None:
         bw = self.emu.config.bandwidth
@@ -321,8 +336,7 @@ class Endpoint:
         elif fault == "html":
             response = html_page("Veuillez patienter / Please wait")
         elif fault == "flood":
-            emu.limiter.lock_for(emu.config.scaled(emu.config.flood_lock_seconds))
-            response = _flood_response()
+            response = _flood_response(emu.limiter.flood(client_ip(Request(scope))))
         else:
             response = await self.handler(Request(scope, receive), fault)
         if fault == "truncate":
@@ -357,8 +371,10 @@ class Api:
             # whose body is still arriving crashes hypercorn 0.18 (KeyError on the closed stream,
             # hypercorn #329), which the rclone fidelity run hit during flood locks.
             raw = await request.body()
-            if lim.is_locked() or not lim.admit_call():  # §3, §4
-                return _flood_response()
+            ip = client_ip(request)
+            refusal = lim.before_auth(ip, name)  # §3, §4: the address's locks and 3/s window
+            if refusal is not None:
+                return _flood_response(refusal)
             ctype = request.headers.get("content-type", "")
             if ctype.split(";")[0].strip().lower() != "application/json":  # §1
                 return json_response({"message": NOT_JSON}, 403)  # [UNVERIFIED choice] HTTP 403
@@ -366,6 +382,11 @@ class Api:
                 err = self._auth_error(request)
                 if err is not None:
                     return json_response({"status": "KO", "message": err}, 403)
+            user = ACCOUNT if self._authenticated(request) else None
+            if user is not None:
+                refusal = lim.after_auth(user, name)  # §3 #223: the account's lock and rate
+                if refusal is not None:
+                    return _flood_response(refusal)
             try:
                 body = json.loads(raw) if raw.strip() else {}
             except (ValueError, UnicodeDecodeError):
@@ -375,8 +396,9 @@ class Api:
             pretty = bool(body.get("pretty"))
             try:
                 folder_id = _int(body, "folder_id", 0) if name in ("folder/ls", "file/ls") else None
-                if not lim.admit_endpoint(name, folder_id):  # §2.1, §2.2, §2.3, §4
-                    return _flood_response()
+                refusal = lim.admit_endpoint(ip, user, name, folder_id)  # §2.1, §2.2, §2.3, §4
+                if refusal is not None:
+                    return _flood_response(refusal)
                 result = fn(request, body)
                 if isinstance(result, Response):
                     return result
@@ -467,9 +489,13 @@ class Api:
     INT_OPTS = ("page_limit", "default_domain", "ftp_did")
 
     def user_info(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
-        """§2.1: fields with rclone's exact JSON types. used = cold_storage = hot_storage = bytes stored;
-        total = available_cold_storage = quota, so rclone ``about`` shows used/total/free sensibly.
-        Setters (§2.1 req) are stored; string fields stay strings, int fields ints."""
+        """§2.1: fields with rclone's exact JSON types. ``cold_storage`` = ``hot_storage`` = the bytes of every
+        file of the account (seeded, uploaded and copied files; anonymous uploads excluded), counted afresh on
+        each call so they move with uploads and deletes at once ([UNVERIFIED]: §2.1 names the fields but not
+        the hot/cold split, so both carry the total). ``available_cold_storage`` = the quota (rclone's "total",
+        §2.1), ``available_storage`` = quota − used. Over quota: ``upload_forbidden`` "1" and ``overquota`` 1
+        ([UNVERIFIED choice] of values). Setters (§2.1 req) are stored; string fields stay strings, int fields
+        ints."""
         opts = json.loads(self.acct.get_meta("user_options", "{}") or "{}")
         for k in self.STR_OPTS:
             if k in body:
@@ -479,7 +505,7 @@ class Api:
                 opts[k] = _int(body, k)
         self.acct.set_meta("user_options", json.dumps(opts))
         used = self.acct.used_bytes()
-        q = self.cfg.quota
+        q = self.emu.quota
         return {
             "status": "OK",
             # strings (§2.1 list)
@@ -497,7 +523,7 @@ class Api:
             "use_cdn": opts.get("use_cdn", "0"),
             "subscription_end": "2099-12-31 23:59:59",
             "stats_date": paris_date(self.emu.wall()),
-            "upload_forbidden": "0",
+            "upload_forbidden": "1" if used >= q else "0",
             # integers (§2.1 list)
             "ftp_did": opts.get("ftp_did", 0),
             "default_domain": opts.get("default_domain", 0),
@@ -509,7 +535,7 @@ class Api:
             "allowed_cold_storage": q,
             "available_storage": max(0, q - used),
             "available_cold_storage": q,
-            "overquota": 0,
+            "overquota": 1 if used > q else 0,
         }
 
     # ---- §2.2 folder/ls -----------------------------------------------------------------------------
@@ -689,7 +715,7 @@ class Api:
             _check_name(rename, self.emu)
         self._folder(dest)
         recs = [self._file(u) for u in urls]
-        if self.acct.used_bytes() + sum(r.size for r in recs) > self.cfg.quota:
+        if self.acct.used_bytes() + sum(r.size for r in recs) > self.emu.quota:
             raise KO(OVER_QUOTA)
         pairs = []
         for r in recs:
@@ -824,6 +850,9 @@ class Api:
         rec = self.acct.file(fid) if fid else None
         if rec is None:
             raise _not_found()
+        if not self.emu.locations.admit(client_ip(request)):  # §3 #887
+            self.emu._stats["location_refusals"] += 1
+            raise KO(ONE_LOCATION)
         while True:
             path = "/p" + str(secrets.randbelow(9 * 10**9) + 10**9)
             if path not in self.emu._tokens:
@@ -873,10 +902,20 @@ class Api:
 
     # ---- §6 upload.cgi ------------------------------------------------------------------------------
     async def upload_cgi(self, request: Request, fault: str | None) -> Response:
-        """§6 step 2–3: multipart ``file[]`` parts (≤500) + ``did``; Content-Length required (411 otherwise);
-        unknown id, no file ("Pas de fichier"), an empty file, a file > 300 GB, > 500 GB in total, a bad
-        name (§7) or quota exhaustion → an HTML error page (HTTP 200, [UNVERIFIED choice]) and nothing is
-        stored (all-or-nothing, [UNVERIFIED choice]). Success: 302 ``Location: /end.pl?xid=<id>``.
+        """§6 step 2–3: one POST carries up to 500 ``file[]`` parts + ``did``; success is a 302 to
+        ``/end.pl?xid=<id>`` whose report lists every stored file (§6 "one end.pl report lists them all").
+
+        Refused as a whole (an HTML page, HTTP 200 [UNVERIFIED choice], nothing stored, the id stays usable):
+        no Content-Length (411, §6 "Content-Length is required"); an unknown or used id; no file part ("Pas de
+        fichier", §6); more than ``max_files_per_upload`` (500) files or more than ``max_upload_size`` (500 GB)
+        in all (§6 Limits); the upload process past ``max_upload_seconds`` (4 h, §6; the id is then spent);
+        for an account upload, files that do not fit in the free space (§2.1 quota; whole-POST refusal is an
+        [UNVERIFIED choice]).
+
+        Refused per file (absent from the end.pl report while the others are stored; a POST whose files are all
+        refused gets the first refusal's HTML page): an empty file (§6 rclone "refuses 0-byte files", §8.8), a
+        file over ``max_file_size`` (300 GB, §6), a name 1fichier refuses (§7). Per-file refusal is the
+        [UNVERIFIED] reading the write-back design relies on (issue 12: "a member missing from the report").
 
         ``did`` is honoured only with a valid key; an invalid ``did`` → root (§6). Without a valid key the
         files belong to no folder and get a removal code (§6 step 4 ``remove``). An id serves one successful
@@ -903,15 +942,24 @@ class Api:
             emu._stats["bytes_up"] += sum(sizes)
             if session.done_at is not None:  # a concurrent POST with the same id won the race
                 return html_page("Identifiant d'upload invalide / Invalid upload id")
+            if emu.clock() - session.created > self.cfg.max_upload_seconds:  # §6 "at most 4 h"
+                emu._uploads.pop(uid, None)
+                return html_page("Délai d'envoi dépassé / Upload time limit exceeded (4 h)")
             if not parts:
                 return html_page("Pas de fichier")
-            if any(s == 0 for s in sizes):
-                return html_page("Fichier vide / Empty file")
-            if any(s > self.cfg.max_file_size for s in sizes) or sum(sizes) > self.cfg.max_upload_size:
-                return html_page("Fichier trop gros / File too big")
-            for p in parts:
-                if name_error(p.filename, self.cfg.max_name) is not None:
-                    return html_page("Nom de fichier invalide / Invalid file name")
+            if sum(sizes) > self.cfg.max_upload_size:
+                return html_page("Envoi trop gros / Upload too big (500 GB per upload)")
+            accepted: list[UploadFile] = []
+            refusals: list[str] = []
+            for p, size in zip(parts, sizes, strict=True):
+                why = self._part_refusal(p.filename, size)
+                if why is None:
+                    accepted.append(p)
+                else:
+                    refusals.append(why)
+            emu._stats["refused_files"] += len(refusals)
+            if not accepted:
+                return html_page(refusals[0])
             authed = self._authenticated(request)
             folder_id: int | None = None
             remove = ""
@@ -921,11 +969,12 @@ class Api:
                 if isinstance(did, str) and re.fullmatch(r"\d+", did.strip()):
                     if self.acct.folder(int(did)) is not None:
                         folder_id = int(did)
-                if self.acct.used_bytes() + sum(sizes) > self.cfg.quota:
+                if self.acct.used_bytes() + sum(int(p.size or 0) for p in accepted) > emu.quota:
+                    emu._stats["refused_files"] += len(accepted)
                     return html_page("Quota d'espace disque atteint / Storage quota exceeded")
             links = []
             now = emu.clock()
-            for p in parts:
+            for p in accepted:
                 blob = self.acct.new_blob()
                 p.file.seek(0)
                 if (p.size or 0) > 8 * 1024 * 1024:
@@ -948,6 +997,16 @@ class Api:
         body = f'<html><body><a href="/end.pl?xid={uid}">end.pl</a></body></html>'.encode()
         return Response(body, status_code=302, headers={"Location": f"/end.pl?xid={uid}"},
                         media_type="text/html; charset=utf-8")
+
+    def _part_refusal(self, filename: str | None, size: int) -> str | None:
+        """Why one ``file[]`` part is refused (its HTML message), or None (§6 Limits, §7 Names, §8.8)."""
+        if size == 0:
+            return "Fichier vide / Empty file"
+        if size > self.cfg.max_file_size:
+            return "Fichier trop gros / File too big (300 GB per file)"
+        if name_error(filename, self.cfg.max_name) is not None:
+            return "Nom de fichier invalide / Invalid file name"
+        return None
 
     # ---- §6 end.pl ----------------------------------------------------------------------------------
     async def end_pl(self, request: Request, fault: str | None) -> Response:
@@ -997,6 +1056,10 @@ class Api:
         rec = self.acct.file(tok.file_id)
         if rec is None:
             return dead
+        ip = client_ip(request)
+        if not emu.locations.admit(ip):  # §3 "or download made, from a second IP" #887
+            emu._stats["location_refusals"] += 1
+            return html_page(ONE_LOCATION, 403)
         if not head:
             tok.gets += 1
         size = rec.size
@@ -1020,7 +1083,7 @@ class Api:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         headers["Content-Length"] = str(length)
-        return FileBody(emu, self.acct.blob_path(rec), start, length, status, headers, head)
+        return FileBody(emu, self.acct.blob_path(rec), start, length, status, headers, head, ip)
 
     # ---- /_emulator control routes ------------------------------------------------------------------
     async def ctl_stats(self, request: Request) -> Response:
@@ -1033,6 +1096,20 @@ class Api:
     async def ctl_unlock(self, request: Request) -> Response:
         self.emu.reset_limits()
         return json_response({"status": "OK"})
+
+    async def ctl_client(self, request: Request) -> Response:
+        """``{"status":"OK","ip": the address this request came from}``: check a source-address set-up."""
+        return json_response({"status": "OK", "ip": client_ip(request)})
+
+    async def ctl_quota(self, request: Request) -> Response:
+        """GET: ``{"status","quota","used"}`` (bytes); POST ``{"bytes": N}`` sets the quota first."""
+        if request.method == "POST":
+            try:
+                b = await request.json()
+                self.emu.set_quota(int(b["bytes"]))
+            except (ValueError, KeyError, TypeError) as e:
+                return json_response({"status": "KO", "message": str(e)}, 400)
+        return json_response({"status": "OK", "quota": self.emu.quota, "used": self.emu.used_bytes()})
 
     async def ctl_fault(self, request: Request) -> Response:
         try:
@@ -1112,5 +1189,7 @@ def build_app(emu: Emulator) -> Starlette:
         Route("/_emulator/reset", _loopback_only(api.ctl_reset), methods=["POST"]),
         Route("/_emulator/fault", _loopback_only(api.ctl_fault), methods=["POST"]),
         Route("/_emulator/unlock", _loopback_only(api.ctl_unlock), methods=["POST"]),
+        Route("/_emulator/quota", _loopback_only(api.ctl_quota), methods=["GET", "POST"]),
+        Route("/_emulator/client", _loopback_only(api.ctl_client), methods=["GET"]),
     ]
     return Starlette(routes=routes)

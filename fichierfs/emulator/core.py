@@ -22,7 +22,7 @@ import httpx
 from .app import FAULT_HEADER, INPROCESS_KEY, Token, UploadSession, build_app, file_id_from_url
 from .config import ENDPOINTS, EmulatorConfig
 from .faults import FaultPlan
-from .rules import Limiter, name_error
+from .rules import Limiter, Locations, name_error
 from .state import Account, paris_date, store_stream
 
 __all__ = ["Emulator"]
@@ -43,9 +43,12 @@ class Emulator:
         self.state_dir = Path(state_dir)
         self.account = Account(self.state_dir, self.wall, config.upload_date_spacing)
         self.faults = FaultPlan()
+        #: the account's capacity in bytes (§2.1); starts at ``config.quota``, changed by ``set_quota``
+        self.quota: int = config.quota
         self._stats: dict[str, Any] = {}
         self.reset_stats()
         self.limiter = Limiter(config, self.clock, self._count_lock)
+        self.locations = Locations(config, self.clock)
         self._tokens: dict[str, Token] = {}
         self._uploads: dict[str, UploadSession] = {}
         self._visible_at: dict[str, float] = {}
@@ -53,8 +56,9 @@ class Emulator:
         self.app = build_app(self)
 
     # -- plumbing -------------------------------------------------------------------------------------
-    def _count_lock(self) -> None:
+    def _count_lock(self, kind: str) -> None:
         self._stats["flood_locks"] += 1
+        self._stats["locks"][kind] += 1
 
     def close(self) -> None:
         """Close the sqlite connection (optional; a new Emulator may reopen the same state_dir)."""
@@ -66,22 +70,39 @@ class Emulator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def transport(self) -> httpx.AsyncBaseTransport:
-        """In-process transport. Fault "reset" → ``httpx.ReadError``; "truncate" → the partial body, then
-        ``httpx.RemoteProtocolError`` while reading (like a server closing before Content-Length)."""
-        return _EmulatorTransport(self.app)
+    def transport(self, client_ip: str = "127.0.0.1") -> httpx.AsyncBaseTransport:
+        """In-process transport whose requests come from ``client_ip`` (the per-IP rules and the one-location
+        rule key on it, §3/§4: two transports with two addresses are two hosts). Fault "reset" →
+        ``httpx.ReadError``; "truncate" → the partial body, then ``httpx.RemoteProtocolError`` while reading
+        (like a server closing before Content-Length)."""
+        return _EmulatorTransport(self.app, client_ip)
 
     # -- stats ----------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """``{"calls": {endpoint: n}, "flood_locks": n, "bytes_down": n, "bytes_up": n}``; every endpoint of
-        ``config.ENDPOINTS`` is present. bytes_down counts file bytes served by token downloads; bytes_up the
-        file-part bytes received by upload.cgi."""
+        """``{"calls": {endpoint: n}, "flood_locks": n, "bytes_down": n, "bytes_up": n, "refused_files": n}``;
+        every endpoint of ``config.ENDPOINTS`` is present. bytes_down counts file bytes served by token
+        downloads; bytes_up the file-part bytes received by upload.cgi; refused_files the ``file[]`` parts
+        upload.cgi refused (per-file refusals and whole-POST quota refusals)."""
         s = self._stats
         return {"calls": dict(s["calls"]), "flood_locks": s["flood_locks"], "bytes_down": s["bytes_down"],
-                "bytes_up": s["bytes_up"]}
+                "bytes_up": s["bytes_up"], "refused_files": s["refused_files"], "locks": dict(s["locks"]),
+                "location_refusals": s["location_refusals"]}
 
     def reset_stats(self) -> None:
-        self._stats = {"calls": {e: 0 for e in ENDPOINTS}, "flood_locks": 0, "bytes_down": 0, "bytes_up": 0}
+        self._stats = {"calls": {e: 0 for e in ENDPOINTS}, "flood_locks": 0, "bytes_down": 0, "bytes_up": 0,
+                       "refused_files": 0, "locks": {"ip": 0, "user": 0, "user_info": 0},
+                       "location_refusals": 0}
+
+    # -- account -------------------------------------------------------------------------------------
+    def set_quota(self, quota: int) -> None:
+        """Change the account's capacity (bytes) at run time (§2.1); uploads beyond it are refused (§6)."""
+        if quota < 0:
+            raise ValueError("quota must be >= 0")
+        self.quota = int(quota)
+
+    def used_bytes(self) -> int:
+        """Bytes stored in the account (every account file, seeded ones included; user/info, §2.1)."""
+        return self.account.used_bytes()
 
     # -- faults and limits ----------------------------------------------------------------------------
     def inject(self, endpoint: str, kind: str, nth: int = 1, count: int = 1) -> None:
@@ -93,8 +114,10 @@ class Emulator:
         self.limiter.lock_for(seconds)
 
     def reset_limits(self) -> None:
-        """Lift any lock and forget every limit window (extra helper for tests)."""
+        """Lift every lock, forget every limit window, past offences and the download location (tests;
+        ``POST /_emulator/unlock``)."""
         self.limiter.reset()
+        self.locations.reset()
 
     # -- out-of-band helpers ("another client / the web UI"): no limits, not counted ----------------------
     def make_folder(self, parent_id: int, name: str) -> int:
@@ -206,11 +229,11 @@ class _EmulatorTransport(httpx.AsyncBaseTransport):
     Note: ``httpx.ASGITransport`` buffers each response body in memory; use ranges (or the real server) for
     very large downloads."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, client_ip: str = "127.0.0.1") -> None:
         async def inprocess_app(scope: Any, receive: Any, send: Any) -> None:
             await app({**scope, INPROCESS_KEY: True}, receive, send)
 
-        self._inner = httpx.ASGITransport(app=inprocess_app)
+        self._inner = httpx.ASGITransport(app=inprocess_app, client=(client_ip, 123))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         resp = await self._inner.handle_async_request(request)

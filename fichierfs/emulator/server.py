@@ -24,7 +24,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from .config import EmulatorConfig
+from .config import PROFILES, EmulatorConfig
 from .core import Emulator
 
 __all__ = ["main", "is_loopback"]
@@ -62,7 +62,39 @@ def _parser() -> argparse.ArgumentParser:
                    help="how long a flood lock lasts (extended by every call during it), seconds")
     p.add_argument("--visibility-delay", type=float, default=0.0,
                    help="seconds before a new upload shows in listings (eventual consistency)")
+    p.add_argument("--profile", choices=PROFILES, default="strict",
+                   help="strict (default): every rule the API doc leaves open is read the strict way (file/ls and "
+                   "folder/ls share a folder's 30 s clock and the 3 s listing gap; calls during a flood lock extend "
+                   "it; bans grow for repeated offences; a per-account rate beside the per-IP one). lenient: the "
+                   "forgiving reading (separate clocks per endpoint, a lock ends when it ends, no ban growth, "
+                   "user/info's lock covers user/info only, inclusive sent_before/sent_after); see docs/emulator.md")
+    p.add_argument("--quota", type=parse_size, default=None, metavar="BYTES",
+                   help="the account's capacity (default 1 TiB): an upload that does not fit is refused with "
+                   "'Storage quota exceeded' and user/info shows it; suffixes k M G T (powers of 1000, as 1fichier "
+                   "counts GB) or Ki Mi Gi Ti; change it at run time with POST /_emulator/quota {\"bytes\": N}")
     return p
+
+
+_SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+               "KI": 1 << 10, "MI": 1 << 20, "GI": 1 << 30, "TI": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``"1000"``, ``"10G"`` (10·10⁹), ``"512Mi"`` (512·2²⁰), an optional trailing ``B`` → bytes."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT][iI]?)?[bB]?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1000, 10G, 512Mi)")
+    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").upper()])
+
+
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    """The EmulatorConfig the command line asks for (profile first, explicit knobs over it)."""
+    return EmulatorConfig.profile(
+        args.profile, limits=not args.no_limits, time_scale=args.time_scale, latency=args.latency,
+        bandwidth=args.bandwidth, flood_lock_seconds=args.flood_lock_seconds,
+        visibility_delay=args.visibility_delay, **({} if args.quota is None else {"quota": args.quota}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--seed {args.seed}: not a directory", file=sys.stderr)
         return 2
     state = args.state if args.state is not None else Path(tempfile.mkdtemp(prefix="fichier-emu-"))
-    cfg = EmulatorConfig(limits=not args.no_limits, time_scale=args.time_scale, latency=args.latency,
-                         bandwidth=args.bandwidth, flood_lock_seconds=args.flood_lock_seconds,
-                         visibility_delay=args.visibility_delay)
+    cfg = config_from_args(args)
     emu = Emulator(state, cfg)
     if args.seed is not None:
         emu.seed(args.seed)

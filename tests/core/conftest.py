@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio.testing
 
-from fichierfs.api import FichierClient
+from tests.conftest import API_KEY
 from tests.core.write_rig import Rig
 
 
@@ -18,6 +19,6 @@ def write_clock() -> trio.testing.MockClock:
 
 
 @pytest.fixture
-def rig(client: FichierClient, tmp_path: Path) -> Rig:
+def rig(emu: Any, tmp_path: Path) -> Rig:
     """The whole mount stack in-process over the emulator, with its cache dir (tests/core/write_rig.py)."""
-    return Rig(client, tmp_path / "cache")
+    return Rig(emu.transport(), API_KEY, tmp_path / "cache")

@@ -128,14 +128,11 @@ async def test_relist_of_complete_big_folder_keeps_serving_old_listing(emu, sche
     assert not any(n.gone for n in meta.children(big.ino))
 
 
-async def test_create_in_incomplete_folder_never_makes_a_silent_duplicate(emu, client, write_clock, tmp_path) -> None:
+async def test_create_in_incomplete_folder_never_makes_a_silent_duplicate(emu, rig, write_clock) -> None:
     import os
-
-    from tests.core.write_rig import Rig
 
     d = emu.make_folder(0, "big")
     _fill(emu, d, 6 * CAP)
-    rig = Rig(client, tmp_path / "cache")
     async with rig.mount(budgets=Budgets(stall_limit=5.0)) as fs:
         fs.meta.listing_cap = CAP
         big = await fs.lookup(ROOT_INODE, "big")

@@ -9,31 +9,23 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 
-from fichierfs.api import FichierClient
-from fichierfs.chunks import ChunkCache
+from fichierfs.config import Options
+from fichierfs.core import build_core
 from fichierfs.errors import FloodLocked
-from fichierfs.meta import ROOT_INODE, MetaCache, NoEntry
-from fichierfs.reader import ReadManager
-from fichierfs.scheduler import Budgets, Scheduler
+from fichierfs.meta import ROOT_INODE, NoEntry
 from fichierfs.vfs import Filesystem, FsError
+from tests.conftest import API_KEY
 
 MiB = 1 << 20
 
 
 @pytest.fixture
-async def fs(client: FichierClient) -> AsyncIterator[Filesystem]:
-    sched = Scheduler(client, Budgets(stall_limit=30))
-    cache = ChunkCache(16 * MiB, 1 * MiB)
-    async with trio.open_nursery() as n:
-        await n.start(sched.run)
-        rm = ReadManager(sched, cache, readahead_max=8 * MiB)
-        await n.start(rm.run)
-        meta = MetaCache(sched, 0)
-        meta.attach_nursery(n)
-        yield Filesystem(meta, rm, sched)
-        sched.stop()
-        rm.stop()
-        n.cancel_scope.cancel()
+async def fs(emu, tmp_path) -> AsyncIterator[Filesystem]:
+    """The product's core (build_core), read-only; the root is listed on first use, after the
+    test has put its files in the emulator."""
+    options = Options(read_only=True, memory_budget=16 * MiB, chunk_size=1 * MiB, readahead_max=8 * MiB)
+    async with build_core(options, emu.transport(), API_KEY, store_dir=tmp_path / "store", list_root=False) as core:
+        yield core.fs
 
 
 async def _names(fs: Filesystem, ino: int) -> list[str]:

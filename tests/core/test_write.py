@@ -8,8 +8,8 @@ import os
 import pytest
 import whirlpool
 
-from fichierfs.meta import ROOT_INODE
 from fichierfs.errors import FichierError
+from fichierfs.meta import ROOT_INODE
 from fichierfs.vfs import RENAME_EXCHANGE, RENAME_NOREPLACE
 from tests.core.write_rig import MiB, Rig, names, read_all, sync, write_file
 

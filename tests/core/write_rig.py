@@ -1,8 +1,8 @@
 """A vfs with the write side over the in-process emulator; "mounts" come and go over one store.
 
-``Rig.mount()`` builds scheduler → meta → reader → store → writeback → Filesystem like
-``mount.py`` does (journal replay included) and tears it down like a crash (no drain): the
-next ``mount()`` over the same cache dir is a remount after ``kill -9``.
+``Rig.mount()`` builds the core with the product's own :func:`fichierfs.core.build_core` (as
+``mount.py`` does: journal replay, root listing) and tears it down like a crash (no drain):
+the next ``mount()`` over the same cache dir is a remount after ``kill -9``.
 """
 
 from __future__ import annotations
@@ -12,52 +12,54 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import trio
 
-from fichierfs.api import FichierClient
-from fichierfs.chunks import ChunkCache
-from fichierfs.meta import ROOT_INODE, MetaCache
-from fichierfs.reader import ReadManager
-from fichierfs.scheduler import Budgets, Scheduler
-from fichierfs.store import Store
+from fichierfs.config import Options
+from fichierfs.core import build_core
+from fichierfs.meta import ROOT_INODE
+from fichierfs.scheduler import Budgets
 from fichierfs.vfs import Filesystem
-from fichierfs.writer import WriteBack
 
 MiB = 1 << 20
 
 
 class Rig:
-    def __init__(self, client: FichierClient, cache: Path, *, delay: float = 3.0, dir_ttl: float = 600.0) -> None:
-        self.client = client
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport,
+        api_key: str,
+        cache: Path,
+        *,
+        delay: float = 3.0,
+        dir_ttl: float = 600.0,
+    ) -> None:
+        self.transport = transport
+        self.api_key = api_key
         self.cache = cache
-        self.delay = delay
-        self.dir_ttl = dir_ttl
+        self.options = Options(
+            memory_budget=16 * MiB,
+            chunk_size=256 << 10,
+            readahead_max=4 * MiB,
+            dir_cache_time=dir_ttl,
+            write_back_delay=delay,
+        )
 
     @asynccontextmanager
     async def mount(self, *, budgets: Budgets | None = None, run_writer: bool = True) -> AsyncIterator[Filesystem]:
         # a new process does not know when the last one listed the root: let the per-folder
         # listing window (30 s, §4) pass as a real remount would
         await trio.sleep(31)
-        sched = Scheduler(self.client, budgets or Budgets(stall_limit=30))
-        chunks = ChunkCache(16 * MiB, 256 << 10)
-        async with trio.open_nursery() as n:
-            await n.start(sched.run)
-            rm = ReadManager(sched, chunks, readahead_max=4 * MiB)
-            await n.start(rm.run)
-            meta = MetaCache(sched, 0, dir_ttl=self.dir_ttl)
-            meta.attach_nursery(n)
-            store = Store(self.cache / "store.db")
-            wb = WriteBack(sched, store, meta, self.cache, delay=self.delay, retry_base=1.0, retry_max=20.0)
-            wb.replay()
-            await meta.ensure_listed(ROOT_INODE)
-            if run_writer:
-                await n.start(wb.run)
-            fs = Filesystem(meta, rm, sched, read_only=False, writer=wb)
-            try:
-                yield fs
-            finally:
-                n.cancel_scope.cancel()
-        store.close()
+        async with build_core(
+            self.options,
+            self.transport,
+            self.api_key,
+            store_dir=self.cache,
+            budgets=budgets,
+            start_writer=run_writer,
+            writer_retry=(1.0, 20.0),
+        ) as core:
+            yield core.fs
 
 
 async def write_file(fs: Filesystem, parent: int, name: str, data: bytes, *, chunk: int = 128 << 10) -> int:

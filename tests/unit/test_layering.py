@@ -17,7 +17,7 @@ RANK = {
     "scheduler": 3, "metastore": 3,
     "meta": 4, "bigfolder": 3, "chunks": 4, "reader": 5, "journal": 4, "writer": 5, "store": 4,
     "vfs": 6, "control": 6,
-    "ops": 7,
+    "ops": 7, "core": 7,
     "mount": 8,
     "cli": 9,
 }
@@ -70,3 +70,35 @@ def test_emulator_does_not_import_the_client() -> None:
     for path in (PKG / "emulator").rglob("*.py"):
         for imp in _imports(path):
             assert imp.startswith("fichierfs.emulator"), f"{path.name} imports {imp}"
+
+
+def test_static_checks_are_wired_and_relaxations_stay_temporary() -> None:
+    """scripts/test runs scripts/check (mypy + ruff); mypy is strict; only the listed modules relax.
+
+    The relaxed modules are being rewritten in parallel branches (pyproject.toml says so); a new
+    module must pass strict as it is. Shrinking this list is welcome, growing it is not.
+    """
+    import tomllib
+
+    root = PKG.parent
+    test_sh = (root / "scripts" / "test").read_text()
+    check_sh = (root / "scripts" / "check").read_text()
+    assert test_sh.index("scripts/check") < test_sh.index("pytest")
+    assert ".venv/bin/mypy" in check_sh and ".venv/bin/ruff check" in check_sh
+    conf = tomllib.loads((root / "pyproject.toml").read_text())
+    mypy = conf["tool"]["mypy"]
+    assert mypy["strict"] is True and "fichierfs" in mypy["files"]
+
+    def relaxes(o: dict[str, object]) -> bool:
+        return bool(o.get("ignore_errors") or o.get("disable_error_code")) or any(
+            v is False for k, v in o.items() if k not in ("ignore_errors", "ignore_missing_imports")
+        )
+
+    relaxed = {m for o in mypy.get("overrides", []) if relaxes(o)
+               for m in ([o["module"]] if isinstance(o["module"], str) else o["module"])}
+    emulator_before_the_split = {f"fichierfs.emulator.{m}" for m in ("app", "core", "server", "state")}
+    assert relaxed <= {"tests", "tests.*", "bench", "bench_kit", "bench_kit.*"} | emulator_before_the_split, relaxed
+    ignores = conf["tool"]["ruff"]["lint"].get("per-file-ignores", {})
+    allowed = {"tests/**", "scripts/**", "fichierfs/emulator/**", "fichierfs/chunks.py", "fichierfs/reader.py",
+               "fichierfs/store.py", "fichierfs/writer.py"}
+    assert set(ignores) <= allowed, set(ignores) - allowed

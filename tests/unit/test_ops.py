@@ -39,3 +39,43 @@ async def test_a_bug_becomes_eio_with_traceback(caplog: pytest.LogCaptureFixture
     assert e.value.errno == errno.EIO
     assert "unexpected error" in caplog.text and "ZeroDivisionError" in caplog.text
     assert any(r.exc_info for r in caplog.records)
+
+
+def test_one_error_tree_every_class_has_errno_and_level() -> None:
+    """The four errors that used to live in meta, vfs, names and control are in errors.py now."""
+    import inspect
+
+    import fichierfs.errors as errors
+    from fichierfs import control, meta, names, vfs
+
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.FichierError)]
+    assert {"NoEntry", "FsError", "BadName", "MountGone"} <= {c.__name__ for c in classes}
+    for cls in classes:
+        assert cls.__module__ == "fichierfs.errors"
+        assert isinstance(cls.errno, int) and cls.errno > 0, cls
+        assert cls.level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL), cls
+    # the old import places still work and name the same classes
+    assert meta.NoEntry is errors.NoEntry and vfs.NoEntry is errors.NoEntry
+    assert vfs.FsError is errors.FsError and names.NameError_ is errors.BadName
+    assert control.MountGone is errors.MountGone and issubclass(errors.MountGone, errors.ConfigError)
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        ("NoEntry", errno.ENOENT),
+        ("FsError", errno.EROFS),
+        ("BadName", errno.ENAMETOOLONG),
+    ],
+)
+async def test_core_errors_become_their_errno(exc: str, expected: int) -> None:
+    import fichierfs.errors as errors
+
+    made = {
+        "NoEntry": lambda: errors.NoEntry("no such name"),
+        "FsError": lambda: errors.FsError(errno.EROFS),
+        "BadName": lambda: errors.BadName("too long", errno.ENAMETOOLONG),
+    }[exc]()
+    with pytest.raises(pyfuse3.FUSEError) as e:
+        await raises(made)
+    assert e.value.errno == expected

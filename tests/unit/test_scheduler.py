@@ -883,3 +883,31 @@ async def test_a_refused_connection_costs_no_budget(autojump_clock) -> None:
         gap = client.calls[1].start - client.calls[0].start
         assert gap < Budgets().same_folder_interval  # the retry did not wait the folder's 31 s
         s.stop()
+
+
+# ---------------------------------------------------------------------------- bound methods
+
+
+def test_every_client_endpoint_is_marked_and_known_to_the_scheduler() -> None:
+    """Budgets and coalescing come from each method's @endpoint mark: none may be missing."""
+    import inspect
+
+    from fichierfs.api import FichierClient, endpoint_of
+    from fichierfs.scheduler import LISTINGS, METERED_READ_ONLY, UNMETERED
+
+    public = [m for n, m in inspect.getmembers(FichierClient, inspect.iscoroutinefunction) if not n.startswith("_")]
+    marks = {endpoint_of(m) for m in public}
+    assert None not in marks and len(marks) == len(public) == 17
+    assert LISTINGS | METERED_READ_ONLY | UNMETERED <= marks
+    assert ENDPOINTS["folder_ls"] == "folder/ls" and ENDPOINTS["download_range"] == "download"
+
+
+async def test_call_wants_a_client_method(autojump_clock: trio.testing.MockClock, sched: Scheduler) -> None:
+    with pytest.raises(TypeError, match="client method"):
+        await sched.call("folder/ls", 1)  # type: ignore[arg-type]
+
+    async def unmarked() -> None: ...
+
+    with pytest.raises(TypeError, match="no @endpoint mark"):
+        await sched.call(unmarked)
+    assert sched.statistics()["calls"] == {}

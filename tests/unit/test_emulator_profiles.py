@@ -1,0 +1,103 @@
+"""Emulator profiles (issue 15.1): the strict default and the documented lenient profile (separate
+listing clocks per endpoint, a flood lock that calls during it do not extend, no ban growth, user/info's
+lock on user/info only, inclusive date bounds), §2.2, §2.3, §4."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from fichierfs.emulator import Emulator, EmulatorConfig
+from fichierfs.emulator.server import _parser, config_from_args
+
+API = "https://api.1fichier.com/v1"
+KEY = {"Authorization": "Bearer emu-test"}
+IP_LOCK = "Flood detected: IP Locked #412"
+
+
+@pytest.fixture
+async def factory(tmp_path: Path) -> AsyncIterator[Any]:
+    made: list[tuple[Emulator, httpx.AsyncClient]] = []
+
+    async def make(profile: str, **cfg: Any) -> tuple[Emulator, httpx.AsyncClient]:
+        emu = Emulator(tmp_path / f"s{len(made)}", EmulatorConfig.profile(profile, **cfg), clock=trio.current_time)
+        c = httpx.AsyncClient(transport=emu.transport(), base_url=API, headers=KEY)
+        made.append((emu, c))
+        return emu, c
+
+    yield make
+    for emu, c in made:
+        await c.aclose()
+        emu.close()
+
+
+async def msg(c: httpx.AsyncClient, ep: str, **body: Any) -> str | None:
+    r = await c.post(f"/{ep}.cgi", json=body)
+    return None if r.status_code == 200 else r.json()["message"]  # type: ignore[no-any-return]
+
+
+def test_profile_values() -> None:
+    strict, lenient = EmulatorConfig(), EmulatorConfig.profile("lenient")
+    assert EmulatorConfig.profile("strict") == strict
+    assert strict.shared_listing_clocks and strict.extend_lock and strict.ban_growth == 2.0
+    assert not lenient.shared_listing_clocks and not lenient.extend_lock and lenient.ban_growth == 1.0
+    assert not lenient.user_info_lock_blocks_api and lenient.date_filter_inclusive
+    assert lenient.user_rate_per_second == 0 and lenient.user_listing_interval == 0
+    # the documented limits themselves are the same in both
+    for f in ("rate_per_second", "folder_list_interval", "listing_interval", "all_files_interval",
+              "user_info_interval", "user_info_ip_interval", "flood_lock_seconds", "max_listing"):
+        assert getattr(strict, f) == getattr(lenient, f), f
+    assert EmulatorConfig.profile("lenient", extend_lock=True).extend_lock
+    with pytest.raises(ValueError):
+        EmulatorConfig.profile("kind")
+
+
+def test_cli_profile() -> None:
+    cfg = config_from_args(_parser().parse_args(["--profile", "lenient", "--time-scale", "0.5"]))
+    assert cfg == EmulatorConfig.profile("lenient", time_scale=0.5)
+    assert config_from_args(_parser().parse_args([])) == EmulatorConfig()
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--profile", "nice"])
+
+
+async def test_rclone_pattern_file_ls_then_folder_ls(factory: Any, autojump_clock: Any) -> None:
+    """rclone lists a folder with file/ls then folder/ls 0.4 s apart (§2.2): a flood in the strict profile
+    (one folder clock, one 3 s gap), fine in the lenient one; the same endpoint twice within 30 s floods
+    in both."""
+    _, strict = await factory("strict")
+    assert await msg(strict, "file/ls", folder_id=0) is None
+    await trio.sleep(0.4)
+    assert await msg(strict, "folder/ls", folder_id=0) == IP_LOCK
+    emu, lenient = await factory("lenient")
+    assert await msg(lenient, "file/ls", folder_id=0) is None
+    await trio.sleep(0.4)
+    assert await msg(lenient, "folder/ls", folder_id=0) is None
+    await trio.sleep(10)
+    assert await msg(lenient, "file/ls", folder_id=0) == IP_LOCK  # its own 30 s clock
+    assert emu.stats()["flood_locks"] == 1
+
+
+async def test_lenient_lock_is_not_extended(factory: Any, autojump_clock: Any) -> None:
+    """§4: strict — each call during the lock pushes its end to now + 60 s; lenient — it ends 60 s after
+    it began whatever is called meanwhile."""
+    for profile in ("strict", "lenient"):
+        _, c = await factory(profile)
+        for _ in range(3):
+            await msg(c, "remote/ls")
+        assert await msg(c, "remote/ls") == IP_LOCK  # t = 0: lock until 60
+        await trio.sleep(59)
+        assert await msg(c, "remote/ls") == IP_LOCK  # strict: now until 119
+        await trio.sleep(2)
+        if profile == "lenient":
+            assert await msg(c, "remote/ls") is None
+            continue
+        assert await msg(c, "remote/ls") == IP_LOCK  # t = 61: strict until 121
+        await trio.sleep(59)
+        assert await msg(c, "remote/ls") == IP_LOCK  # t = 120: until 180
+        await trio.sleep(61)
+        assert await msg(c, "remote/ls") is None
