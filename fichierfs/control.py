@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fichierfs.errors import MountGone
+from fichierfs.errors import ConfigError, MountGone
 
 if TYPE_CHECKING:  # rich is imported only where it draws (keeps `fichierfs status --json` light)
     from rich.console import Console

@@ -41,9 +41,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.mount.conftest import run_emulator, run_mount  # noqa: E402  (the mount tier's helpers)
-
 import tests.mount.conftest as mt  # noqa: E402
+from tests.mount.conftest import run_emulator, run_mount  # noqa: E402  (the mount tier's helpers)
 
 
 def rss(pid: int) -> dict[str, int]:

@@ -177,8 +177,8 @@ async def test_prefetch_tree_lists_every_folder_in_background_lane(emu, sched, a
 
 async def test_remount_key_check_is_one_file_info_and_a_revoked_key_fails(emu, http, sched, autojump_clock,
                                                                           tmp_path: Path) -> None:
-    from fichierfs.errors import AuthError
     from fichierfs.core import serve_persisted
+    from fichierfs.errors import AuthError
 
     _tree(emu)
     db = tmp_path / "metadata.db"
