@@ -140,6 +140,18 @@ class Node:
         return (stat_mod.S_IFDIR | 0o755) if self.is_dir else (stat_mod.S_IFREG | 0o644)
 
 
+class _NoChildren(dict[str, int]):
+    """The one shared, immutable ``children`` of every file node (64 bytes saved per file)."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a file node has no children")
+
+    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _refuse  # type: ignore[assignment]
+
+
+NO_CHILDREN: dict[str, int] = _NoChildren()
+
+
 def _from_epoch(t: float) -> datetime | None:
     from datetime import timezone
 
@@ -632,7 +644,8 @@ class MetaCache:
             if changed:
                 self.notifier.invalidate_inode(ino)
             return node
-        node = Node(self._new_ino(rf.url), False, parent, name, file=rf, size=rf.size, mtime=_epoch(rf.date))
+        node = Node(self._new_ino(rf.url), False, parent, name, file=rf, size=rf.size, mtime=_epoch(rf.date),
+                    children=NO_CHILDREN)
         self._nodes[node.ino] = node
         self._by_url[rf.url] = node.ino
         return node

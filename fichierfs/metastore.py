@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -218,7 +219,7 @@ class MetaStore:
             rfiles = []
             for url, fino, filename, size, date, checksum, ctype in files.get(fid, ()):
                 inodes[url] = fino
-                rfiles.append(RemoteFile(FileUrl(url), filename, size, _dt(date), checksum, ctype,
+                rfiles.append(RemoteFile(FileUrl(url), filename, size, _dt(date), checksum, sys.intern(ctype),
                                          folder_id=FolderId(fid)))
             listing = FolderListing(FolderId(fid), name, _dt(created), tuple(sub_folders), tuple(rfiles))
             out.append(Persisted(fid, listing, listed, inodes, fid in dirty))

@@ -139,4 +139,5 @@ def decode(remote: str) -> str:
         else:
             out.append(ch)
         i += 1
-    return "".join(out)
+    local = "".join(out)
+    return remote if local == remote else local  # one string, not two, per known name (memory)
