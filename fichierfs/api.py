@@ -9,7 +9,7 @@ the budgets and the coalescing rule. Method names are the endpoint path with ``/
 :meth:`upload_post` (``upload.cgi``), :meth:`upload_end` (``end.pl``) and
 :meth:`download_range` (a GET of a download link).
 
-Wire facts (../shared/1fichier-api.md):
+Wire facts (docs/1fichier-api.md):
 
 * every v1 call is ``POST <base>/<endpoint>.cgi`` with a JSON body, ``Content-Type:
   application/json`` (else ``#24``) and ``Authorization: Bearer <key>`` (§1);

@@ -48,7 +48,8 @@ __all__ = ["main", "build_parser", "parse_o_options", "mount_helper", "helper_to
 log = logging.getLogger("fichierfs.cli")
 READY_FD = "FICHIERFS_READY_FD"
 
-_O_FLAGS = {"ro": ("read_only", True), "rw": ("read_only", False), "allow_other": ("allow_other", True)}
+_O_FLAGS = {"ro": ("read_only", True), "rw": ("read_only", False), "allow_other": ("allow_other", True),
+            "nonempty": ("nonempty", True)}
 _O_IGNORED = {"defaults", "auto", "noauto", "user", "users", "nouser", "owner", "group", "_netdev", "nofail",
               "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime", "relatime", "strictatime",
               "nodiratime", "lazytime", "async", "sync", "dirsync", "nosymfollow", "loud", "silent"}
@@ -368,9 +369,13 @@ def _mount(args: argparse.Namespace, argv: list[str]) -> int:
         parse_levels(options.log_level)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    mountpoint = args.mountpoint.resolve()
+    mountpoint = Path(os.path.abspath(args.mountpoint))
+    if _dead_mount(mountpoint):
+        _clean_dead_mount(mountpoint)
+    mountpoint = mountpoint.resolve()
     if not mountpoint.is_dir():
         raise ConfigError(f"mount point {mountpoint} does not exist or is not a directory (mkdir -p it first)")
+    _check_empty(mountpoint, options)
     from fichierfs.keys import load_api_key
 
     key = load_api_key(options.api_key_file)  # fail early, in the foreground, with a clear message
@@ -379,29 +384,134 @@ def _mount(args: argparse.Namespace, argv: list[str]) -> int:
     return _run_foreground(options, mountpoint, key)
 
 
+def _dead_mount(path: Path) -> bool:
+    """True when ``path`` is a FUSE mount whose daemon is gone (ENOTCONN: killed, crashed).
+
+    ``stat`` may still answer from the kernel's attribute cache; listing the root may not.
+    """
+    import errno
+
+    from fichierfs.mount import is_mounted
+
+    if not is_mounted(path):
+        return False
+    try:
+        os.listdir(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
+def _fusermount_u(path: Path) -> subprocess.CompletedProcess[str]:
+    """``fusermount3 -u`` (``umount`` as root if that fails); the last result."""
+    res = subprocess.run(["fusermount3", "-u", str(path)], capture_output=True, text=True, check=False)
+    if res.returncode != 0 and os.geteuid() == 0:
+        res = subprocess.run(["umount", str(path)], capture_output=True, text=True, check=False)
+    return res
+
+
+def _clean_dead_mount(path: Path) -> None:
+    """Unmount what a killed daemon left behind, saying so.
+
+    Raises:
+        ConfigError: it cannot be unmounted (the message says how to do it by hand).
+    """
+    print(f"fichierfs: {path} is a mount whose fichierfs process died (transport endpoint not connected): "
+          "unmounting it first; its pending uploads are kept in the cache", file=sys.stderr)
+    res = _fusermount_u(path)
+    if res.returncode != 0:
+        raise ConfigError(f"{path} is left over from a fichierfs process that died and could not be unmounted "
+                          f"({res.stderr.strip()}); run: fusermount3 -u -z {path}")
+
+
+def _check_empty(mountpoint: Path, options: Options) -> None:
+    """Refuse a mount point holding files (they would be hidden) unless ``-o nonempty``.
+
+    Raises:
+        ConfigError: not empty, with the way out.
+    """
+    if options.nonempty or _fstype(mountpoint) == "autofs":  # x-systemd.automount: listing it would wait on us
+        return
+    try:
+        entries = sorted(p.name for p in mountpoint.iterdir())
+    except OSError as exc:
+        raise ConfigError(f"mount point {mountpoint}: {exc.strerror}") from None
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise ConfigError(f"mount point {mountpoint} is not empty ({len(entries)} entries: {shown}); the mount would "
+                          "hide them. Use an empty directory, or -o nonempty to mount over them anyway")
+
+
+def _fstype(path: Path) -> str | None:
+    """The type of the file system mounted exactly on ``path`` (last one wins), if any."""
+    found = None
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 2 and parts[1] == str(path):
+                    found = parts[2]
+    except OSError:
+        return None
+    return found
+
+
 def _spawn_background(argv: list[str], options: Options) -> int:
+    """Start ``fichierfs mount … -f`` as a daemon and wait until it reports the mount live.
+
+    The child runs ``python -P -m fichierfs``: ``-P`` keeps the working directory off
+    ``sys.path``, so a ``fichierfs/`` folder there (the parent of a clone, ``~`` after cloning
+    into ``~/fichierfs``) cannot shadow the installed package. Its stderr goes to an unlinked
+    temporary file until the mount is live (the child then points it at the log file or
+    /dev/null): a child that dies first has its last lines shown here, never lost.
+    """
+    import tempfile
+
     r, w = os.pipe()
     env = dict(os.environ, **{READY_FD: str(w)})
-    cmd = [sys.executable, "-m", "fichierfs", *argv, "-f"]
-    log_out = open(options.log_file, "ab") if options.log_file else None  # noqa: SIM115 - closed below
-    try:
-        child = subprocess.Popen(
-            cmd, env=env, pass_fds=(w,), start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=log_out if log_out is not None else subprocess.DEVNULL,
-        )
-    finally:
-        os.close(w)
-        if log_out is not None:
-            log_out.close()
-    with os.fdopen(r, "r") as pipe:
-        message = pipe.read()
-    if message.startswith("ok"):
-        return 0
-    child.wait(timeout=30)
-    print(f"fichierfs: mount failed: {message.strip().removeprefix('error: ') or f'exit code {child.returncode}'}",
-          file=sys.stderr)
+    cmd = [sys.executable, "-P", "-m", "fichierfs", *argv, "-f"]
+    with tempfile.TemporaryFile() as err:
+        try:
+            child = subprocess.Popen(
+                cmd, env=env, pass_fds=(w,), start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+            )
+        finally:
+            os.close(w)
+        message = ""
+        with os.fdopen(r, "r") as pipe:
+            for line in pipe:  # "note: …" while it starts, then "ok" or "error: …"
+                if line.startswith("note: "):
+                    print(f"fichierfs: {line[6:].rstrip()}", file=sys.stderr, flush=True)
+                else:
+                    message += line
+        if message.startswith("ok"):
+            return 0
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        err.seek(0)
+        tail = err.read()[-4000:].decode(errors="replace").strip()
+    reason = message.strip().removeprefix("error: ")
+    if not reason:
+        code = child.returncode
+        reason = f"the mount process exited (code {code}) before the mount was live" if code is not None \
+            else "the mount process stopped talking before the mount was live"
+    print(f"fichierfs: mount failed: {reason}", file=sys.stderr)
+    if tail and tail not in reason:
+        print("fichierfs: the mount process said:\n" + "\n".join("  " + ln for ln in tail.splitlines()[-25:]),
+              file=sys.stderr)
     return 1
+
+
+def _detach_stderr(log_file: Path | None) -> None:
+    """Once live, a daemon's stderr leaves the parent's capture file: the log file or /dev/null."""
+    target = os.open(log_file if log_file else os.devnull, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.dup2(target, 2)
+    finally:
+        os.close(target)
 
 
 def _run_foreground(options: Options, mountpoint: Path, key: Secret) -> int:
@@ -409,23 +519,42 @@ def _run_foreground(options: Options, mountpoint: Path, key: Secret) -> int:
 
     from fichierfs.log import setup_logging
     from fichierfs.mount import run_mount
+    from fichierfs.private import private_dir, restrict_umask
 
+    restrict_umask()  # the cache and the logs are private whatever the caller's umask (issue 11)
     ready_fd = os.environ.pop(READY_FD, None)
     daemon = ready_fd is not None
-    setup_logging(options.log_level, options.log_file, syslog=daemon and options.log_file is None,
-                  secrets=[key.reveal()])
+    log_file = options.log_file
+    fallback = ""
+    if daemon and log_file is None and not Path("/dev/log").exists():
+        # no syslog (containers, minimal systems): warnings would be lost; keep them in the cache dir
+        log_file = private_dir(options.cache_root()) / "fichierfs.log"
+        fallback = f"no syslog on this machine (/dev/log missing): the mount logs to {log_file}"
+    setup_logging(options.log_level, log_file, syslog=daemon and log_file is None, secrets=[key.reveal()])
+
+    def say(text: str) -> None:
+        """Tell the person who ran ``fichierfs mount`` (the parent prints ``note:`` lines as they come)."""
+        log.warning("%s", text) if text.startswith("WARNING") else log.info("%s", text)
+        if ready_fd is not None:
+            os.write(int(ready_fd), f"note: {text}\n".encode())
+        elif log_file is not None:  # else the log line above went to stderr already
+            print(f"fichierfs: {text}", file=sys.stderr)
+
+    if fallback:
+        say(fallback)
 
     def ready() -> None:
         nonlocal ready_fd
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=mounted {options.remote_folder} on {mountpoint}")
         if ready_fd is not None:
+            _detach_stderr(log_file)
             os.write(int(ready_fd), b"ok\n")
             os.close(int(ready_fd))
             ready_fd = None
 
     try:
         try:
-            trio.run(run_mount, options, mountpoint, key, ready)
+            trio.run(run_mount, options, mountpoint, key, ready, say)
         except BaseExceptionGroup as group:
             raise _unwrap(group) from None
     except FichierError as exc:
@@ -441,6 +570,8 @@ def _run_foreground(options: Options, mountpoint: Path, key: Secret) -> int:
         log.exception("mount crashed")
         if ready_fd is not None:
             os.write(int(ready_fd), f"error: {type(exc).__name__}: {exc}\n".encode())
+        else:
+            print(f"fichierfs: mount crashed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -456,7 +587,17 @@ def _umount(mountpoint: Path, timeout: float, *, wait: bool = False, drain_timeo
     from fichierfs.control import Backlog, human_bytes, read_status, wait_drained
     from fichierfs.mount import is_mounted
 
-    target = mountpoint.resolve()
+    target = Path(os.path.abspath(mountpoint))
+    if _dead_mount(target):  # killed daemon: nothing to wait for or ask, just unmount
+        res = _fusermount_u(target)
+        if res.returncode != 0:
+            print(f"fichierfs: the fichierfs process of {target} died and unmounting failed ({res.stderr.strip()}); "
+                  f"run: fusermount3 -u -z {target}", file=sys.stderr)
+            return 1
+        print(f"fichierfs: the fichierfs process of {target} had died; unmounted it. Changes not uploaded yet are "
+              "kept in the cache and uploaded at the next mount", file=sys.stderr)
+        return 0
+    target = target.resolve()
     if not is_mounted(target):
         print(f"fichierfs: {target} is not mounted", file=sys.stderr)
         return 1
@@ -476,9 +617,7 @@ def _umount(mountpoint: Path, timeout: float, *, wait: bool = False, drain_timeo
                       "('fichierfs umount --wait' uploads them first)", file=sys.stderr)
     except MountGone as exc:  # a dead daemon: unmounting is all that is left to do
         print(f"fichierfs: {exc}", file=sys.stderr)
-    res = subprocess.run(["fusermount3", "-u", str(target)], capture_output=True, text=True)
-    if res.returncode != 0:
-        res = subprocess.run(["umount", str(target)], capture_output=True, text=True) if os.geteuid() == 0 else res
+    res = _fusermount_u(target)
     if res.returncode != 0:
         print(f"fichierfs: {res.stderr.strip()}", file=sys.stderr)
         return 1
@@ -533,8 +672,9 @@ def _login(*, force_stdin: bool = False) -> int:
     import getpass
 
     from fichierfs.api import Secret
-    from fichierfs.keys import store_api_key
+    from fichierfs.keys import keyring_backend, store_api_key
 
+    keyring_backend()  # no usable keyring: say so before asking for the key
     if sys.stdin.isatty() and not force_stdin:
         value = getpass.getpass("1fichier API key (not shown): ")
     else:

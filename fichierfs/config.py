@@ -55,7 +55,12 @@ class Options:
     remote_folder: str = _opt("/", "remote folder shown as the mount's root")
     read_only: bool = _opt(False, "mount read-only (-o ro)")
     foreground: bool = _opt(False, "stay in the foreground (-f)")
-    cache_dir: Path | None = _opt(None, "directory for staged writes and the metadata store (default: user cache dir)")
+    cache_dir: Path | None = _opt(None, "directory for staged writes and the metadata store (default: user cache dir); "
+                                  "kept private: folders 0700, files 0600")
+    adopt_journal: Path | None = _opt(
+        None, "take over another journal directory's pending uploads (a mount names such directories when it finds "
+        "them, e.g. after the API address changed)"
+    )
     memory_budget: int = _opt(256 << 20, "bytes of downloaded data kept in memory, all open files together", "bytes")
     chunk_size: int = _opt(256 << 10, "unit of caching (downloads fetch many chunks per request)", "bytes")
     readahead_max: int = _opt(32 << 20, "largest read-ahead window of one sequential reader", "bytes")
@@ -81,6 +86,7 @@ class Options:
     log_file: Path | None = _opt(None, "write the log here (default: stderr in the foreground, syslog otherwise)")
     log_level: str = _opt("info", "debug, info, warning or error; per module: fichierfs.scheduler=debug")
     allow_other: bool = _opt(False, "let other users access the mount (needs user_allow_other)")
+    nonempty: bool = _opt(False, "allow a mount point that holds files (they are hidden while mounted; -o nonempty)")
     fsname: str = _opt("fichierfs", "file system name shown by mount and df")
 
     def __post_init__(self) -> None:
@@ -102,19 +108,23 @@ class Options:
             if f.metadata.get("unit") == "s" and v < 0:
                 raise ConfigError(f"{f.name} must be ≥ 0 s")
 
+    def cache_root(self) -> Path:
+        """``cache_dir``, or the user cache directory (platformdirs: ``~/.cache/fichierfs``)."""
+        import platformdirs
+
+        return self.cache_dir or Path(platformdirs.user_cache_dir("fichierfs"))
+
     def store_dir(self, account: str = "") -> Path:
         """Where the journal and staging files of this account + remote folder live.
 
-        ``<cache_dir>/<hash of api_url, remote_folder and key fingerprint>``; ``cache_dir``
-        defaults to the user cache directory (platformdirs: ``~/.cache/fichierfs``).
+        ``<cache root>/<hash of api_url, remote_folder and account>``, where ``account`` is
+        :func:`fichierfs.account.account_id` (the account, not the key: a rotated key finds
+        its journal).
         """
         import hashlib
 
-        import platformdirs
-
-        base = self.cache_dir or Path(platformdirs.user_cache_dir("fichierfs"))
         ident = f"{self.api_url}\0{self.remote_folder.strip('/')}\0{account}"
-        return base / hashlib.sha256(ident.encode()).hexdigest()[:16]
+        return self.cache_root() / hashlib.sha256(ident.encode()).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> Options:
         return dataclasses.replace(self, **changes)

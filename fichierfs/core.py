@@ -34,7 +34,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +102,7 @@ async def build_core(
     start_writer: bool = True,
     writer_retry: tuple[float, float] | None = None,
     persist_metadata: bool = True,
+    say: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Core]:
     """Build and start client → scheduler → meta / reader / writer → Filesystem (module docstring).
 
@@ -124,6 +125,8 @@ async def build_core(
         persist_metadata: keep listings in ``store_dir/metadata.db`` and serve them at the
             next start (issue 13); with a persisted root nothing is listed before returning:
             the key is checked with one ``file/info`` (:func:`serve_persisted`).
+        say: told what a long start-up step waits for (the mount shows it to the person who
+            ran ``fichierfs mount``); None: the log only.
 
     Raises:
         FichierError subclasses from the first calls (AuthError for a bad key, NoEntry for a
@@ -189,11 +192,9 @@ async def build_core(
                     if list_root and not served:
                         wait = scheduler.next_allowed(client.folder_ls, int(meta.get(ROOT_INODE).folder_id or 0))
                         if wait > 1:
-                            log.info(
-                                "waiting %.0f s: 1fichier allows one listing of a folder per 30 s (§4), "
-                                "and the previous mount listed it recently",
-                                wait,
-                            )
+                            text = (f"waiting {wait:.0f} s before listing {options.remote_folder}: 1fichier allows "
+                                    "one listing of a folder per 30 s (§4), and the previous mount listed it recently")
+                            (say or log.info)(text)
                         await meta.ensure_listed(ROOT_INODE, lane=Lane.PREFETCH)  # may wait out the budget
                     if metastore is not None:
                         await nursery.start(metastore.run, meta.persist_dirty)

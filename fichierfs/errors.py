@@ -87,7 +87,7 @@ class FichierError(Exception):
 
 
 class ApiError(FichierError):
-    """1fichier answered ``{"status":"KO","message":"… #NNN"}`` (../shared/1fichier-api.md §3).
+    """1fichier answered ``{"status":"KO","message":"… #NNN"}`` (docs/1fichier-api.md §3).
 
     Attributes:
         code: the trailing ``#NNN`` of the message as an int, or None when absent.

@@ -1,6 +1,6 @@
 """Where the API key comes from: ``$FICHIER_API_KEY``, a key file (0600), or the system keyring.
 
-The key is as powerful as the account password (../shared/1fichier-api.md §1), so it is never
+The key is as powerful as the account password (docs/1fichier-api.md §1), so it is never
 taken from the command line (it would show in ``/proc/*/cmdline``), never logged and only ever
 held in a :class:`fichierfs.api.Secret`.
 """
@@ -15,7 +15,7 @@ from fichierfs.api import Secret
 from fichierfs.errors import ConfigError
 
 __all__ = ["ENV_VAR", "KEYRING_SERVICE", "load_api_key", "read_key_file", "store_api_key", "delete_api_key",
-           "key_source"]
+           "key_source", "keyring_backend"]
 
 ENV_VAR = "FICHIER_API_KEY"
 KEYRING_SERVICE = "fichierfs"
@@ -48,7 +48,11 @@ def read_key_file(path: Path) -> Secret:
         raise ConfigError(f"API key file {path}: {exc.strerror}") from None
     if not text:
         raise ConfigError(f"API key file {path} is empty")
-    return Secret(text.splitlines()[0].strip())
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if len(lines) != 1 or any(c.isspace() for c in lines[0]):
+        raise ConfigError(f"API key file {path} must hold the key alone, on one line (it has {len(lines)} "
+                          "non-empty lines or spaces in the key)")
+    return Secret(lines[0])
 
 
 def load_api_key(key_file: Path | None = None, *, use_keyring: bool = True) -> Secret:
@@ -94,6 +98,28 @@ def _no_backend(exc: Exception) -> ConfigError:
         f"no usable system keyring ({type(exc).__name__}: {exc}). Use a desktop session's keyring "
         "(GNOME Keyring, KWallet) or a key file instead: --api-key-file FILE (mode 0600)"
     )
+
+
+def keyring_backend() -> str:
+    """The usable keyring backend's name, checked before asking anyone for a key.
+
+    Raises:
+        ConfigError: no usable backend (keyring's "fail" backend, or none with a positive priority).
+    """
+    try:
+        import keyring
+        from keyring.backends import fail
+
+        backend = keyring.get_keyring()
+    except Exception as exc:
+        raise _no_backend(exc) from None
+    inner = getattr(backend, "backends", None)  # the chainer: usable if one of its backends is
+    usable = [b for b in inner if not isinstance(b, fail.Keyring)] if inner is not None else \
+        ([] if isinstance(backend, fail.Keyring) else [backend])
+    if not usable or all(getattr(b, "priority", 1) <= 0 for b in usable):
+        raise ConfigError("no usable system keyring on this machine (no Secret Service, KWallet or other "
+                          "backend). Use a key file instead: --api-key-file FILE (mode 0600), or $FICHIER_API_KEY")
+    return type(backend).__module__ + "." + type(backend).__name__
 
 
 def store_api_key(key: Secret) -> str:

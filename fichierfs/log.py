@@ -23,6 +23,8 @@ import re
 import sys
 from pathlib import Path
 
+from fichierfs.private import open_private
+
 __all__ = ["RedactingFilter", "setup_logging", "parse_levels", "api_error_line", "JournalFormatter"]
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -35,8 +37,17 @@ _PATTERNS = [
 ]
 
 
+#: A file's permanent link (§7 "Identity"): enough to download a file that has no password, so
+#: it is kept out of every record above DEBUG (``--log-level debug`` is the opt-in to see them).
+FILE_LINK = re.compile(r"(https?://(?:[\w-]+\.)*(?:1fichier\.com|alterupload\.com|cjoint\.net|desfichiers\.com|"
+                       r"dfichiers\.com|megadl\.fr|mesfichiers\.org|piecejointe\.net|pjointe\.com|tenvoi\.com|"
+                       r"dl4free\.com)/\?)[A-Za-z0-9]{5,20}")
+
+
 class RedactingFilter(logging.Filter):
     """Scrub secrets from a record's final message (args are merged first).
+
+    File links (``https://1fichier.com/?<id>``) are scrubbed from records above DEBUG.
 
     Args:
         secrets: literal strings to remove wherever they appear (the API key).
@@ -46,20 +57,24 @@ class RedactingFilter(logging.Filter):
         super().__init__()
         self.secrets = [s for s in (secrets or []) if s]
 
-    def scrub(self, text: str) -> str:
+    def scrub(self, text: str, *, links: bool = False) -> str:
+        """Remove secrets from ``text``; with ``links``, file links too."""
         for s in self.secrets:
             text = text.replace(s, "<redacted>")
         for pat in _PATTERNS:
             text = pat.sub(lambda m: m.group(1) + "<redacted>", text)
+        if links:
+            text = FILE_LINK.sub(lambda m: m.group(1) + "<link>", text)
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        clean = self.scrub(msg)
+        links = record.levelno > logging.DEBUG
+        clean = self.scrub(msg, links=links)
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = self.scrub(record.exc_text)
+            record.exc_text = self.scrub(record.exc_text, links=links)
         if clean != msg or record.args:
             record.msg, record.args = clean, None
         return True
@@ -151,6 +166,7 @@ def setup_logging(level: str = "info", log_file: Path | None = None, *, syslog: 
     handler: logging.Handler
     formatter: logging.Formatter
     if log_file is not None:
+        os.close(open_private(Path(log_file), os.O_WRONLY | os.O_APPEND | os.O_CREAT))  # 0600, even if it existed
         handler = logging.FileHandler(log_file)
         formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     elif syslog and Path("/dev/log").exists():

@@ -3,7 +3,7 @@
 Design (design.md Part A §5.2, §6; Part B §9):
 
 * **Listings are the only metadata source.** A folder's content comes from ONE
-  ``folder/ls`` call with ``files:1`` (../shared/1fichier-api.md §2.2), which gives every
+  ``folder/ls`` call with ``files:1`` (docs/1fichier-api.md §2.2), which gives every
   sub-folder and every file with size, date, checksum and MIME type. ``lookup`` and
   ``getattr`` are answered from the cached listing and never cost a per-file call; ``readdir``
   hands out full attributes so ``ls -l`` fans out to nothing (mountpoint-s3 #1801, s3fs #303).

@@ -1,7 +1,7 @@
 """Wire models: frozen dataclasses for the replies of the 1fichier API.
 
 Sizes are bytes (int), times are timezone-aware UTC ``datetime`` converted from 1fichier's
-zone-less Paris time (``"YYYY-MM-DD HH:MM:SS"`` in CET/CEST, ../shared/1fichier-api.md §7).
+zone-less Paris time (``"YYYY-MM-DD HH:MM:SS"`` in CET/CEST, docs/1fichier-api.md §7).
 Folder ids are ints (root = 0, §7); files are identified by their download ``url`` (§7).
 
 Each ``from_json`` is lenient about the number/string choice of a field (``"14"`` and ``14``

@@ -2,8 +2,12 @@
 
 ``run_mount`` is what ``fichierfs mount -f`` runs. Order of start-up:
 
-1. the store directory of this account and folder (``Options.store_dir``) is locked: a second
-   mount of the same account and folder would share its journal;
+1. the cache is made private (umask 077; an older world-readable tree is tightened); the account
+   behind the key is identified (:func:`fichierfs.account.identify`: from the key registry, or one
+   ``user/info`` for a key never seen before); the store directory of this account and folder
+   (``Options.store_dir``) is locked — a second mount of the same account and folder would share
+   its journal — and other journals with pending work are reported (``--adopt-journal`` takes
+   one over);
 2. the kernel notifier (pyfuse3 invalidations) starts;
 3. :func:`fichierfs.core.build_core` assembles and starts the core exactly as the in-process
    tests do: client → scheduler (budgets scaled by ``--budget-scale``, rate history of the
@@ -28,18 +32,32 @@ import fcntl
 import hashlib
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pyfuse3
 import trio
 
-from fichierfs.api import Secret
+from fichierfs.account import (
+    Identity,
+    identify,
+    known_accounts,
+    legacy_key_account,
+    other_journals,
+    pending_in,
+    registered_account,
+    write_origin,
+)
+from fichierfs.api import FichierClient, Secret
 from fichierfs.config import Options
-from fichierfs.core import build_core
+from fichierfs.core import HTTP_TIMEOUT, budgets_from, build_core, load_history, save_history
 from fichierfs.errors import ConfigError
 from fichierfs.ops import Operations, PyfuseNotifier
+from fichierfs.private import open_private, private_dir, restrict_umask, tighten
+from fichierfs.scheduler import Scheduler
 
 __all__ = ["run_mount", "fuse_options"]
 
@@ -63,6 +81,7 @@ async def run_mount(
     mountpoint: Path,
     api_key: Secret,
     ready: Callable[[], None] = lambda: None,
+    say: Callable[[str], None] = lambda text: None,
 ) -> None:
     """Mount and serve until unmounted or signalled.
 
@@ -71,21 +90,38 @@ async def run_mount(
         mountpoint: an existing empty directory.
         api_key: the account's key (never logged).
         ready: called once the kernel mount is live (the CLI's background parent waits for it).
+        say: tells the person running ``fichierfs mount`` something before the mount is live
+            (what a long step waits for, journals left with pending work); also logged.
 
     Raises:
         FichierError subclasses (AuthError for a bad key, NoEntry for a missing remote
         folder) before the kernel mount; nothing after it except bugs.
     """
-    account = hashlib.sha256(api_key.reveal().encode()).hexdigest()
-    store_dir = options.store_dir(account)
+    root = options.cache_root()
+    restrict_umask()
+    private_dir(root)
+    if n := tighten(root):
+        log.warning("%d entries of the cache %s were readable by others: now 0700/0600", n, root)
+    ident = await _identify(options, api_key, root, say)
+    store_dir = options.store_dir(ident.account)
+    _migrate_legacy(options.store_dir(legacy_key_account(api_key)), store_dir)
     _lock_store(store_dir)
-    history = store_dir.parent / f"rate-{hashlib.sha256((options.api_url + account).encode()).hexdigest()[:16]}.json"
+    if options.adopt_journal is not None:
+        _adopt(Path(options.adopt_journal), store_dir, say)
+    write_origin(store_dir, options.api_url, options.remote_folder, ident.account)
+    for j in other_journals(root, store_dir, ident.account):
+        say(f"WARNING: the journal {j.describe()} is not this mount's and nothing uploads it. "
+            f"To upload it here: fichierfs umount {mountpoint}; fichierfs mount --adopt-journal {j.path} "
+            f"... {mountpoint} (or mount again with the API address it was written for)")
+    history = _history_path(root, options.api_url, ident.account)
     notifier = PyfuseNotifier()
     async with trio.open_nursery() as nursery:
         await nursery.start(notifier.run)
         async with build_core(
-            options, None, api_key, store_dir=store_dir, notifier=notifier, history=history
+            options, None, api_key, store_dir=store_dir, notifier=notifier, history=history, say=say
         ) as core:
+            if ident.info is not None:  # the identifying user/info also answers the first df (1 per 5 min, §4)
+                core.fs.remember_quota(ident.info)
             ops = Operations(core.fs, entry_timeout=options.entry_timeout, attr_timeout=options.attr_timeout,
                              negative_timeout=options.negative_timeout)
             pyfuse3.init(ops, str(mountpoint), fuse_options(options))
@@ -104,6 +140,90 @@ async def run_mount(
         nursery.cancel_scope.cancel()
 
 
+def _history_path(root: Path, api_url: str, account: str) -> Path:
+    """The API budget clocks of one account at one API address (see core.load_history)."""
+    return root / f"rate-{hashlib.sha256((api_url + account).encode()).hexdigest()[:16]}.json"
+
+
+async def _identify(options: Options, api_key: Secret, root: Path, say: Callable[[str], None]) -> Identity:
+    """The account behind ``api_key`` (see :mod:`fichierfs.account`).
+
+    A key never seen before costs one ``user/info``, made by a short-lived scheduler that first
+    loads the budget clocks of every account seen at this API address (a rotated key opens an
+    account whose last user/info may be minutes old: 1 per 5 min, §4), and whose clocks are then
+    saved as the account's, so that the mount's own scheduler honours them.
+    """
+    known = registered_account(root, options.api_url, api_key)
+    if known is not None:
+        return Identity(known)
+    seen = known_accounts(root) | {legacy_key_account(api_key)}
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False) as http:
+        client = FichierClient(http, api_key, base_url=options.api_url)
+        scheduler = Scheduler(client, budgets_from(options))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(scheduler.run)
+            for account in sorted(seen):
+                load_history(scheduler, _history_path(root, options.api_url, account))
+            try:
+                ident = await identify(scheduler, options.api_url, api_key, root, say)
+            finally:
+                nursery.cancel_scope.cancel()
+    save_history(scheduler, _history_path(root, options.api_url, ident.account))
+    return ident
+
+
+def _migrate_legacy(legacy: Path, store_dir: Path) -> None:
+    """A journal of fichierfs 0.1 (keyed by the key) becomes this account's, if it has none yet."""
+    if legacy == store_dir or not (legacy / "store.db").exists() or (store_dir / "store.db").exists():
+        return
+    try:
+        if store_dir.exists():
+            store_dir.rmdir()  # only an empty leftover (a lock file would make this fail: keep both then)
+        os.rename(legacy, store_dir)
+        log.info("journal %s moved to %s (journals are now keyed by the account, not the key)", legacy, store_dir)
+    except OSError as exc:
+        log.warning("journal %s could not be moved to %s: %s", legacy, store_dir, exc)
+
+
+_JOURNAL_PARTS = ("store.db", "store.db-wal", "store.db-shm", "staging", "clean")
+
+
+def _adopt(other: Path, store_dir: Path, say: Callable[[str], None]) -> None:
+    """``--adopt-journal``: take ``other``'s journal and staged files, if this mount's journal is empty.
+
+    Raises:
+        ConfigError: ``other`` is no journal, is in use, or both journals hold pending work.
+    """
+    other = other.expanduser().resolve()
+    if other == store_dir.resolve():
+        return
+    if not (other / "store.db").is_file():
+        raise ConfigError(f"--adopt-journal {other}: no journal there (store.db missing)")
+    mine = pending_in(store_dir / "store.db") if (store_dir / "store.db").exists() else 0
+    if mine:
+        raise ConfigError(f"--adopt-journal {other}: this mount's journal {store_dir} has {mine} pending change(s) "
+                          "of its own; let them upload first ('fichierfs sync'), then adopt")
+    fd = os.open(other / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(f"--adopt-journal {other}: in use by a running fichierfs mount") from None
+        n = pending_in(other / "store.db")
+        for part in _JOURNAL_PARTS:
+            target = store_dir / part
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            if (other / part).exists():
+                os.rename(other / part, target)
+    finally:
+        os.close(fd)
+    shutil.rmtree(other, ignore_errors=True)
+    say(f"adopted the journal {other}: {n} pending change(s) resume here")
+
+
 _LOCKS: list[int] = []
 
 
@@ -113,8 +233,8 @@ def _lock_store(store_dir: Path) -> None:
     Raises:
         ConfigError: another live fichierfs process holds the lock.
     """
-    store_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(store_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    private_dir(store_dir)
+    fd = open_private(store_dir / "lock")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -1,4 +1,4 @@
-"""Reversible name encoding: local names ↔ names 1fichier accepts (../shared/1fichier-api.md §7).
+"""Reversible name encoding: local names ↔ names 1fichier accepts (docs/1fichier-api.md §7).
 
 1fichier rejects or mangles ``\\ < > " ' $ ``` ``/``, control characters and leading spaces
 (§7). rclone's fichier backend encodes them with its ``lib/encoder`` (mask Slash, LtGt,

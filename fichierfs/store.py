@@ -12,7 +12,7 @@ Tables
 
 ``files`` — one row per **local file** (a file whose content exists only in the staging
 directory): new files, files being rewritten, empty files (1fichier cannot hold them,
-../shared/1fichier-api.md §6 limits, §8.8). Key ``local:<id>``.
+docs/1fichier-api.md §6 limits, §8.8). Key ``local:<id>``.
 
     =========  ===============================================================================
     column     meaning
@@ -75,12 +75,15 @@ in worker threads.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from fichierfs.private import open_private, private_dir
 
 __all__ = ["Store", "FileRow", "DirRow", "OpRow", "LocalAttrs"]
 
@@ -184,7 +187,8 @@ class Store:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        os.close(open_private(path))  # 0600 from the start; SQLite gives -wal/-shm the same mode
         self.path = path
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")

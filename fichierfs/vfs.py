@@ -756,6 +756,12 @@ class Filesystem:
         self._statfs = (now, value)
         return value
 
+    def remember_quota(self, info: Any) -> None:
+        """Serve the next ``statfs_ttl`` seconds of ``statfs`` from a ``user/info`` answer made
+        elsewhere (the mount identifies the account with one: §4 allows one per 5 min)."""
+        total, free = max(info.total, 1), info.free
+        self._statfs = (self.clock(), StatFs(BLOCK, total // BLOCK, free // BLOCK, 1 << 20, 1 << 20, 255))
+
     def listxattr(self, ino: int) -> list[str]:
         """The xattr names a file has; the root has the status document; folders have none."""
         node = self.meta.get(ino)

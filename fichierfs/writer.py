@@ -1,6 +1,6 @@
 """Writer: staging files and the WriteBack worker that turns them into 1fichier uploads.
 
-1fichier has no partial write and never overwrites on upload (../shared/1fichier-api.md §6,
+1fichier has no partial write and never overwrites on upload (docs/1fichier-api.md §6,
 §8.1, §8.3), so every change of a file is staged whole in a local file and uploaded whole
 after the last close and a quiet delay (design.md Part B §11). The journal
 (:mod:`fichierfs.store`) records every promise before FUSE hears "done".

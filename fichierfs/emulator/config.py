@@ -1,6 +1,6 @@
 """Emulator configuration and the endpoint names used by counters, faults and limits.
 
-Every number comes from /work/shared/1fichier-api.md (cited per field as "§N").
+Every number comes from docs/1fichier-api.md (cited per field as "§N").
 Units: all times are **seconds**, all sizes are **bytes**.
 """
 

@@ -1,68 +1,42 @@
-"""``Emulator``: the account, its limits, faults, tokens and upload sessions, plus the ASGI app.
+"""``Emulator``: the service (``service.py``) plus its ASGI app, an in-process transport and out-of-band
+helpers ("another client / the web UI": no limits, not counted).
 
-Clocks: ``clock`` (monotonic seconds; default ``time.monotonic``) drives every limit, lock, token validity and
-visibility delay; dates shown to clients come from the wall clock (``time.time``), rendered in Europe/Paris
-(§7 "Timestamps"). Persisted: folders, files, account options (``state.py``). Kept in memory only (lost on
-restart, [UNVERIFIED choice]): limit windows and locks, faults, stats, download tokens, upload sessions,
-remote jobs and pending visibility delays (after a restart every file is visible).
+Imports run one way: core → app → handlers → pipeline → service → state/rules/faults/config.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import mimetypes
 import random
-import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from .app import FAULT_HEADER, INPROCESS_KEY, Token, UploadSession, build_app, file_id_from_url
-from .config import ENDPOINTS, EmulatorConfig
-from .faults import FaultPlan
-from .rules import Limiter, Locations, name_error
-from .state import Account, paris_date, store_stream
+from .app import FAULT_HEADER, INPROCESS_KEY, build_app
+from .config import EmulatorConfig
+from .rules import name_error
+from .service import EmulatorService
+from .state import file_id_from_url, paris_date, store_stream
 
 __all__ = ["Emulator"]
 
 
-class Emulator:
-    """A local, faithful 1fichier (see /work/shared/1fichier-api.md).
+class Emulator(EmulatorService):
+    """A local, faithful 1fichier (see docs/1fichier-api.md).
 
-    ``Emulator(state_dir, config=EmulatorConfig(), clock=None)``; ``emu.app`` is the ASGI app and
-    ``emu.transport()`` an in-process ``httpx.AsyncBaseTransport`` (any Host routes to the same app).
+    ``Emulator(state_dir, config=EmulatorConfig(), clock=None, wall=None)``; ``emu.app`` is the ASGI app and
+    ``emu.transport(client_ip=…)`` an in-process ``httpx.AsyncBaseTransport`` (any Host routes to the same
+    app). The service's methods (stats, inject, lock_for, reset_limits, set_quota…) are in ``service.py``.
     """
 
     def __init__(self, state_dir: Path, config: EmulatorConfig = EmulatorConfig(),
                  clock: Callable[[], float] | None = None, wall: Callable[[], float] | None = None) -> None:
-        self.config = config
-        self.clock: Callable[[], float] = clock if clock is not None else time.monotonic
-        self.wall: Callable[[], float] = wall if wall is not None else time.time
-        self.state_dir = Path(state_dir)
-        self.account = Account(self.state_dir, self.wall, config.upload_date_spacing)
-        self.faults = FaultPlan()
-        #: the account's capacity in bytes (§2.1); starts at ``config.quota``, changed by ``set_quota``
-        self.quota: int = config.quota
-        self._stats: dict[str, Any] = {}
-        self.reset_stats()
-        self.limiter = Limiter(config, self.clock, self._count_lock)
-        self.locations = Locations(config, self.clock)
-        self._tokens: dict[str, Token] = {}
-        self._uploads: dict[str, UploadSession] = {}
-        self._visible_at: dict[str, float] = {}
-        self._remote: dict[int, dict[str, Any]] = {}
+        super().__init__(state_dir, config, clock, wall)
         self.app = build_app(self)
-
-    # -- plumbing -------------------------------------------------------------------------------------
-    def _count_lock(self, kind: str) -> None:
-        self._stats["flood_locks"] += 1
-        self._stats["locks"][kind] += 1
-
-    def close(self) -> None:
-        """Close the sqlite connection (optional; a new Emulator may reopen the same state_dir)."""
-        self.account.close()
 
     def __enter__(self) -> Emulator:
         return self
@@ -76,48 +50,6 @@ class Emulator:
         ``httpx.ReadError``; "truncate" → the partial body, then ``httpx.RemoteProtocolError`` while reading
         (like a server closing before Content-Length)."""
         return _EmulatorTransport(self.app, client_ip)
-
-    # -- stats ----------------------------------------------------------------------------------------
-    def stats(self) -> dict[str, Any]:
-        """``{"calls": {endpoint: n}, "flood_locks": n, "bytes_down": n, "bytes_up": n, "refused_files": n}``;
-        every endpoint of ``config.ENDPOINTS`` is present. bytes_down counts file bytes served by token
-        downloads; bytes_up the file-part bytes received by upload.cgi; refused_files the ``file[]`` parts
-        upload.cgi refused (per-file refusals and whole-POST quota refusals)."""
-        s = self._stats
-        return {"calls": dict(s["calls"]), "flood_locks": s["flood_locks"], "bytes_down": s["bytes_down"],
-                "bytes_up": s["bytes_up"], "refused_files": s["refused_files"], "locks": dict(s["locks"]),
-                "location_refusals": s["location_refusals"]}
-
-    def reset_stats(self) -> None:
-        self._stats = {"calls": {e: 0 for e in ENDPOINTS}, "flood_locks": 0, "bytes_down": 0, "bytes_up": 0,
-                       "refused_files": 0, "locks": {"ip": 0, "user": 0, "user_info": 0},
-                       "location_refusals": 0}
-
-    # -- account -------------------------------------------------------------------------------------
-    def set_quota(self, quota: int) -> None:
-        """Change the account's capacity (bytes) at run time (§2.1); uploads beyond it are refused (§6)."""
-        if quota < 0:
-            raise ValueError("quota must be >= 0")
-        self.quota = int(quota)
-
-    def used_bytes(self) -> int:
-        """Bytes stored in the account (every account file, seeded ones included; user/info, §2.1)."""
-        return self.account.used_bytes()
-
-    # -- faults and limits ----------------------------------------------------------------------------
-    def inject(self, endpoint: str, kind: str, nth: int = 1, count: int = 1) -> None:
-        """Fail the ``nth`` next call of ``endpoint`` and the ``count - 1`` after it (see ``faults.py``)."""
-        self.faults.inject(endpoint, kind, nth, count)
-
-    def lock_for(self, seconds: float) -> None:
-        """Force a flood lock ending ``seconds`` (not scaled) from now; works even with ``limits=False``."""
-        self.limiter.lock_for(seconds)
-
-    def reset_limits(self) -> None:
-        """Lift every lock, forget every limit window, past offences and the download location (tests;
-        ``POST /_emulator/unlock``)."""
-        self.limiter.reset()
-        self.locations.reset()
 
     # -- out-of-band helpers ("another client / the web UI"): no limits, not counted ----------------------
     def make_folder(self, parent_id: int, name: str) -> int:
@@ -141,8 +73,6 @@ class Emulator:
             raise ValueError("1fichier cannot hold empty files (§6, §8.8)")
         if self.account.folder(folder_id) is None:
             raise ValueError(f"no folder {folder_id}")
-        import io
-
         return self._store(folder_id, name, io.BytesIO(data), date)
 
     def _store(self, folder_id: int, name: str, src: Any, date: float | None = None) -> str:
@@ -158,7 +88,7 @@ class Emulator:
         if not fid or self.account.file(fid) is None:
             raise KeyError(url)
         self.account.delete_file(fid)
-        self._visible_at.pop(fid, None)
+        self.forget_file(fid)
 
     def list_files(self, folder_id: int) -> list[dict[str, Any]]:
         """Every file of a folder (``-1`` = whole account), invisible ones included, in upload order. Keys:
@@ -213,7 +143,7 @@ class _TruncatedStream(httpx.AsyncByteStream):
     def __init__(self, inner: httpx.AsyncByteStream) -> None:
         self._inner = inner
 
-    async def __aiter__(self):  # type: ignore[override]
+    async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self._inner:
             yield chunk
         raise httpx.RemoteProtocolError(

@@ -1,8 +1,11 @@
 """Loopback HTTP(S) server for the emulator (hypercorn, trio worker).
 
-    python -m fichierfs.emulator [--host 127.0.0.1] [--port 0] [--state DIR] [--seed DIR]
+    fichierfs emulator [--host 127.0.0.1] [--port 0] [--state DIR] [--seed DIR]
         [--tls-cert F --tls-key F] [--time-scale X] [--no-limits] [--latency S] [--bandwidth BYTES_PER_S]
-        [--flood-lock-seconds S] [--visibility-delay S]
+        [--flood-lock-seconds S] [--visibility-delay S] [--profile strict|lenient] [--quota BYTES]
+        [--set FIELD=VALUE ...]
+
+Every knob and control route is described in docs/emulator.md (and in ``--help``).
 
 Refuses non-loopback hosts (exit 2). Once listening, prints ``FICHIER_API_URL=http(s)://HOST:PORT/v1`` as the
 first stdout line (flushed), then serves until SIGTERM/SIGINT (exit 0).
@@ -19,6 +22,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import trio
 from hypercorn.config import Config
@@ -42,9 +46,11 @@ def is_loopback(host: str) -> bool:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fichierfs emulator",
-        description="A local emulator of the 1fichier.com API (../shared/1fichier-api.md), with the documented "
+        description="A local emulator of the 1fichier.com API (docs/1fichier-api.md), with the documented "
         "rate limits ON by default. Prints FICHIER_API_URL=<url> as its first line once listening. "
-        "API keys must start with 'emu-'. Counters: GET <url without /v1>/_emulator/stats.",
+        "API keys must start with 'emu-' ('emu-free…' is a free account). Full guide: docs/emulator.md.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (others are refused)")
     p.add_argument("--port", type=int, default=0, help="TCP port; 0 = an ephemeral port (default)")
@@ -59,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     p.add_argument("--bandwidth", type=int, default=None, help="bytes/s cap per download stream")
     p.add_argument("--flood-lock-seconds", type=float, default=60.0,
-                   help="how long a flood lock lasts (extended by every call during it), seconds")
+                   help="how long a first flood lock lasts, seconds (default 60; scaled by --time-scale; in the "
+                   "strict profile every call during a lock extends it and repeated offences double it, up to 1 h)")
     p.add_argument("--visibility-delay", type=float, default=0.0,
                    help="seconds before a new upload shows in listings (eventual consistency)")
     p.add_argument("--profile", choices=PROFILES, default="strict",
@@ -72,7 +79,55 @@ def _parser() -> argparse.ArgumentParser:
                    help="the account's capacity (default 1 TiB): an upload that does not fit is refused with "
                    "'Storage quota exceeded' and user/info shows it; suffixes k M G T (powers of 1000, as 1fichier "
                    "counts GB) or Ki Mi Gi Ti; change it at run time with POST /_emulator/quota {\"bytes\": N}")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", type=_field_value,
+                   help="set any EmulatorConfig field (repeatable), e.g. --set location_window=10 --set "
+                   "one_location=false --set max_listing=100; fields and meanings: docs/emulator.md")
     return p
+
+
+_EPILOG = """\
+control routes (loopback clients only; <base> = FICHIER_API_URL without /v1):
+  GET  <base>/_emulator/stats    calls per endpoint, flood_locks, locks by kind (ip/user/user_info),
+                                 bytes_down, bytes_up, refused_files, location_refusals, clients (calls per
+                                 client address)
+  POST <base>/_emulator/reset    zero the counters
+  POST <base>/_emulator/unlock   lift every lock, forget limit windows, past offences, the download location
+  POST <base>/_emulator/fault    {"endpoint": "file/ls", "kind": "5xx|html|no_links|truncate|reset|flood",
+                                 "nth": 1, "count": 1}: fail the nth next call of endpoint and count-1 more
+  GET|POST <base>/_emulator/quota  read {"quota","used"}; POST {"bytes": N} sets the quota first
+  GET  <base>/_emulator/client   the client address the per-IP rules see (check a --source-address set-up)
+
+two hosts on one machine: bind the emulator to 127.0.0.1 (default) and give the second mount
+--source-address 127.0.0.2 (any 127.x.y.z works on Linux loopback); per-IP limits (#412) and the
+one-download-location rule (#887) then tell the mounts apart, per-account limits (#223) see both.
+"""
+
+
+def _field_value(text: str) -> tuple[str, Any]:
+    """``FIELD=VALUE`` for an EmulatorConfig field, VALUE converted to the field's type."""
+    import dataclasses
+
+    name, sep, raw = text.partition("=")
+    name = name.strip().replace("-", "_")
+    fields = {f.name: f for f in dataclasses.fields(EmulatorConfig)}
+    if not sep or name not in fields:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE with FIELD one of: {', '.join(sorted(fields))}")
+    kind = str(fields[name].type)
+    raw = raw.strip()
+    try:
+        if "bool" in kind:
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return name, raw.lower() in ("1", "true", "yes", "on")
+        if raw.lower() == "none" and "None" in kind:
+            return name, None
+        if "int" in kind:
+            return name, parse_size(raw) if not raw.lstrip("-").isdigit() else int(raw)
+        if "float" in kind:
+            return name, float(raw)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"{name}: bad value {raw!r} (a {kind})") from None
+    return name, raw
 
 
 _SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
@@ -90,11 +145,15 @@ def parse_size(text: str) -> int:
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
-    """The EmulatorConfig the command line asks for (profile first, explicit knobs over it)."""
-    return EmulatorConfig.profile(
-        args.profile, limits=not args.no_limits, time_scale=args.time_scale, latency=args.latency,
-        bandwidth=args.bandwidth, flood_lock_seconds=args.flood_lock_seconds,
-        visibility_delay=args.visibility_delay, **({} if args.quota is None else {"quota": args.quota}))
+    """The EmulatorConfig the command line asks for: the profile, then the flags, then ``--set`` (last wins)."""
+    knobs: dict[str, Any] = {
+        "limits": not args.no_limits, "time_scale": args.time_scale, "latency": args.latency,
+        "bandwidth": args.bandwidth, "flood_lock_seconds": args.flood_lock_seconds,
+        "visibility_delay": args.visibility_delay}
+    if args.quota is not None:
+        knobs["quota"] = args.quota
+    knobs.update(dict(args.set))
+    return EmulatorConfig.profile(args.profile, **knobs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                         return
 
             nursery.start_soon(on_signals)
-            binds = await nursery.start(lambda task_status: serve(emu.app, hc, shutdown_trigger=stop.wait,
+            binds = await nursery.start(lambda task_status: serve(emu.app, hc,  # type: ignore[arg-type]
+                                                                  shutdown_trigger=stop.wait,
                                                                   task_status=task_status))
             url = binds[0]  # e.g. http://127.0.0.1:PORT (hypercorn reports the real port)
             if tls:

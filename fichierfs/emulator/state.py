@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -34,7 +35,8 @@ from zoneinfo import ZoneInfo
 
 import whirlpool
 
-__all__ = ["Account", "FileRec", "FolderRec", "paris_date", "new_file_id", "URL_PREFIX"]
+__all__ = ["Account", "FileRec", "FolderRec", "Token", "UploadSession", "URL_PREFIX", "file_id_from_url", "new_file_id",
+           "paris_date"]
 
 PARIS = ZoneInfo("Europe/Paris")
 #: File links (§7 "Identity").
@@ -328,3 +330,42 @@ def store_stream(src: Any, dst: Path) -> tuple[int, str]:
             out.write(chunk)
             size += len(chunk)
     return size, h.hexdigest()
+
+
+def file_id_from_url(url: Any) -> str | None:
+    """The id of ``https://1fichier.com/?<id>`` (also alternate domains, ``&…`` suffixes and the legacy
+    ``http://<id>.1fichier.com/`` form, §7)."""
+    if not isinstance(url, str):
+        return None
+    url = url.strip()
+    q = url.find("?")
+    if q >= 0:
+        m = re.match(r"([a-z0-9]{5,20})(?:&|$)", url[q + 1:])
+        return m.group(1) if m else None
+    m = re.fullmatch(r"https?://([a-z0-9]{5,20})\.1fichier\.com/?", url)
+    return m.group(1) if m else None
+
+
+# -- in-memory records (kept by EmulatorService, lost on restart) --------------------------------------
+@dataclass
+class UploadSession:
+    """One ``get_upload_server`` id (§6 step 1). A successful POST stores ``links``; the result is then kept
+    for ``upload_result_ttl`` (§6 "kept for 2 h")."""
+
+    id: str
+    node: str
+    created: float
+    done_at: float | None = None
+    links: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Token:
+    """A direct download link (§5)."""
+
+    path: str
+    file_id: str
+    issued: float
+    single: bool
+    inline: bool
+    gets: int = 0

@@ -2,7 +2,7 @@
 
 rclone is an independent client of the real 1fichier API, so whatever it does against
 the real service must also work against the emulator. The exceptions are the places
-where /work/shared/1fichier-api.md (the referee) shows that rclone 1.60 itself is wrong.
+where docs/1fichier-api.md (the referee) shows that rclone 1.60 itself is wrong.
 The tests run in file order and share one emulator and one remote tree. A step whose
 prerequisites failed is skipped, not failed.
 

@@ -1,6 +1,6 @@
 """Tests of the 1fichier emulator with raw httpx (no fichierfs client), under trio's MockClock.
 
-Each test cites the section of /work/shared/1fichier-api.md it checks.
+Each test cites the section of docs/1fichier-api.md it checks.
 """
 
 from __future__ import annotations

@@ -55,13 +55,17 @@ async def call(c: httpx.AsyncClient, ep: str, **body: Any) -> httpx.Response:
 
 
 def msg(r: httpx.Response) -> str | None:
-    return None if r.status_code == 200 else r.json()["message"]  # type: ignore[no-any-return]
+    return None if r.status_code == 200 else r.json()["message"]
 
 
 async def test_client_address_seen(hosts_factory: Any, autojump_clock: Any) -> None:
     h = await hosts_factory()
     assert (await h.b.get("http://127.0.0.1/_emulator/client")).json()["ip"] == "127.0.0.2"
     assert (await h.a.get("http://127.0.0.1/_emulator/client")).json()["ip"] == "127.0.0.1"
+    await call(h.a, "file/ls")
+    await call(h.b, "folder/ls", folder_id=0)
+    await call(h.b, "user/info")
+    assert h.emu.stats()["clients"] == {"127.0.0.1": 1, "127.0.0.2": 2}
 
 
 async def test_per_user_rate_over_two_hosts(hosts_factory: Any, autojump_clock: Any) -> None:
@@ -192,3 +196,28 @@ def test_source_address_option() -> None:
     assert Options().source_address is None
     with pytest.raises(ConfigError, match="source_address"):
         Options(source_address="not-an-ip")
+
+
+async def test_one_address_never_sees_the_account_lock(tmp_path: Path, autojump_clock: Any) -> None:
+    """One host alone always crosses its own (#412) limit first: a random call sequence from one address
+    gets exactly the same answers with the per-account limits on as with them off."""
+    import random
+
+    rng = random.Random(7)
+    steps = [(rng.choice(["remote/ls", "folder/ls", "file/ls", "user/info", "file/ls"]), rng.choice([0, 1, 2]),
+              rng.choice([0.0, 0.1, 0.4, 1.0, 3.5, 31.0, 70.0])) for _ in range(300)]
+    answers: list[list[str | None]] = []
+    for user_limits in (True, False):
+        extra = {} if user_limits else {"user_rate_per_second": 0.0, "user_listing_interval": 0.0}
+        emu = Emulator(tmp_path / f"s{user_limits}", EmulatorConfig(**extra), clock=trio.current_time)
+        folders = [0, emu.make_folder(0, "a"), emu.make_folder(0, "b")]
+        got: list[str | None] = []
+        async with httpx.AsyncClient(transport=emu.transport(), base_url=API, headers=KEY) as c:
+            for ep, f, pause in steps:
+                await trio.sleep(pause)
+                got.append(msg(await call(c, ep, folder_id=folders[f])))
+        assert emu.stats()["locks"]["user"] == 0
+        answers.append(got)
+        emu.close()
+    assert answers[0] == answers[1]
+    assert IP_LOCK in answers[0] and None in answers[0]

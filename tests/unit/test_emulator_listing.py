@@ -129,8 +129,8 @@ async def test_windows_complete_a_folder_over_5000(tmp_path: Path) -> None:
     assert set(seen) == want and calls >= 3
     # no displayed second holds more than 1 / upload_date_spacing files
     per_second: dict[str, int] = {}
-    for i in seen.values():
-        per_second[i["date"]] = per_second.get(i["date"], 0) + 1
+    for item in seen.values():
+        per_second[item["date"]] = per_second.get(item["date"], 0) + 1
     assert max(per_second.values()) <= 101
     emu.close()
 

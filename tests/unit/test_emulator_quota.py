@@ -11,7 +11,16 @@ import httpx
 import pytest
 
 from fichierfs.emulator.server import parse_size
-from tests.unit.test_emulator_upload import API, KEY, make, node, post, refused_page, report, user_info
+from tests.unit.test_emulator_upload import (
+    API,
+    KEY,
+    make,
+    node,
+    post,
+    refused_page,
+    report,
+    user_info,
+)
 
 
 def test_parse_size() -> None:

@@ -31,7 +31,8 @@ async def env(tmp_path: Path, autojump_clock: Any) -> AsyncIterator[tuple[Emulat
 
 
 async def node(c: httpx.AsyncClient) -> dict[str, str]:
-    return (await c.get("/upload/get_upload_server.cgi", headers={"Content-Type": "application/json"})).json()
+    r = await c.get("/upload/get_upload_server.cgi", headers={"Content-Type": "application/json"})
+    return {"url": r.json()["url"], "id": r.json()["id"]}
 
 
 async def post(c: httpx.AsyncClient, n: dict[str, str], files: list[tuple[str, bytes]],

@@ -12,16 +12,16 @@ PKG = Path(__file__).resolve().parents[2] / "fichierfs"
 # module → rank; a module may import only modules of a LOWER rank (same-rank helpers allowed
 # where listed in SIDEWAYS).
 RANK = {
-    "errors": 0, "models": 0, "names": 0, "config": 0, "log": 0, "storm": 0,
+    "errors": 0, "models": 0, "names": 0, "config": 0, "log": 0, "storm": 0, "private": 0,
     "api": 1, "keys": 2,
-    "scheduler": 3, "metastore": 3,
-    "meta": 4, "bigfolder": 3, "chunks": 4, "reader": 5, "journal": 4, "writer": 5, "store": 4,
+    "scheduler": 3, "metastore": 3, "bigfolder": 3,
+    "meta": 4, "account": 4, "chunks": 4, "reader": 5, "journal": 4, "writer": 5, "store": 4,
     "vfs": 6, "control": 6,
     "ops": 7, "core": 7,
     "mount": 8,
     "cli": 9,
 }
-SIDEWAYS = {("names", "errors"), ("config", "errors"), ("models", "errors")}
+SIDEWAYS = {("log", "private"), ("names", "errors"), ("config", "errors"), ("models", "errors")}
 
 
 def _imports(path: Path) -> set[str]:
