@@ -131,11 +131,14 @@ class UploadSource:
         name: the remote (already encoded) file name.
         path: a local file whose content is sent (streamed, never read whole into memory).
         size: its size in bytes (> 0: 1fichier refuses empty files, §6 limits).
+        file: an open binary file object to send instead of ``path`` (a stable snapshot the
+            caller holds; read from its start, not closed here).
     """
 
     name: str
     path: os.PathLike[str] | str
     size: int
+    file: Any = None
 
 
 def _html_text(body: str, limit: int = 200) -> str:
@@ -499,6 +502,10 @@ class FichierClient:
         try:
             parts: list[tuple[str, tuple[str, IO[bytes], str]]] = []
             for f in files:
+                if f.file is not None:
+                    f.file.seek(0)
+                    parts.append(("file[]", (f.name, f.file, "application/octet-stream")))
+                    continue
                 fh = open(f.path, "rb")  # noqa: ASYNC230, SIM115 - a local staging file; closed in finally
                 handles.append(fh)
                 parts.append(("file[]", (f.name, fh, "application/octet-stream")))

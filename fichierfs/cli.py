@@ -274,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT", help="a fichierfs mount")
     sy.add_argument("--timeout", type=float, default=None, metavar="S", help="give up after S seconds")
     sy.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sy.add_argument("--retry-now", action="store_true",
+                    help="try failed uploads again at once (e.g. after freeing space on the account)")
 
     li = sub.add_parser("login", help="store the API key in the system keyring",
                         description="Read the API key (from the terminal without echo, or from standard input) "
@@ -333,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return _status(args.mountpoint, as_json=args.json, verbose=args.verbose)
         if args.command == "sync":
-            return _sync(args.mountpoint, timeout=args.timeout, quiet=args.quiet)
+            return _sync(args.mountpoint, timeout=args.timeout, quiet=args.quiet,
+                         retry_now=getattr(args, "retry_now", False))
         if args.command == "login":
             return _login(force_stdin=args.stdin)
         if args.command == "logout":
@@ -601,7 +604,12 @@ def _umount(mountpoint: Path, timeout: float, *, wait: bool = False, drain_timeo
     if not is_mounted(target):
         print(f"fichierfs: {target} is not mounted", file=sys.stderr)
         return 1
+    pid: int | None = None
     try:
+        try:
+            pid = int((read_status(target).get("daemon") or {}).get("pid") or 0) or None
+        except (TypeError, ValueError):
+            pid = None
         if wait:
             left = wait_drained(lambda: read_status(target), timeout=drain_timeout,
                                 progress=sys.stderr.isatty())
@@ -624,7 +632,24 @@ def _umount(mountpoint: Path, timeout: float, *, wait: bool = False, drain_timeo
     deadline = time.monotonic() + timeout
     while is_mounted(target) and time.monotonic() < deadline:
         time.sleep(0.05)
+    # the daemon saves its journal and budget clocks and exits within seconds (its waiting
+    # requests are cancelled); a remount before that would be refused, so wait for it
+    while pid is not None and _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid is not None and _alive(pid):
+        print(f"fichierfs: {target} is unmounted, but its daemon (pid {pid}) is still finishing; "
+              "a new mount of the same folder is refused until it has exited", file=sys.stderr)
+        return 1
     return 0
+
+
+def _alive(pid: int) -> bool:
+    """True while process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _status(mountpoint: Path | None, *, as_json: bool, verbose: bool = False) -> int:
@@ -655,11 +680,31 @@ def _status(mountpoint: Path | None, *, as_json: bool, verbose: bool = False) ->
     return 1 if failed else 0
 
 
-def _sync(mountpoint: Path, *, timeout: float | None, quiet: bool) -> int:
-    from fichierfs.control import read_status, wait_drained
+def _sync(mountpoint: Path, *, timeout: float | None, quiet: bool, retry_now: bool = False) -> int:
+    from fichierfs.control import CONTROL_XATTR, MountGone, read_status, wait_drained
 
     target = mountpoint.resolve()
+    if retry_now:
+        try:
+            os.setxattr(target, CONTROL_XATTR, b"retry-now")
+        except OSError as exc:
+            raise MountGone(f"{target}: cannot ask for a retry ({exc.strerror})") from None
     left = wait_drained(lambda: read_status(target), timeout=timeout, progress=not quiet)
+    if left.blocked:
+        print(f"fichierfs: {left.blocked}", file=sys.stderr)
+        for name in left.blocked_files[:20]:
+            print(f"  {name}", file=sys.stderr)
+        if len(left.blocked_files) > 20:
+            print(f"  … and {len(left.blocked_files) - 20} more", file=sys.stderr)
+        print("fichierfs: staged data is kept; free space on the account (or delete files through the mount), "
+              f"then run 'fichierfs sync --retry-now {target}'", file=sys.stderr)
+        return 1
+    if left.refused:
+        print(f"fichierfs: {len(left.refused)} file(s) refused by 1fichier, kept locally and not uploaded:",
+              file=sys.stderr)
+        for r in left.refused[:20]:
+            print(f"  {r.get('path')}: {r.get('error')}", file=sys.stderr)
+        return 1
     if not left.drained:
         print(f"fichierfs: {left.pending} upload(s) still pending after {timeout} s", file=sys.stderr)
         return 1

@@ -74,7 +74,12 @@ class Options:
     token_ttl: float = _opt(280.0, "how long a download link is reused (1fichier: 300 s, §5)", "s")
     statfs_ttl: float = _opt(310.0, "how long the quota from user/info is reused (limit: 1 per 5 min, §4)", "s")
     write_back_delay: float = _opt(3.0, "quiet time after the last close before a file is uploaded", "s")
-    max_uploads: int = _opt(4, "uploads running at the same time")
+    max_uploads: int = _opt(2, "upload batches (POSTs) running at the same time (1fichier dislikes many streams)")
+    upload_batch_files: int = _opt(500, "most files in one upload POST (1fichier takes up to 500, §6)")
+    upload_batch_bytes: int = _opt(
+        256 << 20, "most bytes in one upload POST (a failure re-sends at most this); larger files go alone", "bytes"
+    )
+    upload_batch_wait: float = _opt(10.0, "longest time a file ready for upload waits for its batch to fill", "s")
     clean_cache: int = _opt(1 << 30, "bytes of just-uploaded files kept locally for reading back", "bytes")
     budget_scale: float = _opt(1.0, "multiply every API spacing (use the emulator's --time-scale for tests)")
     stall_limit: float = _opt(30.0, "longest wait of a file operation for the API before it fails with EAGAIN", "s")
@@ -94,6 +99,10 @@ class Options:
             raise ConfigError("thumbnails must be cached, allow or deny")
         if self.chunk_size < 64 << 10:
             raise ConfigError("chunk_size must be at least 64K")
+        if not 1 <= self.upload_batch_files <= 500:
+            raise ConfigError("upload_batch_files must be 1 to 500 (§6)")
+        if self.max_uploads < 1:
+            raise ConfigError("max_uploads must be at least 1")
         if self.memory_budget < 4 * self.chunk_size:
             raise ConfigError("memory_budget must hold at least 4 chunks")
         if self.source_address is not None:

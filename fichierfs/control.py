@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # rich is imported only where it draws (keeps `fichierfs stat
 
 __all__ = [
     "STATUS_XATTR",
+    "CONTROL_XATTR",
+    "person_error",
     "Backlog",
     "MountGone",
     "fichierfs_mounts",
@@ -45,6 +47,8 @@ __all__ = [
 ]
 
 STATUS_XATTR = "user.fichierfs.status"
+CONTROL_XATTR = "user.fichierfs.control"
+"""Write ``retry-now`` to it on the mount root: failed uploads are tried again at once."""
 """Same name as :data:`fichierfs.vfs.STATUS_XATTR` (not imported: keeps ``fichierfs status`` light)."""
 FSTYPE = "fuse.fichierfs"
 
@@ -138,6 +142,11 @@ class Backlog:
     failed: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
     journal: int = 0
+    blocked: str | None = None
+    """Why nothing can upload now (the account is full), or None."""
+    blocked_files: list[str] = field(default_factory=list)
+    refused: list[dict[str, Any]] = field(default_factory=list)
+    batches: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def of(cls, doc: dict[str, Any]) -> Backlog:
@@ -163,6 +172,10 @@ class Backlog:
             failed=num("failed"),
             errors=[e for e in wb.get("errors") or [] if isinstance(e, dict)],
             journal=num("journal"),
+            blocked=_blocked(wb),
+            blocked_files=[str(f) for f in ((wb.get("over_quota") or {}).get("files") or [])],
+            refused=[r for r in wb.get("refused") or [] if isinstance(r, dict)],
+            batches=[b for b in wb.get("batches") or [] if isinstance(b, dict)],
         )
 
     @property
@@ -173,6 +186,55 @@ class Backlog:
     @property
     def in_flight_bytes(self) -> int:
         return sum(int(u.get("bytes_done") or 0) for u in self.uploading)
+
+
+def _blocked(wb: dict[str, Any]) -> str | None:
+    oq = wb.get("over_quota")
+    if not isinstance(oq, dict) or not oq:
+        return None
+    return f"the 1fichier account is full ({oq.get('reason', 'over quota')}): {len(oq.get('files') or [])} file(s) wait"
+
+
+_WORDS = (
+    ("quota", "the account is full"),
+    ("not enough space", "the account is full"),
+    ("connecterror", "1fichier could not be reached"),
+    ("connection failed", "1fichier could not be reached"),
+    ("time-out", "1fichier did not answer in time"),
+    ("flood", "1fichier's rate limit (flood lock); waiting it out"),
+    ("nom de fichier", "1fichier refuses this name"),
+    ("file name", "1fichier refuses this name"),
+    ("http 5", "1fichier had a server error"),
+    ("no links", "1fichier's upload report was empty; checking the folder"),
+    ("not json", "1fichier answered a web page instead of data"),
+    ("html", "1fichier answered a web page instead of data"),
+    ("not found", "it no longer exists on 1fichier"),
+    ("local:", "a local disk error"),
+)
+
+
+def person_error(error: str) -> str:
+    """A failure in a person's words (one short line), keeping the technical text short."""
+    text = " ".join(str(error).split())
+    low = text.lower()
+    for key, words in _WORDS:
+        if key in low:
+            return words
+    return text[:120]
+
+
+def _item(e: dict[str, Any]) -> str:
+    """``upload of rm [...] failed`` → ``delete of 3 file(s)``, in a person's words."""
+    path = str(e.get("path", "?"))
+    for kind, verb in (("rm ", "delete of "), ("mv ", "move of "), ("rmdir ", "removal of folder "),
+                       ("dmv ", "move of folder ")):
+        if path.startswith(kind):
+            rest = path[len(kind):]
+            if rest.startswith("["):
+                n = rest.count(",") + 1
+                return f"{verb}{n} file(s)"
+            return verb + rest
+    return path
 
 
 def summarize(doc: dict[str, Any]) -> dict[str, Any]:
@@ -194,10 +256,16 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _eta(remaining: float, rate: float) -> str:
-    if rate <= 0 or remaining <= 0:
-        return "-" if remaining > 0 else "0 s"
+def _eta(remaining: float, rate: float, blocked: bool = False) -> str:
+    """Time left at ``rate``; "-" when there is no meaningful rate (none measured yet, or
+    nothing can upload now) or the estimate is beyond a day (not an estimate any more)."""
+    if remaining <= 0:
+        return "0 s"
+    if blocked or rate <= 0:
+        return "-"
     s = int(remaining / rate)
+    if s > 86400:
+        return "-"
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s} s"
 
 
@@ -229,11 +297,21 @@ def render_status(doc: dict[str, Any], mountpoint: Path | str | None = None, *, 
                     style="green")
     else:
         head.append(f"{b.pending} file(s), {human_bytes(b.pending_bytes)} to upload", style="bold yellow")
-        head.append(f" (ETA {_eta(b.pending_bytes - b.in_flight_bytes, b.rate)})")
+        stuck = b.blocked is not None or api.get("connection") == "unreachable"
+        eta = _eta(b.pending_bytes - b.in_flight_bytes, b.rate, stuck)
+        if eta != "-":
+            head.append(f" (ETA {eta})")
+    if b.blocked:
+        head.append(f", stopped: {b.blocked}", style="bold red")
     if b.failed:
         head.append(f", {b.failed} failed (kept, retried)", style="red")
+    if b.refused:
+        head.append(f", {len(b.refused)} refused by 1fichier (kept locally)", style="red")
     head.append(" · API ")
-    head.append(breaker if breaker != "closed" else "ok", style=style)
+    if api.get("connection") == "unreachable":
+        head.append(f"unreachable for {float(api.get('unreachable_for') or 0):.0f} s", style="bold red")
+    else:
+        head.append(breaker if breaker != "closed" else "ok", style=style)
     if breaker != "closed" and api.get("breaker_closes_in"):
         head.append(f", flood lock: resumes in {float(api['breaker_closes_in']):.0f} s", style=style)
     parts.append(head)
@@ -254,13 +332,13 @@ def render_status(doc: dict[str, Any], mountpoint: Path | str | None = None, *, 
             ("pending", f"{b.pending} file(s)"), ("pending bytes", human_bytes(b.pending_bytes)),
             ("uploaded", f"{b.uploaded_files} file(s)"), ("uploaded bytes", human_bytes(b.uploaded_bytes)),
             ("rate", f"{human_bytes(b.rate)}/s" if b.rate else "-"),
-            ("ETA", _eta(b.pending_bytes - b.in_flight_bytes, b.rate)),
+            ("ETA", _eta(b.pending_bytes - b.in_flight_bytes, b.rate, b.blocked is not None)),
             ("failed", str(b.failed)), ("journal", str(b.journal)),
         ]))
 
     if b.uploading:
-        t = Table(title="Uploading now", box=box.SIMPLE, title_justify="left")
-        t.add_column("path")
+        t = Table(title="Uploading now (one POST per batch)", box=box.SIMPLE, title_justify="left")
+        t.add_column("files")
         t.add_column("done", justify="right")
         t.add_column("size", justify="right")
         t.add_column("%", justify="right")
@@ -270,13 +348,15 @@ def render_status(doc: dict[str, Any], mountpoint: Path | str | None = None, *, 
                       f"{100 * done / size:.0f}" if size else "-")
         parts.append(t)
 
-    if b.errors:
-        t = Table(title="Last errors", box=box.SIMPLE, title_justify="left")
-        t.add_column("path")
-        t.add_column("error", style="red")
+    if b.errors or b.refused:
+        t = Table(title="Failing (kept, retried)", box=box.SIMPLE, title_justify="left")
+        t.add_column("what")
+        t.add_column("why", style="red")
         t.add_column("attempts", justify="right")
         for e in b.errors[-10:]:
-            t.add_row(str(e.get("path", "?")), str(e.get("error", "")), str(e.get("attempts", "")))
+            t.add_row(_item(e), person_error(str(e.get("error", ""))), str(e.get("attempts", "")))
+        for r in b.refused[-10:]:
+            t.add_row(str(r.get("path", "?")), "refused by 1fichier, kept locally (rename it to retry)", "-")
         parts.append(t)
 
     calls = {k: v for k, v in (api.get("calls") or {}).items() if isinstance(v, (int, float))}
@@ -346,7 +426,8 @@ def wait_drained(
         timeout: give up after this many seconds (None: wait as long as it takes).
 
     Returns:
-        The last backlog (``.drained`` is False only after a time-out).
+        The last backlog (``.drained`` is False after a time-out, or at once when uploads
+        are stopped: ``.blocked`` says why, e.g. the account is full).
 
     Raises:
         MountGone: the mount went away while waiting.
@@ -356,7 +437,7 @@ def wait_drained(
 
     console = console or Console(stderr=True)
     first = Backlog.of(fetch())
-    if first.drained:
+    if first.drained or first.blocked:
         return first
     files0, bytes0 = first.uploaded_files, first.uploaded_bytes
     start = clock()
@@ -371,14 +452,19 @@ def wait_drained(
             done_bytes = max(0, b.uploaded_bytes - bytes0) + b.in_flight_bytes
             total_bytes = max(0, b.uploaded_bytes - bytes0) + b.pending_bytes
             # Files and bytes on one bar: bytes drive it, files are in the description.
-            bar.update(task, completed=done_bytes, total=max(total_bytes, done_bytes, 1),
-                       description=f"{done_files}/{done_files + b.pending}")
+            desc = f"{done_files}/{done_files + b.pending}"
+            if b.batches:
+                files_in = sum(int(x.get("files") or 0) for x in b.batches)
+                bytes_in = sum(int(x.get("bytes") or 0) for x in b.batches)
+                desc += f" (in flight: {len(b.batches)} batch(es), {files_in} file(s), {human_bytes(bytes_in)})"
+            bar.update(task, completed=done_bytes, total=max(total_bytes, done_bytes, 1), description=desc)
             for e in b.errors:
-                k = (str(e.get("path")), str(e.get("error")))
+                k = (_item(e), person_error(str(e.get("error"))))
                 if k not in shown_errors:
                     shown_errors.add(k)
-                    bar.console.print(f"[red]upload of {k[0]} failed[/red] ({k[1]}; attempt {e.get('attempts', '?')}); "
-                                      "it is kept and retried")
+                    bar.console.print(f"[red]{k[0]}: {k[1]}[/red] (kept, retried)")
+            if b.blocked:
+                return b
             if b.drained:
                 bar.update(task, completed=max(done_bytes, 1), total=max(done_bytes, 1))
                 return b

@@ -182,6 +182,9 @@ async def build_core(
                         store_dir,
                         delay=options.write_back_delay,
                         max_uploads=options.max_uploads,
+                        batch_files=options.upload_batch_files,
+                        batch_bytes=options.upload_batch_bytes,
+                        batch_wait=options.upload_batch_wait,
                         clean_bytes=options.clean_cache,
                     )
                     if writer_retry is not None:

@@ -120,18 +120,28 @@ async def run_mount(
         async with build_core(
             options, None, api_key, store_dir=store_dir, notifier=notifier, history=history, say=say
         ) as core:
+            core.fs.status_sources["daemon"] = lambda: {"pid": os.getpid()}
             if ident.info is not None:  # the identifying user/info also answers the first df (1 per 5 min, §4)
                 core.fs.remember_quota(ident.info)
             ops = Operations(core.fs, entry_timeout=options.entry_timeout, attr_timeout=options.attr_timeout,
                              negative_timeout=options.negative_timeout)
+            real_mountpoint = os.path.realpath(mountpoint)  # noqa: ASYNC240 - before the mount: never stat our own
             pyfuse3.init(ops, str(mountpoint), fuse_options(options))
             unmounted_by_us = False
             try:
                 nursery.start_soon(_signals, nursery.cancel_scope)
                 log.info("mounted %s on %s", options.remote_folder, mountpoint)
                 ready()
-                await pyfuse3.main()
-                log.info("%s was unmounted", mountpoint)
+                # pyfuse3.main() returns only when every request handler has returned, and a
+                # handler may wait minutes for the API budget (a listing, user/info): after an
+                # unmount, cancel them instead of keeping the daemon (and its journal lock) alive
+                with trio.CancelScope() as main_scope:
+                    nursery.start_soon(_watch_unmount, real_mountpoint, main_scope)
+                    await pyfuse3.main()
+                if main_scope.cancelled_caught:
+                    log.info("%s was unmounted; requests still waiting for the API were cancelled", mountpoint)
+                else:
+                    log.info("%s was unmounted", mountpoint)
             except BaseException:
                 unmounted_by_us = True
                 raise
@@ -241,6 +251,29 @@ def _lock_store(store_dir: Path) -> None:
         os.close(fd)
         raise ConfigError(f"{store_dir} is in use by another fichierfs mount of the same account and folder") from None
     _LOCKS.append(fd)
+
+
+async def _watch_unmount(real_mountpoint: str, scope: trio.CancelScope, period: float = 0.5) -> None:
+    """Cancel ``scope`` (pyfuse3.main) once ``real_mountpoint`` has left the mount table.
+
+    Reads /proc/self/mounts only: the daemon must never stat its own mount point (a request
+    to itself from the thread that answers requests would deadlock).
+    """
+    while True:
+        await trio.sleep(period)
+        if not _in_mount_table(real_mountpoint):
+            scope.cancel()
+            return
+
+
+def _in_mount_table(real_path: str) -> bool:
+    """True if the (already resolved) ``real_path`` is a mount point in /proc/self/mounts."""
+    escaped = real_path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011")
+    try:
+        with open("/proc/self/mounts") as f:
+            return any(len(p) > 1 and p[1] == escaped for p in (line.split() for line in f))
+    except OSError:
+        return True
 
 
 async def _signals(scope: trio.CancelScope) -> None:

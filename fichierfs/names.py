@@ -8,6 +8,9 @@ back with the same names here, and the other way round.
 
 * a reserved ASCII character ``c`` becomes its FULLWIDTH twin ``chr(ord(c) + 0xFEE0)``;
 * control characters 0x00–0x1F become the Control Pictures ``chr(0x2400 + c)``, DEL ``␡``;
+* the acute accent ``´`` (U+00B4), which 1fichier refuses too (§7, reported) but has no
+  FULLWIDTH twin, becomes ``ˊ`` (U+02CA MODIFIER LETTER ACUTE ACCENT) — not in rclone's mask:
+  rclone cannot upload ``´`` at all, and shows our ``ˊ`` as is;
 * a leading or trailing space becomes ``␠``; the names ``.``/``..`` become ``．``/``．．``;
 * a character that already *is* one of those replacements is kept by prefixing the quote
   rune ``‛`` (U+201B), and ``‛`` itself is doubled the same way, so decoding is exact.
@@ -44,6 +47,8 @@ _FULLWIDTH = {chr(ord(c) + _FULL) for c in _RESERVED}
 _SPACE_SYM = "\u2420"  # ␠
 _DEL_SYM = "\u2421"  # ␡
 _DOT = "\uff0e"  # ．
+_ACUTE = "\u00b4"  # ´ refused by 1fichier (§7)
+_ACUTE_SYM = "\u02ca"  # ˊ its stand-in
 
 
 def _needs_quote(ch: str) -> bool:
@@ -52,6 +57,7 @@ def _needs_quote(ch: str) -> bool:
         ch in _FULLWIDTH
         or ch == QUOTE
         or ch == _DEL_SYM
+        or ch == _ACUTE_SYM
         or _SYMBOL <= o <= _SYMBOL + 0x1F
     )
 
@@ -94,6 +100,8 @@ def encode(name: str) -> str:
             out.append(chr(_SYMBOL + o))
         elif o == 0x7F:
             out.append(_DEL_SYM)
+        elif ch == _ACUTE:
+            out.append(_ACUTE_SYM)
         elif _needs_quote(ch):
             out.append(QUOTE + ch)
         else:
@@ -134,6 +142,8 @@ def decode(remote: str) -> str:
             out.append(chr(o - _SYMBOL))
         elif ch == _DEL_SYM:
             out.append("\x7f")
+        elif ch == _ACUTE_SYM:
+            out.append(_ACUTE)
         elif ch == _SPACE_SYM and (i == 0 or i == n - 1):
             out.append(" ")
         else:

@@ -285,6 +285,10 @@ class Operations(pyfuse3.Operations):
         return self.fs.getxattr(inode, _name(name))
 
     @fuse_errors
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Ctx) -> None:
+        self.fs.setxattr(inode, _name(name), value)
+
+    @fuse_errors
     async def access(self, inode: int, mode: int, ctx: Ctx) -> bool:
         self.fs.getattr(inode)
         return True

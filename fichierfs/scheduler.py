@@ -372,6 +372,7 @@ class Scheduler:
 
         self._calls: Counter[str] = Counter()
         self._errors: Counter[str] = Counter()
+        self._unreachable: tuple[float, str] | None = None  # (since, why): no answer from 1fichier
         self._retried = 0
         self._coalesced = 0
         self._stalled = 0
@@ -525,6 +526,9 @@ class Scheduler:
             "coalesced": self._coalesced,
             "stalled": self._stalled,
             "auth_failed": self._auth_error is not None,
+            "connection": "ok" if self._unreachable is None else "unreachable",
+            "unreachable_for": 0.0 if self._unreachable is None else round(now - self._unreachable[0], 1),
+            "unreachable_error": None if self._unreachable is None else self._unreachable[1],
         }
 
     # ------------------------------------------------------------------ budgets and breaker
@@ -678,6 +682,7 @@ class Scheduler:
             log.info("1fichier answered again: API calls resume")
         self._tripped = False
         self._consecutive = 0
+        self._unreachable = None
 
     def _backoff(self, attempt: int) -> float:
         b = self.budgets
@@ -747,6 +752,8 @@ class Scheduler:
             self._running_job = None
             if isinstance(exc, ServerError) and not exc.reached_server:
                 self._uncharge(job)  # 1fichier never saw it: it costs no budget
+                if self._unreachable is None:
+                    self._unreachable = (self._clock(), str(exc))
             if isinstance(exc, FichierError) and exc.retryable and job.attempts <= job.retries:
                 self._retried += 1
                 job.last_error = exc

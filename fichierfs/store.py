@@ -200,6 +200,9 @@ class Store:
             self.attrs[key] = LocalAttrs(mtime, ctime, mode, uid, gid)
         self._dirty_attrs: set[str] = set()
         self.commits = 0
+        self.commit_seconds = 0.0
+        """Time spent in COMMIT (the fsync) on the caller's thread; ``commit_max`` the longest."""
+        self.commit_max = 0.0
 
     def close(self) -> None:
         self.flush_attrs()
@@ -363,7 +366,9 @@ class Store:
     # ------------------------------------------------------------------ figures
     def journal_size(self) -> int:
         """Pending entries: files not yet uploaded (empty files excluded), folders, ops."""
-        n = self._x("SELECT COUNT(*) FROM files WHERE state != 'empty' OR replaces != '[]'").fetchone()[0]
+        n = self._x(
+            "SELECT COUNT(*) FROM files WHERE state != 'refused' AND (state != 'empty' OR replaces != '[]')"
+        ).fetchone()[0]
         n += self._x("SELECT COUNT(*) FROM dirs").fetchone()[0]
         n += self._x("SELECT COUNT(*) FROM ops").fetchone()[0]
         return int(n)
@@ -392,8 +397,12 @@ class _Tx:
         self.store._in_tx = False
         if exc_type is None:
             self.store.flush_attrs()
-            self.store._x("COMMIT")
+            t0 = time.perf_counter()
+            self.store._x("COMMIT")  # fsync (synchronous=FULL): blocks the calling (trio) thread
+            took = time.perf_counter() - t0
             self.store.commits += 1
+            self.store.commit_seconds += took
+            self.store.commit_max = max(self.store.commit_max, took)
         else:
             self.store._x("ROLLBACK")
 

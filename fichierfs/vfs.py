@@ -36,6 +36,7 @@ folders), EBADF, and EIO/EAGAIN when content must be downloaded first and cannot
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -48,7 +49,7 @@ import trio
 from fichierfs.chunks import ChunkCache
 from fichierfs.errors import FichierError, FsError, NoEntry
 from fichierfs.meta import ROOT_INODE, MetaCache, Node
-from fichierfs.names import decode, encode
+from fichierfs.names import encode
 from fichierfs.scheduler import ApiCaller, Lane
 from fichierfs.storm import ProcessPolicy
 from fichierfs.writer import Staged, WriteBack
@@ -61,6 +62,9 @@ log = logging.getLogger(__name__)
 BLOCK = 4096
 XATTRS = ("user.fichier.url", "user.fichier.whirlpool", "user.fichier.content_type")
 STATUS_XATTR = "user.fichierfs.status"
+CONTROL_XATTR = "user.fichierfs.control"
+"""Write-only xattr on the root: ``retry-now`` forgets every upload back-off and the
+over-quota stop (``fichierfs sync --retry-now``)."""
 """On the mount's root: a JSON document of every component's statistics (``fichierfs status``)."""
 CONTROL_XATTRS = ("user.fichierfs.refresh", "user.fichierfs.refresh-recursive", "user.fichierfs.forget")
 """Reading one of these on a path is a command (``fichierfs refresh [-r]`` / ``forget``): getxattr
@@ -564,11 +568,7 @@ class Filesystem:
         self.meta.remove(node)
 
     def _drop_file(self, writer: WriteBack, node: Node) -> None:
-        st = writer.staged(node.ino)
-        if st is not None:
-            writer.unlink_local(st)
-        elif node.file is not None:
-            writer.add_op("rm", urls=[node.file.url])
+        writer.delete_file(node)
         assert self.store is not None
         self.store.drop_attrs(node.key)
         self.store.commit()
@@ -586,11 +586,7 @@ class Filesystem:
         await self.meta.ensure_listed(node.ino)
         if any(True for _ in self.meta.children(node.ino)):
             raise FsError(errno.ENOTEMPTY)
-        fid = int(node.folder_id or 0)
-        if fid < 0:
-            writer.rmdir_local(fid)
-        else:
-            writer.add_op("rmdir", folder_id=fid)
+        writer.remove_folder(int(node.folder_id or 0))
         assert self.store is not None
         self.store.drop_attrs(node.key)
         self.store.commit()
@@ -649,25 +645,10 @@ class Filesystem:
         new_folder = int(pn.folder_id or 0)
         old_folder = int(self.meta.get(parent_old).folder_id or 0)
         if node.is_dir:
-            fid = int(node.folder_id or 0)
-            if fid < 0:
-                writer.rename_dir_local(fid, new_folder, name_new)
-            else:
-                writer.add_op("dmv", folder_id=fid, parent=new_folder, name=name_new, from_parent=old_folder,
-                              old_name=name_old)
+            writer.move_folder(int(node.folder_id or 0), new_folder, name_new, from_parent=old_folder,
+                               old_name=name_old)
         else:
-            st = writer.staged(node.ino)
-            if st is not None:
-                writer.rename_local(st, new_folder, name_new, also_replaces=replaces)
-            elif node.file is not None:
-                remote_name = decode(node.file.filename)
-                if new_folder != old_folder or remote_name != name_new:
-                    date = node.file.date.timestamp() if node.file.date else 0.0
-                    writer.add_op("mv", url=node.file.url, folder_id=new_folder, name=name_new,
-                                  from_folder=old_folder, old_name=remote_name, size=node.size,
-                                  checksum=node.file.checksum, date=date)
-                if replaces:
-                    writer.add_op("rm", urls=replaces)
+            writer.move_file(node, new_folder, name_new, from_folder=old_folder, replaces=replaces)
         self.meta.move(node, parent_new, name_new)
         if self.store is not None:
             la = self.store.get_attrs(node.key)
@@ -743,24 +724,37 @@ class Filesystem:
         """
         now = self.clock()
         if self._statfs is not None and now - self._statfs[0] < self.statfs_ttl:
-            return self._statfs[1]
+            return self._with_writes(self._statfs[1])
         try:
             info = await self.scheduler.call(self.scheduler.client.user_info, lane=Lane.INTERACTIVE)
             total, free = max(info.total, 1), info.free
             value = StatFs(BLOCK, total // BLOCK, free // BLOCK, 1 << 20, 1 << 20, 255)
+            if self.writer is not None:
+                self.writer.account_space(total, max(0, total - free))
         except FichierError as exc:
             log.log(exc.level, "statfs: user/info failed: %s", exc)
             if self._statfs is not None:
-                return self._statfs[1]
+                return self._with_writes(self._statfs[1])
             value = StatFs(BLOCK, 1 << 40 >> 12, 1 << 40 >> 12, 1 << 20, 1 << 20, 255)
         self._statfs = (now, value)
-        return value
+        return self._with_writes(value)
+
+    def _with_writes(self, value: StatFs) -> StatFs:
+        """df reflects this mount's writes at once: used = last user/info + uploaded since −
+        deleted since + staged not uploaded yet (user/info may be asked once per 5 min, §4)."""
+        sp = self.writer.space() if self.writer is not None else None
+        if sp is None:
+            return value
+        total, used = sp
+        return dataclasses.replace(value, blocks=total // BLOCK, bfree=max(0, total - used) // BLOCK)
 
     def remember_quota(self, info: Any) -> None:
         """Serve the next ``statfs_ttl`` seconds of ``statfs`` from a ``user/info`` answer made
         elsewhere (the mount identifies the account with one: §4 allows one per 5 min)."""
         total, free = max(info.total, 1), info.free
         self._statfs = (self.clock(), StatFs(BLOCK, total // BLOCK, free // BLOCK, 1 << 20, 1 << 20, 255))
+        if self.writer is not None:  # the base of df and of ENOSPC from the mount's first second
+            self.writer.account_space(total, max(0, total - free))
 
     def listxattr(self, ino: int) -> list[str]:
         """The xattr names a file has; the root has the status document; folders have none."""
@@ -797,6 +791,18 @@ class Filesystem:
             return str(v)
 
         return json.dumps(clean(self.status()), sort_keys=True).encode()
+
+    def setxattr(self, ino: int, name: str, value: bytes) -> None:
+        """Control commands: ``user.fichierfs.control`` = ``retry-now`` on the root.
+
+        Raises FsError(ENOTSUP) for any other xattr, EINVAL for an unknown command.
+        """
+        if ino != ROOT_INODE or name != CONTROL_XATTR:
+            raise FsError(errno.ENOTSUP)
+        if value.strip() != b"retry-now":
+            raise FsError(errno.EINVAL, f"unknown control command {value[:40]!r}")
+        if self.writer is not None:
+            self.writer.retry_now()
 
     def getxattr(self, ino: int, name: str) -> bytes:
         """``user.fichier.url`` (share link), ``.whirlpool`` (hex, §7), ``.content_type``.

@@ -65,49 +65,24 @@ from typing import Any, TypeVar, TypeVarTuple
 
 import trio
 
-from fichierfs.api import UploadSource
+from fichierfs import crashpoint
+from fichierfs.backoff import backoff
 from fichierfs.errors import FichierError, NotFound, RequestRejected
 from fichierfs.meta import MetaCache, Node
-from fichierfs.models import FileUrl, FolderId, RemoteFile, UploadServer
-from fichierfs.names import encode
+from fichierfs.models import FileUrl, FolderId, RemoteFile
+from fichierfs.names import decode, encode
 from fichierfs.scheduler import ApiCaller, Lane
 from fichierfs.store import FileRow, OpRow, Store
+from fichierfs.uploader import MAX_FILE_SIZE, Uploader, whirlpool_of
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
-__all__ = ["WriteBack", "Staged", "MAX_FILE_SIZE"]
+__all__ = ["WriteBack", "Staged", "MAX_FILE_SIZE", "whirlpool_of"]
 
 log = logging.getLogger(__name__)
 
-MAX_FILE_SIZE = 300 * 10**9
-"""Largest file 1fichier takes: 300 GB (§6 limits); larger writes fail with EFBIG."""
-
 _COPY = 4 << 20  # bytes per piece when filling a staging file
-
-
-CRASH_ENV = "FICHIERFS_TEST_CRASH_AT"
-"""Test hook: SIGKILL this process at a named upload step (tests/mount/test_write.py)."""
-
-
-def _crash_point(step: str) -> None:
-    """``before_post``, ``after_post``, ``after_end``, ``before_delete_old``: die here if asked."""
-    if os.environ.get(CRASH_ENV) == step:
-        import signal
-
-        log.warning("test hook %s=%s: killing this process", CRASH_ENV, step)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def whirlpool_of(path: Path) -> str:
-    """Whirlpool hex digest of a file (1fichier's checksum, §7). Blocking: run in a thread."""
-    import whirlpool
-
-    h = whirlpool.new(b"")
-    with open(path, "rb") as f:
-        while piece := f.read(1 << 20):
-            h.update(piece)
-    return str(h.hexdigest())
 
 
 @dataclass(eq=False)
@@ -134,6 +109,10 @@ class Staged:
     dirty: bool = False
     due: float = math.inf
     fd: int = -1
+    inflight: bool = False
+    """Its staging file is part of an upload batch in flight (the POST reads that inode)."""
+    cowed: bool = False
+    """Changed while in flight: the staging file was copied on write; upload it again."""
 
     def open_fd(self) -> int:
         if self.fd < 0:
@@ -156,7 +135,8 @@ class WriteBack:
         cache_dir: where ``staging/`` and ``clean/`` live.
         delay: seconds of quiet after the last close before an upload (``--write-back-delay``).
         settle: seconds a listing may lag behind our own changes (pins and hides last this long).
-        max_uploads: concurrent uploads.
+        max_uploads: upload batches in flight at once.
+        batch_files, batch_bytes, batch_wait: bounds of one upload batch (see uploader.py).
         retry_base, retry_max: back-off of failed items, seconds.
         clean_bytes: bytes of clean copies kept after uploads.
         clock: monotonic seconds; ``wall``: epoch seconds (local mtimes).
@@ -171,7 +151,10 @@ class WriteBack:
         *,
         delay: float = 3.0,
         settle: float = 300.0,
-        max_uploads: int = 4,
+        max_uploads: int = 2,
+        batch_files: int = 500,
+        batch_bytes: int = 256 << 20,
+        batch_wait: float = 10.0,
         retry_base: float = 5.0,
         retry_max: float = 300.0,
         clean_bytes: int = 1 << 30,
@@ -195,9 +178,9 @@ class WriteBack:
         self.clock = clock
         self.wall = wall
         self._by_ino: dict[int, Staged] = {}
-        self._by_row: dict[int, Staged] = {}
-        self._uploading: dict[int, dict[str, Any]] = {}  # row → progress
-        self._not_before: dict[int, float] = {}  # row → back-off end
+        self.by_row: dict[int, Staged] = {}
+        self.uploader = Uploader(self, max_uploads=max_uploads, batch_files=batch_files,
+                                 batch_bytes=batch_bytes, batch_wait=batch_wait)
         self._op_not_before: dict[int, float] = {}  # op seq → back-off end
         self._dir_not_before: dict[int, float] = {}
         self._mkdir_inflight: set[int] = set()
@@ -207,21 +190,50 @@ class WriteBack:
         self._wakeup = trio.Event()
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self._recent: deque[tuple[float, int]] = deque()
+        self._recent: deque[tuple[float, int, float]] = deque()  # (done, bytes, batch start)
         self.uploaded_files = 0
         self.uploaded_bytes = 0
+        self.deleted_bytes = 0
+        self._url_size: dict[str, int] = {}  # sizes of urls queued for deletion (df)
+        self._space: tuple[int, int, int, int] | None = None  # (total, used, uploaded, deleted) at user/info
+        self._pending_sum: tuple[float, int] = (-math.inf, 0)
         self.op_calls = 0
 
     # ================================================================== staging (vfs side)
     def staged(self, ino: int) -> Staged | None:
         """The live local file of ``ino`` (None once uploaded, unlinked, or never local)."""
         st = self._by_ino.get(ino)
-        if st is None or self._by_row.get(st.row) is not st:
+        if st is None or self.by_row.get(st.row) is not st:
             return None
         return st
 
     def _path(self, row: int) -> Path:
         return self.staging / str(row)
+
+    def staging_path(self, row: int) -> Path:
+        """``staging/<row>``: the staged content of journal row ``row``."""
+        return self.staging / str(row)
+
+    def _cow(self, st: Staged, *, keep: bool) -> None:
+        """Copy on write: the staging file of ``st`` is being POSTed; give the writer a new inode.
+
+        The batch keeps reading the old inode (a stable snapshot); ``keep`` copies the content
+        into the new one (not needed before a truncate to 0). The newer content is uploaded
+        again once the batch is done (:meth:`complete` sees ``cowed``).
+        """
+        tmp = st.path.with_name(f"{st.row}.cow")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            if keep:
+                with open(st.path, "rb") as src:
+                    while piece := src.read(_COPY):
+                        os.write(fd, piece)
+        finally:
+            os.close(fd)
+        os.replace(tmp, st.path)
+        st.close_fd()
+        st.cowed = True
+        st.dirty = True
 
     def new_file(self, node_parent_folder: int, name: str, *, replaces: list[str] | None = None) -> Staged:
         """A new empty local file in folder ``node_parent_folder`` (journal row, empty staging file).
@@ -237,7 +249,7 @@ class WriteBack:
     def bind(self, st: Staged, ino: int) -> None:
         st.ino = ino
         self._by_ino[ino] = st
-        self._by_row[st.row] = st
+        self.by_row[st.row] = st
 
     async def take_over(
         self, node: Node, folder_id: int, fetch: Callable[[int, int], Awaitable[bytes]] | None, *, keep: bool
@@ -297,7 +309,11 @@ class WriteBack:
         end = offset + len(data)
         if end > MAX_FILE_SIZE:
             raise OSError(errno.EFBIG, "1fichier takes files up to 300 GB (§6)")
+        self._check_space(st, end - st.size)
+        if st.inflight and not st.cowed:
+            self._cow(st, keep=True)
         n = os.pwrite(st.open_fd(), data, offset)
+        self._pending_sum = (self._pending_sum[0], self._pending_sum[1] + max(0, offset + n - st.size))
         st.size = max(st.size, offset + n)
         st.dirty = True
         return n
@@ -305,6 +321,9 @@ class WriteBack:
     def truncate(self, st: Staged, size: int) -> None:
         if size > MAX_FILE_SIZE:
             raise OSError(errno.EFBIG, "1fichier takes files up to 300 GB (§6)")
+        self._check_space(st, size - st.size)
+        if st.inflight and not st.cowed:
+            self._cow(st, keep=size > 0)
         os.truncate(st.path, size)
         st.size = size
         st.dirty = True
@@ -343,7 +362,7 @@ class WriteBack:
         state = "dirty" if st.size > 0 else ("empty" if not row.replaces else "dirty")
         self.store.update_file(st.row, size=st.size, gen=row.gen + 1, state=state)
         st.due = self.clock() + self.delay
-        self._poke()
+        self.poke()
 
     def released(self, st: Staged, *, writing: bool) -> None:
         """A handle closed (sync: the kernel's flush already made the data durable).
@@ -359,15 +378,15 @@ class WriteBack:
         st.handles = max(0, st.handles - 1)
         if st.handles == 0 and not st.dirty:
             st.close_fd()
-            if self._by_row.get(st.row) is not st:
+            if self.by_row.get(st.row) is not st:
                 self._forget_staged(st)
-        self._poke()
+        self.poke()
 
     def _forget_staged(self, st: Staged) -> None:
         if self._by_ino.get(st.ino) is st:
             del self._by_ino[st.ino]
-        if self._by_row.get(st.row) is st:
-            del self._by_row[st.row]
+        if self.by_row.get(st.row) is st:
+            del self.by_row[st.row]
 
     # ================================================================== namespace (vfs side)
     def unlink_local(self, st: Staged) -> None:
@@ -376,15 +395,15 @@ class WriteBack:
         if row is None:
             return
         with self.store.transaction():
-            if st.row in self._uploading:
+            if st.row in self.uploader.inflight:
                 self.store.update_file(st.row, unlinked=True)
             else:
                 if row.replaces:
                     self.store.add_op("rm", urls=row.replaces)
                 self.store.delete_file(st.row)
                 self.store.drop_attrs(row.key)
-        if st.row not in self._uploading:
-            self._by_row.pop(st.row, None)
+        if st.row not in self.uploader.inflight:
+            self.by_row.pop(st.row, None)
             if st.handles > 0:
                 # POSIX unlink-while-open: keep the data reachable through an open fd, or a
                 # later lazy open would re-create an EMPTY file (found by a break-it session:
@@ -394,7 +413,7 @@ class WriteBack:
             if st.handles == 0:
                 st.close_fd()
                 self._forget_staged(st)
-        self._poke()
+        self.poke()
 
     def rename_local(self, st: Staged, folder_id: int, name: str, *, also_replaces: list[str] = ()) -> None:  # type: ignore[assignment]
         """A local file moved: its row gets the new place (the upload carries the name)."""
@@ -403,10 +422,14 @@ class WriteBack:
             return
         replaces = list(dict.fromkeys([*row.replaces, *also_replaces]))
         self.store.update_file(st.row, folder_id=folder_id, name=name, replaces=replaces)
+        if row.state == "refused":  # refused for its name: the new name may do
+            self.store.update_file(st.row, state="dirty", error=None, attempts=0)
+            self.uploader.cap.pop(st.row, None)
+            st.due = self.clock() + self.delay
         if replaces and row.state == "empty":
             st.due = self.clock() + self.delay
             self.store.update_file(st.row, state="dirty")
-        self._poke()
+        self.poke()
 
     def take_replaces(self, st: Staged) -> list[str]:
         """Take the ``replaces`` list away from a local file that is about to be overwritten."""
@@ -419,7 +442,7 @@ class WriteBack:
     def mkdir(self, parent_folder: int, name: str) -> int:
         """A local folder (journal ``dirs`` row); returns its negative id."""
         d = self.store.new_dir(parent_folder, name)
-        self._poke()
+        self.poke()
         return d.id
 
     def rmdir_local(self, folder_id: int) -> None:
@@ -435,15 +458,114 @@ class WriteBack:
     def rename_dir_local(self, folder_id: int, parent: int, name: str) -> None:
         self.store.update_dir(folder_id, parent=parent, name=name)
 
+    # ------------------------------------------------------------------ intent-named calls (vfs)
+    def delete_file(self, node: Node) -> None:
+        """unlink of ``node`` (POSIX checks done by vfs): a local file is dropped (or deleted once
+        its upload lands); a remote one is deleted by the batcher (one file/rm per run)."""
+        st = self.staged(node.ino)
+        if st is not None:
+            self.unlink_local(st)
+        elif node.file is not None:
+            self.add_op("rm", urls=[node.file.url])
+
+    def delete_urls(self, urls: list[str]) -> None:
+        """Remote copies replaced by a rename over them: deleted by the batcher."""
+        if urls:
+            self.add_op("rm", urls=urls)
+
+    def remove_folder(self, folder_id: int) -> None:
+        """rmdir of an empty folder: a local one is forgotten, a remote one removed (folder/rm)."""
+        if folder_id < 0:
+            self.rmdir_local(folder_id)
+        else:
+            self.add_op("rmdir", folder_id=folder_id)
+
+    def move_folder(self, folder_id: int, parent: int, name: str, *, from_parent: int, old_name: str) -> None:
+        """A folder renamed or moved (folder/mv, or the pending mkdir's row for a local folder)."""
+        if folder_id < 0:
+            self.rename_dir_local(folder_id, parent, name)
+        else:
+            self.add_op("dmv", folder_id=folder_id, parent=parent, name=name, from_parent=from_parent,
+                        old_name=old_name)
+
+    def move_file(self, node: Node, folder: int, name: str, *, from_folder: int, replaces: list[str]) -> None:
+        """A file renamed or moved to ``folder``/``name``, replacing the remote copies ``replaces``.
+
+        A local file's row takes the new place (its upload carries the name); a remote file is
+        moved by the batcher (file/rename or file/mv); replaced copies are deleted after.
+        """
+        st = self.staged(node.ino)
+        if st is not None:
+            self.rename_local(st, folder, name, also_replaces=replaces)
+            return
+        if node.file is None:
+            return
+        remote_name = decode(node.file.filename)
+        if folder != from_folder or remote_name != name:
+            date = node.file.date.timestamp() if node.file.date else 0.0
+            self.add_op("mv", url=node.file.url, folder_id=folder, name=name, from_folder=from_folder,
+                        old_name=remote_name, size=node.size, checksum=node.file.checksum, date=date)
+        self.delete_urls(replaces)
+
     def add_op(self, kind: str, **data: Any) -> None:
         """Journal a namespace op of a remote object (see store.py ``ops``)."""
         self.store.add_op(kind, **data)
         if kind == "rm":
             for u in data["urls"]:
+                self._note_size(u)
                 self.meta.hide_url(u)
         elif kind == "rmdir":
             self.meta.hide_folder(int(data["folder_id"]))
-        self._poke()
+        self.poke()
+
+    def retry_now(self) -> None:
+        """Every failed item is tried again at once (``fichierfs sync --retry-now``)."""
+        self.uploader.retry_now()
+        self._op_not_before.clear()
+        self._dir_not_before.clear()
+        log.info("retry now: every upload, namespace change and folder creation is tried again")
+        self.poke()
+
+    # ================================================================== space (df, ENOSPC)
+    def _note_size(self, url: str) -> None:
+        """Remember the size of a remote file about to be deleted (df counts it as freed)."""
+        if url not in self._url_size:
+            node = self.meta.node_for_url(FileUrl(url))
+            if node is not None and node.file is not None:
+                self._url_size[url] = int(node.file.size)
+
+    def account_space(self, total: int, used: int) -> None:
+        """A fresh ``user/info`` answer: the base of :meth:`space` (uploads and deletes since
+        are added to it by this mount)."""
+        self._space = (total, used, self.uploaded_bytes, self.deleted_bytes)
+
+    def pending_bytes(self) -> int:
+        """Bytes staged and not uploaded yet (recomputed at most once a second)."""
+        now = self.clock()
+        if now - self._pending_sum[0] >= 1.0:
+            total = sum(st.size for st in self.by_row.values())
+            self._pending_sum = (now, total)
+        return self._pending_sum[1]
+
+    def space(self) -> tuple[int, int] | None:
+        """(total, used) as this mount knows it: the last user/info figure + bytes uploaded
+        since − bytes deleted since + bytes staged and not uploaded yet; None before user/info."""
+        if self._space is None:
+            return None
+        total, used, up0, del0 = self._space
+        used = used + (self.uploaded_bytes - up0) - (self.deleted_bytes - del0) + self.pending_bytes()
+        return total, max(0, used)
+
+    def _check_space(self, st: Staged, growth: int) -> None:
+        """ENOSPC when the account is known to be full (an over-quota refusal, or growth
+        beyond the known free space)."""
+        if growth <= 0:
+            return
+        if self.uploader.over_quota is not None:
+            raise OSError(errno.ENOSPC, f"the 1fichier account is full ({self.uploader.over_quota})")
+        sp = self.space()
+        if sp is not None and sp[1] + growth > sp[0]:
+            raise OSError(errno.ENOSPC, "the 1fichier account has no space left for this write")
 
     # ================================================================== replay
     def replay(self) -> None:
@@ -467,7 +589,7 @@ class WriteBack:
                 self.meta.shadow(int(row.sent_folder or 0), encode(row.sent_name), row.size)
             if row.unlinked:
                 st = Staged(row.id, 0, path, size=row.size, due=now)
-                self._by_row[row.id] = st
+                self.by_row[row.id] = st
                 continue
             try:
                 size = path.stat().st_size
@@ -511,7 +633,7 @@ class WriteBack:
         n = self.store.journal_size()
         if n:
             log.info("journal: %d pending change(s) from an earlier mount; resuming them", n)
-        self._poke()
+        self.poke()
 
     # ================================================================== worker
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -521,7 +643,7 @@ class WriteBack:
             task_status.started()
             nursery.start_soon(self._ops_loop)
             while True:
-                wait = self._start_due_uploads(nursery)
+                wait = self.uploader.start_due(nursery)
                 self._wakeup = trio.Event()
                 with trio.move_on_after(max(0.0, min(wait, 3600.0))):
                     await self._wakeup.wait()
@@ -533,150 +655,25 @@ class WriteBack:
         if pending:
             log.warning("%d change(s) not uploaded yet: kept in the journal for the next mount", pending)
 
-    def _poke(self) -> None:
+    def poke(self) -> None:
         self._wakeup.set()
         self._changed.set()
         self._changed = trio.Event()
 
-    def _start_due_uploads(self, nursery: trio.Nursery) -> float:
-        now = self.clock()
-        wait = math.inf
-        rows = {r.id: r for r in self.store.files()}
-        for rid, row in rows.items():
-            if rid in self._uploading or len(self._uploading) >= self.max_uploads:
-                continue
-            if row.state == "empty" and not row.replaces:
-                continue
-            if row.folder_id < 0 or (row.state == "posting" and (row.sent_folder or 0) < 0):
-                continue
-            st = self._by_row.get(rid)
-            if st is None or st.writers > 0:  # being set up (take_over) or written
-                continue
-            due = max(st.due, self._not_before.get(rid, -math.inf))
-            if due > now:
-                wait = min(wait, due - now)
-                continue
-            self._uploading[rid] = {"row": rid, "bytes_done": 0, "size": row.size}
-            nursery.start_soon(self._upload_task, rid)
-        return wait
+    async def complete(self, sent: FileRow, rf: RemoteFile, *, started: float | None = None) -> None:
+        """Journal the end of one member's upload in one transaction, then update the cache (§8.6).
 
-    async def _upload_task(self, rid: int) -> None:
-        try:
-            await self._upload(rid)
-            self._not_before.pop(rid, None)
-        except FichierError as exc:
-            row = self.store.file(rid)
-            attempts = (row.attempts if row else 0) + 1
-            delay = min(self.retry_max, self.retry_base * 2 ** (attempts - 1))
-            full = "quota" in str(exc).lower()
-            if full:  # the account is full: re-sending the bytes every few seconds helps nobody
-                delay = self.retry_max
-            if row is not None:
-                self.store.update_file(rid, attempts=attempts, error=str(exc))
-            self._not_before[rid] = self.clock() + delay
-            lvl = logging.INFO if attempts < 3 and not full else logging.WARNING
-            log.log(lvl, "upload of %r failed (attempt %d): %s; retry in %.0f s",
-                    row.name if row else rid, attempts, exc, delay)
-        except OSError as exc:
-            row = self.store.file(rid)
-            if row is not None:
-                self.store.update_file(rid, attempts=row.attempts + 1, error=f"local: {exc}")
-            self._not_before[rid] = self.clock() + self.retry_max
-            log.error("upload of row %d: local error %s", rid, exc)
-        finally:
-            self._uploading.pop(rid, None)
-            self._poke()
-
-    async def _upload(self, rid: int) -> None:
-        row = self.store.file(rid)
-        if row is None:
-            return
-        if row.state == "posting" and row.host and row.xid:
-            # A POST may have landed before a crash: never upload again before checking (§8.7).
-            done = await self._resolve_posted(row, posted_ok=False)
-            if done is not None:
-                await self._complete(row, done)
-                return
-            self.meta.shadow(int(row.sent_folder or 0), encode(row.sent_name or row.name), row.size, on=False)
-            self.store.update_file(rid, state="dirty", host=None, xid=None)
-            row = self.store.file(rid)
-            assert row is not None
-        path = self._path(rid)
-        size = path.stat().st_size
-        if size == 0:
-            # Empty: 1fichier cannot hold it (§6, §8.8); it stays local. Old copies go.
-            with self.store.transaction():
-                if row.replaces:
-                    self.store.add_op("rm", urls=row.replaces)
-                self.store.update_file(rid, state="empty", replaces=[], size=0, attempts=0, error=None)
-            return
-        if size > MAX_FILE_SIZE:
-            self.store.update_file(rid, error="larger than 300 GB (§6)")
-            raise RequestRejected("file larger than 300 GB (§6 limits)")
-        server = await self.scheduler.call(self.scheduler.client.upload_get_upload_server, lane=Lane.WRITEBACK)
-        self.store.update_file(
-            rid, state="posting", host=server.host, xid=server.id, sent_gen=row.gen,
-            sent_folder=row.folder_id, sent_name=row.name, size=size,
-        )
-        row = self.store.file(rid)
-        assert row is not None
-        self.meta.shadow(row.folder_id, encode(row.name), size)
-        self._uploading[rid]["size"] = size
-        post_error: FichierError | None = None
-        _crash_point("before_post")
-        try:
-            await self.scheduler.call(
-                self.scheduler.client.upload_post, server, [UploadSource(encode(row.name), path, size)], row.folder_id,
-                lane=Lane.WRITEBACK,
-            )
-            self._uploading[rid]["bytes_done"] = size
-        except FichierError as exc:
-            post_error = exc
-            log.info("upload.cgi of %r failed (%s); checking whether it landed", row.name, exc)
-        _crash_point("after_post")
-        done = await self._resolve_posted(row, posted_ok=post_error is None)
-        if done is None:
-            self.meta.shadow(row.folder_id, encode(row.name), size, on=False)
-            self.store.update_file(rid, state="dirty", host=None, xid=None)
-            raise post_error or FichierError("upload did not land")
-        await self._complete(row, done)
-
-    async def _resolve_posted(self, row: FileRow, *, posted_ok: bool) -> RemoteFile | None:
-        """The remote file a recorded POST produced: end.pl first, then a listing search."""
-        assert row.host and row.xid
-        server = UploadServer(row.host, row.xid)
-        sent_name = encode(row.sent_name or row.name)
-        folder = int(row.sent_folder if row.sent_folder is not None else row.folder_id)
-        try:
-            links = await self.scheduler.call(
-                self.scheduler.client.upload_end, server, lane=Lane.WRITEBACK, retries=4 if posted_ok else 1
-            )
-            pick = next((x for x in links if x.filename == sent_name), links[0])
-            return RemoteFile(pick.url, pick.filename, pick.size, datetime.now(timezone.utc), pick.whirlpool,
-                              folder_id=FolderId(folder))
-        except FichierError as exc:
-            log.info("end.pl for %r gave nothing (%s); searching the folder listing", row.name, exc)
-        path = self._path(row.id)
-        if not path.exists():
-            return None
-        size = path.stat().st_size
-        wp = await trio.to_thread.run_sync(whirlpool_of, path)
-        listing = await self.scheduler.call(self.scheduler.client.folder_ls, folder, files=True, lane=Lane.WRITEBACK)
-        for rf in listing.files:
-            if rf.filename == sent_name and rf.size == size and rf.checksum.lower() == wp and rf.url not in row.replaces:
-                known = self.meta.node_for_url(rf.url)
-                if known is None or known.gone:
-                    log.info("found the upload of %r in the listing (%s)", row.name, rf.url)
-                    return rf
-        return None
-
-    async def _complete(self, sent: FileRow, rf: RemoteFile) -> None:
-        """Journal the end of an upload in one transaction, then update the cache (§8.6)."""
+        ``sent`` is the row as the batch recorded it (``sent_gen``, ``sent_folder``,
+        ``sent_name``). A member rewritten since (a later flush, or a write still unflushed
+        into its copy-on-write staging file) is uploaded again; an unlinked one has its fresh
+        copy deleted; a moved one is moved.
+        """
         rid = sent.id
         now = self.clock()
-        _crash_point("after_end")
+        crashpoint.hit("after_end")
         self.meta.shadow(int(sent.sent_folder if sent.sent_folder is not None else sent.folder_id),
                          encode(sent.sent_name or sent.name), rf.size, on=False)
+        live = self.by_row.get(rid)
         with self.store.transaction():
             row = self.store.file(rid)
             if row is None:
@@ -686,7 +683,7 @@ class WriteBack:
                 self.store.delete_file(rid)
                 self.store.drop_attrs(row.key)
                 outcome = "unlinked"
-            elif row.gen != sent.sent_gen:
+            elif row.gen != sent.sent_gen or (live is not None and (live.cowed or live.dirty or live.writers > 0)):
                 self.store.update_file(rid, state="dirty", host=None, xid=None, replaces=[*row.replaces, rf.url],
                                        attempts=0, error=None)
                 outcome = "changed"
@@ -705,12 +702,12 @@ class WriteBack:
                 outcome = "done"
         self.uploaded_files += 1
         self.uploaded_bytes += rf.size
-        self._recent.append((now, rf.size))
-        st = self._by_row.get(rid)
+        self._recent.append((now, rf.size, started if started is not None else now))
+        st = self.by_row.get(rid)
         if outcome != "done":
             self.meta.hide_url(rf.url)
             if outcome == "unlinked":
-                self._by_row.pop(rid, None)
+                self.by_row.pop(rid, None)
                 if st is not None:
                     self._forget_staged(st)
                 self._path(rid).unlink(missing_ok=True)
@@ -722,7 +719,7 @@ class WriteBack:
         if node is not None and node.local_key == row.key:
             self.meta.set_remote_file(node, rf, pinned_until=now + self.settle)
         if st is not None:
-            self._by_row.pop(rid, None)
+            self.by_row.pop(rid, None)
             if st.handles == 0:
                 self._forget_staged(st)
         # the staging copy becomes the clean copy of the new url (same inode: open fds still work)
@@ -807,14 +804,20 @@ class WriteBack:
         seqs = [o.seq for o in batch]
         try:
             if kind == "rm":
-                _crash_point("before_delete_old")
+                crashpoint.hit("before_delete_old")
                 urls = list(dict.fromkeys(u for o in batch for u in o.data["urls"]))
+                for u in urls:
+                    self._note_size(u)
                 try:
                     await self._call(self.scheduler.client.file_rm, urls)
                 except NotFound:
                     pass  # already gone (deleted elsewhere, or before a crash)
                 for u in urls:
                     self.meta.hide_url(u, self.clock() + self.settle)
+                freed = sum(self._url_size.pop(u, 0) for u in urls)
+                self.deleted_bytes += freed
+                if freed:
+                    self.uploader.space_freed()
             elif kind == "mv":
                 await self._run_mv(batch)
             elif kind == "rmdir":
@@ -844,13 +847,13 @@ class WriteBack:
             attempts = batch[0].attempts + 1
             for o in batch:
                 self.store.update_op(o.seq, attempts=attempts, error=str(exc))
-                self._op_not_before[o.seq] = self.clock() + min(self.retry_max, self.retry_base * 2 ** (attempts - 1))
+                self._op_not_before[o.seq] = self.clock() + backoff(attempts, self.retry_base, self.retry_max)
             log.log(logging.INFO if attempts < 3 else logging.WARNING, "%s failed (attempt %d): %s", kind, attempts, exc)
             return
         self.store.delete_ops(seqs)
         for s in seqs:
             self._op_not_before.pop(s, None)
-        self._poke()
+        self.poke()
 
     async def _run_mv(self, batch: list[OpRow]) -> None:
         first = batch[0].data
@@ -912,7 +915,7 @@ class WriteBack:
         except FichierError as exc:
             attempts = d.attempts + 1
             self.store.update_dir(did, attempts=attempts, error=str(exc))
-            self._dir_not_before[did] = self.clock() + min(self.retry_max, self.retry_base * 2 ** (attempts - 1))
+            self._dir_not_before[did] = self.clock() + backoff(attempts, self.retry_base, self.retry_max)
             log.log(logging.INFO if attempts < 3 else logging.WARNING, "mkdir %r failed: %s", d.name, exc)
             return
         finally:
@@ -933,7 +936,7 @@ class WriteBack:
             if did in self._cancelled_dirs:
                 self.meta.hide_folder(new_id)
         self._cancelled_dirs.discard(did)
-        self._poke()
+        self.poke()
 
     # ================================================================== status
     def pending(self) -> int:
@@ -954,31 +957,53 @@ class WriteBack:
         ops = self.store.ops()
         dirs = self.store.dirs()
         pending_files = [f for f in files if f.state != "empty" or f.replaces]
-        errors = [{"path": self._row_path(f), "error": f.error, "attempts": f.attempts} for f in files if f.error]
+        errors = [{"path": self._row_path(f), "error": f.error, "attempts": f.attempts}
+                  for f in files if f.error and f.state != "refused"]
         errors += [{"path": f"{o.kind} {o.data.get('name') or o.data.get('urls') or o.data.get('folder_id')}",
                     "error": o.error, "attempts": o.attempts} for o in ops if o.error]
         errors += [{"path": d.name, "error": d.error, "attempts": d.attempts} for d in dirs if d.error]
+        up = self.uploader.statistics()
         uploading = []
-        for rid, prog in list(self._uploading.items()):
-            row = next((f for f in files if f.id == rid), None)
-            uploading.append({"path": self._row_path(row) if row else str(rid), "bytes_done": prog["bytes_done"],
-                              "size": prog["size"]})
+        for b in self.uploader.batches:
+            first = b.members[0].row.name if b.members else "?"
+            what = first if len(b.members) == 1 else f"{len(b.members)} files ({first}, …)"
+            uploading.append({"path": what, "files": len(b.members), "bytes_done": b.bytes_done, "size": b.size,
+                              "phase": b.phase})
+        refused = [f for f in files if f.state == "refused"]
         return {
-            "pending": len(pending_files) + len(ops) + len(dirs),
-            "pending_bytes": sum(f.size for f in pending_files),
+            "pending": len(pending_files) - len(refused) + len(ops) + len(dirs),
+            "pending_bytes": sum(f.size for f in pending_files if f.state != "refused"),
             "uploading": uploading,
             "uploaded_files": self.uploaded_files,
             "uploaded_bytes": self.uploaded_bytes,
-            "rate": sum(b for _, b in self._recent) / 60.0,
+            "rate": self._rate(now),
             "failed": len(errors),
             "errors": errors,
+            "refused": [{"path": self._row_path(f), "error": f.error} for f in refused],
+            "over_quota": up["over_quota"],
+            "batches": up["batches"],
+            "posts": up["posts"],
             "journal": len(files) + len(ops) + len(dirs),
+            "journal_commits": self.store.commits,
+            "journal_commit_seconds": round(self.store.commit_seconds, 3),
+            "journal_commit_max": round(self.store.commit_max, 4),
             "ops": len(ops),
             "local_folders": len(dirs),
         }
 
+    def _rate(self, now: float) -> float:
+        """Bytes/s of the uploads finished in the last 60 s, over the time they actually took
+        (from the start of the first of their batches to now), so a burst after a remount is
+        not averaged over 60 s; 0 (no meaningful rate yet) with less than 2 s of history."""
+        if not self._recent:
+            return 0.0
+        span = now - min(t0 for _, _, t0 in self._recent)
+        if span < 2.0:
+            return 0.0
+        return sum(b for _, b, _ in self._recent) / span
+
     def _row_path(self, row: FileRow) -> str:
-        st = self._by_row.get(row.id)
+        st = self.by_row.get(row.id)
         if st is not None:
             try:
                 return self.meta.path_of(st.ino)

@@ -13,7 +13,7 @@ import os
 import pytest
 import whirlpool
 
-import fichierfs.writer as writer_mod
+from fichierfs import crashpoint
 from fichierfs.meta import ROOT_INODE
 from tests.core.write_rig import Rig, names, read_all, sync, write_file
 
@@ -46,13 +46,13 @@ async def test_kill_at_each_step_then_remount(
         if name == step:
             raise Crash(name)
 
-    monkeypatch.setattr(writer_mod, "_crash_point", crash_at)
+    monkeypatch.setattr(crashpoint, "hit", crash_at)
     with pytest.raises(BaseException) as exc:
         async with rig.mount() as fs:
             await write_file(fs, ROOT_INODE, "f.bin", new)
             await sync(fs)
     assert exc.group_contains(Crash) if isinstance(exc.value, BaseExceptionGroup) else isinstance(exc.value, Crash)
-    monkeypatch.setattr(writer_mod, "_crash_point", lambda name: None)
+    monkeypatch.setattr(crashpoint, "hit", lambda name: None)
     if forget_end_pl:
         emu._uploads.clear()  # the upload result expired (2 h, §6.4): only the listing can tell
     emu.reset_stats()

@@ -3,8 +3,9 @@
 A hypothesis ``RuleBasedStateMachine`` drives the vfs over the in-process emulator (limits
 ON). Rules: write (new / append / mid-file patch), rename (also over a file), unlink, mkdir,
 rmdir, a remote change by "another client" (``emu.put_file`` / ``remove_file``), an injected
-fault, and restart (the mount is torn down like ``kill -9`` and a new one replays the
-journal). After every step the mount's view (names and contents, no re-list) must equal the
+fault, restart (the mount is torn down like ``kill -9`` and a new one replays the
+journal), and a crash in the middle of an upload batch (at one of its steps: before the
+POST, after it, after end.pl, before the old copies are deleted). After every step the mount's view (names and contents, no re-list) must equal the
 reference; ``check`` also waits for the write-back to drain, re-lists, and requires the
 emulator to hold exactly one copy of every file with the right whirlpool.
 
@@ -23,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
+import pytest
 import trio
 import trio.testing
 import whirlpool
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from fichierfs import crashpoint
 from fichierfs.errors import FichierError
 from fichierfs.meta import ROOT_INODE
 from tests.core.write_rig import Rig
@@ -53,6 +56,7 @@ class TrioHost:
         self._stop: trio.Event | None = None
         self._mounted: trio.Event | None = None
         self.error: BaseException | None = None
+        self.crashes = 0
         self.thread = threading.Thread(target=self._main, daemon=True)
         self.thread.start()
         self.ready.wait(60)
@@ -73,21 +77,27 @@ class TrioHost:
         rig = Rig(self.emu.transport(), KEY, self.base / "cache", delay=2.0, dir_ttl=1e9)
         while not self._stop.is_set():
             self._restart = trio.Event()
-            async with rig.mount() as fs:
-                self.fs = fs
-                self.ready.set()
-                with trio.CancelScope() as scope:
-                    async with trio.open_nursery() as n:
+            try:
+                async with rig.mount() as fs:
+                    self.fs = fs
+                    self.ready.set()
+                    with trio.CancelScope() as scope:
+                        async with trio.open_nursery() as n:
 
-                        async def stop_on() -> None:
-                            assert self._stop is not None
-                            await self._stop.wait()
+                            async def stop_on() -> None:
+                                assert self._stop is not None
+                                await self._stop.wait()
+                                scope.cancel()
+
+                            n.start_soon(stop_on)
+                            assert self._restart is not None
+                            await self._restart.wait()
                             scope.cancel()
-
-                        n.start_soon(stop_on)
-                        assert self._restart is not None
-                        await self._restart.wait()
-                        scope.cancel()
+            except BaseException as exc:  # the armed hook killed the mount mid-batch: remount
+                if not (isinstance(exc, Crash) or (isinstance(exc, BaseExceptionGroup)
+                                                   and exc.subgroup(lambda e: isinstance(e, Crash)) is not None)):
+                    raise
+                self.crashes += 1
             self.fs = None
         self.emu.close()
 
@@ -111,6 +121,15 @@ class TrioHost:
 
 def _wp(data: bytes) -> str:
     return whirlpool.new(data).hexdigest().lower()
+
+
+class Crash(BaseException):
+    """Raised by the armed crash hook: tears the mount down like kill -9 at that step."""
+
+
+_ORIGINAL_HIT = crashpoint.hit
+CRASHED: list[str] = []  # steps at which a mount was killed (tests/model: the rule is exercised)
+CRASH_STEPS = ["before_post", "after_post", "after_end", "before_delete_old"]
 
 
 class WriteModel(RuleBasedStateMachine):
@@ -284,6 +303,46 @@ class WriteModel(RuleBasedStateMachine):
     def fault(self, fault: tuple[str, str]) -> None:
         self.host.call_sync(self.host.emu.inject, fault[0], fault[1])
 
+    @rule(step=st.sampled_from(CRASH_STEPS), d=st.sampled_from(DIRS),
+          data=st.lists(st.binary(min_size=1, max_size=800), min_size=2, max_size=3))
+    def crash_mid_batch(self, step: str, d: str, data: list[bytes]) -> None:
+        """Write a few files of one folder (one batch) and kill the mount at ``step`` of it."""
+        if d not in self.ref:
+            return
+        fired = []
+
+        def hook(name: str) -> None:
+            if name == step and not fired:
+                fired.append(name)
+                raise Crash(name)
+
+        before = self.host.crashes
+        for name, content in zip(NAMES, data):
+            self.write(d, name, content, "new")
+        # armed once every write is acknowledged (a kill -9 during a write() would make it
+        # unacknowledged, which the reference cannot express); the batch leaves seconds later
+        crashpoint.hit = hook
+        try:
+
+            async def wait_for_it() -> None:
+                for _ in range(120):
+                    if fired:
+                        return
+                    await trio.sleep(1)
+
+            self.host.call(wait_for_it)
+        finally:
+            crashpoint.hit = _ORIGINAL_HIT
+        if fired:  # the mount died: wait for the remount that replays the journal
+            import time
+
+            deadline = time.monotonic() + 60
+            while (self.host.crashes == before or self.host.fs is None) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert self.host.crashes > before and self.host.fs is not None, "no remount after the crash"
+            self.host.ready.wait(60)
+            CRASHED.append(step)
+
     @rule()
     def restart(self) -> None:
         self.host.restart()
@@ -350,3 +409,10 @@ WriteModel.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestWriteModel = WriteModel.TestCase
+
+
+def test_crash_rule_is_exercised() -> None:
+    """The model run above killed at least one mount in the middle of a batch (not a dead rule)."""
+    if not CRASHED:
+        pytest.skip("run after TestWriteModel (same module); hypothesis drew no crash this time")
+    assert set(CRASHED) <= set(CRASH_STEPS)

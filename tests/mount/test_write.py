@@ -162,21 +162,27 @@ def test_editor_save_and_touch_empty(env: Env) -> None:
 
 @pytest.mark.parametrize("step", ["before_post", "after_post", "after_end", "before_delete_old"])
 def test_kill_9_at_each_upload_step(env: Env, step: str) -> None:
-    """SIGKILL at a named step (hook: $FICHIERFS_TEST_CRASH_AT), remount: exactly one good copy."""
+    """SIGKILL at a named step of an upload batch (hook: $FICHIERFS_TEST_CRASH_AT), remount:
+    every member exactly once with the right content (an overwrite and 4 new files)."""
     old = b"old content\n" * 1000
     new = b"new content!\n" * 2000
+    others = {f"n{i}.txt": f"new file {i}\n".encode() * (100 + i) for i in range(4)}
     with env.mount() as m:
         (m.path / "f.bin").write_bytes(old)
         wait_synced(m.path)
     with env.mount(env={"FICHIERFS_TEST_CRASH_AT": step}) as m:
         (m.path / "f.bin").write_bytes(new)
+        for n, b in others.items():
+            (m.path / n).write_bytes(b)
         m.proc.wait(60)  # the hook SIGKILLs the mount at that step
         assert m.proc.returncode == -signal.SIGKILL
         subprocess.run(["fusermount3", "-u", "-z", str(m.path)], check=False)
     with env.mount() as m:
         wait_synced(m.path)
         assert (m.path / "f.bin").read_bytes() == new
-        assert sorted(p.name for p in m.path.iterdir()) == ["f.bin"]
+        assert sorted(p.name for p in m.path.iterdir()) == ["f.bin", *sorted(others)]
+        for n, b in others.items():
+            assert os.getxattr(m.path / n, "user.fichier.whirlpool").decode() == whirlpool.new(b).hexdigest().lower()
         wp = json.loads(os.getxattr(m.path, "user.fichierfs.status"))  # alive
         assert wp
         got = os.getxattr(m.path / "f.bin", "user.fichier.whirlpool").decode()
@@ -199,8 +205,9 @@ def test_faults_during_500_file_copy(env: Env, tmp_path: Path) -> None:
         urllib.request.urlopen(req, timeout=10)
 
     with env.mount() as m:
-        for endpoint, kind, nth in [("upload.cgi", "5xx", 3), ("end.pl", "html", 10), ("end.pl", "no_links", 20),
-                                    ("upload/get_upload_server", "flood", 30), ("upload.cgi", "reset", 40),
+        # batches: only a handful of upload calls, so the faults hit the first ones
+        for endpoint, kind, nth in [("upload.cgi", "5xx", 1), ("end.pl", "html", 1), ("end.pl", "no_links", 2),
+                                    ("upload/get_upload_server", "flood", 3), ("upload.cgi", "reset", 3),
                                     ("file/rm", "5xx", 1)]:
             fault(endpoint, kind, nth)
         sh(f"cp -r {src} {m.path}/many")

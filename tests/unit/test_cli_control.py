@@ -135,7 +135,7 @@ def _render(doc: dict, **kw) -> str:
 def test_status_renders_everything_a_person_needs() -> None:
     out = _render(FAKE)
     assert "3 file(s), 47.7 MiB to upload" in out
-    assert "/a/big.iso" in out and "upload.cgi: HTTP 503" in out
+    assert "/a/big.iso" in out and "1fichier had a server error" in out  # in a person's words (issue 11.7)
     assert re.search(r"download/get_token\s+40\s+1", out)
     assert "flood lock: resumes in 42 s" in out and "calls left this minute" in out
     assert "117.7 MiB" in out  # downloaded
@@ -184,7 +184,7 @@ def test_sync_polls_until_drained_with_progress() -> None:
                      interval=0.25)
     assert b.drained and b.uploaded_files == 7 and sleeps == [0.25, 0.25]
     out = buf.getvalue()
-    assert "upload of /b failed" in out and "kept and retried" in out
+    assert "/b: 1fichier had a server error" in out and "kept, retried" in out
     assert "2/2" in out  # files done / files in this sync
 
 
@@ -460,3 +460,29 @@ def test_policy_remembers_threads_for_a_while(tmp_path: Path) -> None:
     assert p.kind(7) == "thumbnailer"
     now[0] = 11
     assert p.kind(7) is None
+
+
+def test_status_tells_the_truth_about_connection_eta_and_failures() -> None:
+    """Issue 11.7: connection state in the header; no ETA without a meaningful rate; one line per
+    failing item in a person's words (not 'upload of rm [...] failed')."""
+    doc = {"api": {"breaker": "closed", "connection": "unreachable", "unreachable_for": 75.0},
+           "writeback": {"pending": 198, "pending_bytes": 2_000_000, "rate": 1.0, "uploading": [],
+                         "errors": [{"path": "rm ['https://1fichier.com/?a', 'https://1fichier.com/?b']",
+                                     "error": "file/rm: connection failed (ConnectError)", "attempts": 3}]}}
+    out = _render(doc)
+    head = out.splitlines()[0]
+    assert "API unreachable for 75 s" in head and "API ok" not in head
+    assert "ETA" not in head  # nothing can upload: no estimate
+    assert "delete of 2 file(s)" in out and "1fichier could not be reached" in out
+    assert "upload of rm" not in out
+    doc["api"] = {"breaker": "closed"}
+    doc["writeback"]["rate"] = 1.0  # 1 B/s for 2 MB: 23 days is no estimate
+    assert "ETA" not in _render(doc).splitlines()[0]
+
+
+def test_sync_stops_at_once_when_the_account_is_full() -> None:
+    doc = {"writeback": {"pending": 2, "pending_bytes": 300, "uploading": [],
+                         "over_quota": {"reason": "Storage quota exceeded", "files": ["a.bin", "b.bin"]}}}
+    b = wait_drained(lambda: doc, console=Console(file=io.StringIO()), sleep=lambda s: pytest.fail("slept"))
+    assert not b.drained and b.blocked and "full" in b.blocked and b.blocked_files == ["a.bin", "b.bin"]
+    assert "stopped: the 1fichier account is full" in _render(doc)

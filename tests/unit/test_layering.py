@@ -16,6 +16,7 @@ RANK = {
     "api": 1, "keys": 2,
     "scheduler": 3, "metastore": 3, "bigfolder": 3,
     "meta": 4, "account": 4, "chunks": 4, "reader": 5, "journal": 4, "writer": 5, "store": 4,
+    "backoff": 0, "crashpoint": 0, "uploader": 4.5,
     "vfs": 6, "control": 6,
     "ops": 7, "core": 7,
     "mount": 8,

@@ -76,3 +76,14 @@ def test_length_counts_characters_not_bytes() -> None:
     assert len(encode("a" * 249 + "<")) == 250
     with pytest.raises(NameError_):
         encode("a" * 249 + "\u201b")
+
+
+def test_acute_accent_is_encoded_and_round_trips() -> None:
+    """´ (U+00B4) is refused by 1fichier (§7): before, a file named with it was retried forever."""
+    from fichierfs.emulator.rules import FORBIDDEN_CHARS
+
+    assert "\u00b4" in FORBIDDEN_CHARS
+    assert encode("caf\u00b4e") == "caf\u02cae"
+    assert not any(c in FORBIDDEN_CHARS for c in encode("\u00b4x\u00b4"))
+    for name in ("\u00b4", "x\u02cay", "a\u02ca\u00b4b"):
+        assert decode(encode(name)) == name

@@ -752,6 +752,9 @@ async def test_statistics_contents(
         "coalesced": 0,
         "stalled": 0,
         "auth_failed": False,
+        "connection": "ok",
+        "unreachable_for": 0.0,
+        "unreachable_error": None,
     }
     client.behave("file_info", ServerError("x"))
     await sched.call(sched.client.file_info, "u")
@@ -763,6 +766,7 @@ async def test_statistics_contents(
     assert stats["retries"] == 1
     assert stats["calls_last_60s"] == 3
     assert stats["calls_left_this_minute"] == 117
+    assert stats["connection"] == "ok"  # a 5xx is an answer; only "never reached" is unreachable
     assert stats["next_call_in"] == pytest.approx(B.min_interval)
     await trio.sleep(61)
     assert sched.statistics()["calls_last_60s"] == 0
@@ -882,6 +886,26 @@ async def test_a_refused_connection_costs_no_budget(autojump_clock) -> None:
         assert len(client.calls) == 2
         gap = client.calls[1].start - client.calls[0].start
         assert gap < Budgets().same_folder_interval  # the retry did not wait the folder's 31 s
+        s.stop()
+
+
+async def test_status_says_when_1fichier_cannot_be_reached(autojump_clock) -> None:
+    """Issue 11.7: the header said "API ok" while every call failed with ConnectError."""
+    from fichierfs.errors import ServerError
+
+    refused = ServerError("folder/ls: connection failed (ConnectError)")
+    refused.reached_server = False
+    client = FakeClient()
+    client.behave("folder_ls", refused)
+    s = Scheduler(client, Budgets())
+    async with trio.open_nursery() as n:
+        await n.start(s.run)
+        with pytest.raises(ServerError):
+            await s.call(s.client.folder_ls, 5, retries=0)
+        st = s.statistics()
+        assert st["connection"] == "unreachable" and "ConnectError" in st["unreachable_error"]
+        await s.call(s.client.folder_ls, 6)  # answered now
+        assert s.statistics()["connection"] == "ok"
         s.stop()
 
 
