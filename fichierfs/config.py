@@ -93,6 +93,14 @@ class Options:
     allow_other: bool = _opt(False, "let other users access the mount (needs user_allow_other)")
     nonempty: bool = _opt(False, "allow a mount point that holds files (they are hidden while mounted; -o nonempty)")
     fsname: str = _opt("fichierfs", "file system name shown by mount and df")
+    coordinator: str = _opt(
+        "host",
+        "how mounts of one account share the API budget: host = every mount on this host (built in), "
+        "redis://HOST:PORT[/DB] or rediss://… = across hosts, none = this mount alone (benchmarks only)",
+    )
+    coordinator_password_file: Path | None = _opt(
+        None, "file holding the coordinator's password (chmod 600); else $FICHIERFS_REDIS_PASSWORD"
+    )
 
     def __post_init__(self) -> None:
         if self.thumbnails not in ("cached", "allow", "deny"):
@@ -105,6 +113,8 @@ class Options:
             raise ConfigError("max_uploads must be at least 1")
         if self.memory_budget < 4 * self.chunk_size:
             raise ConfigError("memory_budget must hold at least 4 chunks")
+        if self.coordinator not in ("host", "none") and not self.coordinator.startswith(("redis://", "rediss://")):
+            raise ConfigError("coordinator must be host, none, redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]")
         if self.source_address is not None:
             import ipaddress
 

@@ -253,7 +253,19 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
         "breaker": api.get("breaker", "closed"),
         "calls_left_this_minute": api.get("calls_left_this_minute"),
         "downloaded_bytes": reader.get("downloaded_bytes", 0),
+        "coordinator": _coordinator_line(api.get("coordinator")),
     }
+
+
+def _coordinator_line(c: Any) -> str:
+    """``host (ok)``, ``redis redis://h:6379/0 (fallback: conservative local budget)``, ``none``."""
+    if not isinstance(c, dict):
+        return "none"
+    where = c.get("url") or ""
+    state = str(c.get("state", "ok"))
+    if state == "fallback":
+        state = "fallback: coordinator unreachable, conservative local budget"
+    return " ".join(p for p in (str(c.get("kind", "?")), where, f"({state})") if p)
 
 
 def _eta(remaining: float, rate: float, blocked: bool = False) -> str:
@@ -378,6 +390,7 @@ def render_status(doc: dict[str, Any], mountpoint: Path | str | None = None, *, 
         ("next call in", f"{float(nxt):.1f} s" if isinstance(nxt, (int, float)) else "-"),
         ("waiting calls", str(sum(v for v in queued.values() if isinstance(v, int)))),
         ("retries", str(api.get("retries", 0))),
+        ("shared with", _coordinator_line(api.get("coordinator"))),
     ]))
 
     cache = reader.get("cache") or {}

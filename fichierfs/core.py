@@ -43,11 +43,14 @@ import httpx
 import trio
 
 from fichierfs.api import FichierClient, Secret
+from fichierfs.attrshare import AttrShare
+from fichierfs.budget import SharedBudget
 from fichierfs.chunks import ChunkCache
 from fichierfs.config import Options
 from fichierfs.errors import AuthError, FichierError
 from fichierfs.meta import ROOT_INODE, KernelNotifier, MetaCache
 from fichierfs.metastore import MetaStore, Snapshot
+from fichierfs.models import FileUrl
 from fichierfs.reader import ReadManager
 from fichierfs.scheduler import Budgets, Lane, Scheduler
 from fichierfs.store import Store
@@ -102,6 +105,7 @@ async def build_core(
     start_writer: bool = True,
     writer_retry: tuple[float, float] | None = None,
     persist_metadata: bool = True,
+    shared: SharedBudget | None = None,
     say: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Core]:
     """Build and start client → scheduler → meta / reader / writer → Filesystem (module docstring).
@@ -125,6 +129,9 @@ async def build_core(
         persist_metadata: keep listings in ``store_dir/metadata.db`` and serve them at the
             next start (issue 13); with a persisted root nothing is listed before returning:
             the key is checked with one ``file/info`` (:func:`serve_persisted`).
+        shared: the API budget of the other mounts of the account (``fichierfs.budget``:
+            host file or Redis; the caller opens and closes it). Its clocks also serve as the
+            budget history; attributes set here are published to it and theirs applied here.
         say: told what a long start-up step waits for (the mount shows it to the person who
             ran ``fichierfs mount``); None: the log only.
 
@@ -148,6 +155,11 @@ async def build_core(
         try:
             async with trio.open_nursery() as nursery:
                 try:
+                    if shared is not None:
+                        scheduler.shared = shared
+                        scheduler.import_history(await shared.history(), 0.0)
+                        st = shared.status()
+                        log.info("API budget shared (%s) through %s", st.get("kind"), st.get("url") or st.get("path"))
                     await nursery.start(scheduler.run)
                     meta.attach_nursery(nursery)
                     reader = ReadManager(
@@ -187,6 +199,10 @@ async def build_core(
                         batch_wait=options.upload_batch_wait,
                         clean_bytes=options.clean_cache,
                     )
+                    attrshare: AttrShare | None = None
+                    if shared is not None:  # times and modes set on one mount are seen on the others
+                        attrshare = AttrShare(store, shared, on_applied=lambda key: _forget_attrs(meta, key))
+                        await nursery.start(attrshare.run)
                     if writer_retry is not None:
                         writer.retry_base, writer.retry_max = writer_retry
                     writer.replay()  # before the first listing, so that it is merged over the journal
@@ -219,6 +235,8 @@ async def build_core(
                         statfs_ttl=options.statfs_ttl,
                         writer=writer,
                     )
+                    if attrshare is not None:
+                        fs.status_sources["attrshare"] = attrshare.statistics
                     if options.thumbnails != "allow":
                         fs.policy = ProcessPolicy(options.thumbnails)
                         fs.status_sources["storm"] = fs.policy.statistics
@@ -290,6 +308,13 @@ async def serve_persisted(meta: MetaCache, scheduler: Scheduler, snapshot: Snaps
             return False
     log.info("served %d persisted folder listings; key checked with one file/info call", loaded)
     return True
+
+
+def _forget_attrs(meta: MetaCache, key: str) -> None:
+    """Another mount set attributes of ``key``: drop what the kernel cached for that inode."""
+    node = meta.node_for_folder(int(key[2:])) if key.startswith("d:") else meta.node_for_url(FileUrl(key))
+    if node is not None:
+        meta.notifier.invalidate_inode(node.ino)
 
 
 # ---------------------------------------------------------------------- rate history

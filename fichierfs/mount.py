@@ -28,6 +28,7 @@ SIGTERM/SIGINT (then it unmounts itself).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import logging
@@ -52,6 +53,7 @@ from fichierfs.account import (
     write_origin,
 )
 from fichierfs.api import FichierClient, Secret
+from fichierfs.budget import HostBudget, SharedBudget, host_budget_path, namespace
 from fichierfs.config import Options
 from fichierfs.core import HTTP_TIMEOUT, budgets_from, build_core, load_history, save_history
 from fichierfs.errors import ConfigError
@@ -115,14 +117,20 @@ async def run_mount(
             f"... {mountpoint} (or mount again with the API address it was written for)")
     history = _history_path(root, options.api_url, ident.account)
     notifier = PyfuseNotifier()
-    async with trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery, contextlib.AsyncExitStack() as stack:
         await nursery.start(notifier.run)
+        shared = await _shared_budget(options, ident.account, stack)
         async with build_core(
-            options, None, api_key, store_dir=store_dir, notifier=notifier, history=history, say=say
+            options, None, api_key, store_dir=store_dir, notifier=notifier,
+            history=history if shared is None else None,  # the shared store is the history
+            shared=shared, say=say,
         ) as core:
             core.fs.status_sources["daemon"] = lambda: {"pid": os.getpid()}
             if ident.info is not None:  # the identifying user/info also answers the first df (1 per 5 min, §4)
                 core.fs.remember_quota(ident.info)
+                if shared is not None:  # ... and the other mounts' df
+                    quota = {"total": max(ident.info.total, 1), "free": ident.info.free}
+                    await shared.remember("quota", quota, options.statfs_ttl)
             ops = Operations(core.fs, entry_timeout=options.entry_timeout, attr_timeout=options.attr_timeout,
                              negative_timeout=options.negative_timeout)
             real_mountpoint = os.path.realpath(mountpoint)  # noqa: ASYNC240 - before the mount: never stat our own
@@ -150,6 +158,23 @@ async def run_mount(
         nursery.cancel_scope.cancel()
 
 
+async def _shared_budget(options: Options, account: str, stack: contextlib.AsyncExitStack) -> SharedBudget | None:
+    """The API budget shared with the other mounts of the account (``--coordinator``); None for ``none``."""
+    if options.coordinator == "none":
+        return None
+    if options.coordinator == "host":
+        host = HostBudget(host_budget_path(), namespace(options.api_url))
+        stack.push_async_callback(host.aclose)
+        return host
+    from fichierfs.budget_redis import RedisBudget, redis_password
+
+    password = redis_password(options.coordinator_password_file)
+    return await stack.enter_async_context(
+        RedisBudget.connect(options.coordinator, namespace(options.api_url, account), password=password,
+                            location=f"{os.uname().nodename}/{options.source_address or ''}")
+    )
+
+
 def _history_path(root: Path, api_url: str, account: str) -> Path:
     """The API budget clocks of one account at one API address (see core.load_history)."""
     return root / f"rate-{hashlib.sha256((api_url + account).encode()).hexdigest()[:16]}.json"
@@ -166,10 +191,17 @@ async def _identify(options: Options, api_key: Secret, root: Path, say: Callable
     known = registered_account(root, options.api_url, api_key)
     if known is not None:
         return Identity(known)
+    host = HostBudget(host_budget_path(), namespace(options.api_url)) if options.coordinator != "none" else None
+    # another mount of this host (another --cache-dir) may know this key's account: no user/info then
+    memo = "account:" + hashlib.sha256(f"{options.api_url}\0{api_key.reveal()}".encode()).hexdigest()
+    if host is not None and isinstance(account := await host.recall(memo), str):
+        await host.aclose()
+        return Identity(account)
     seen = known_accounts(root) | {legacy_key_account(api_key)}
     async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False) as http:
         client = FichierClient(http, api_key, base_url=options.api_url)
         scheduler = Scheduler(client, budgets_from(options))
+        scheduler.shared = host  # the other mounts of this host may have asked user/info a moment ago
         async with trio.open_nursery() as nursery:
             await nursery.start(scheduler.run)
             for account in sorted(seen):
@@ -178,6 +210,9 @@ async def _identify(options: Options, api_key: Secret, root: Path, say: Callable
                 ident = await identify(scheduler, options.api_url, api_key, root, say)
             finally:
                 nursery.cancel_scope.cancel()
+        if host is not None:
+            await host.remember(memo, ident.account, 30 * 86400.0)
+            await host.aclose()
     save_history(scheduler, _history_path(root, options.api_url, ident.account))
     return ident
 

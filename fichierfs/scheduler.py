@@ -87,6 +87,7 @@ All times are seconds on ``clock`` (default ``trio.current_time``); tests use tr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import logging
@@ -101,6 +102,7 @@ from typing import Any, Protocol, TypeVar, TypeVarTuple, cast
 import trio
 
 from .api import FichierClient, endpoint_of
+from .budget import CallKind, Rules, SharedBudget, changed, generation, publish_listing, recall_listing
 from .errors import ApiError, AuthError, FichierError, FloodLocked, ServerError
 from .log import api_error_line
 
@@ -173,6 +175,9 @@ class Budgets:
             the call, or from the end of a transient-error back-off.
         max_concurrent_transfers: concurrent unmetered legs (download, upload.cgi, end.pl);
             1fichier allows about 30 connections per premium account (§5, §8 item 9).
+        location_window: how long a host stays 1fichier's download location after its last
+            download (§3 #887; the length is [UNVERIFIED], the emulator's guess is 30 s). With a
+            coordinator, another host waits this long before it takes the download lease.
     """
 
     min_interval: float = 0.5
@@ -187,6 +192,7 @@ class Budgets:
     retries: int = 4
     stall_limit: float = 30.0
     max_concurrent_transfers: int = 8
+    location_window: float = 31.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -276,6 +282,7 @@ class _Job:
     error_tb: TracebackType | None = None
     last_error: BaseException | None = None  # the transient error of the last attempt, if any
     saved_clocks: tuple[Any, ...] | None = None  # budget clocks before this job was charged
+    shared_gen: int | None = None  # the shared change generation when this listing started
     changed: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -368,6 +375,10 @@ class Scheduler:
         self._opens = 0
         self._last_flood: FloodLocked | None = None
 
+        self.shared: SharedBudget | None = None
+        """The budget of the other mounts of this account (fichierfs.budget); set before :meth:`run`."""
+        self._shared_busy = False  # a shared acquire/release is under way: start nothing else
+
         self._auth_error: AuthError | None = None
 
         self._calls: Counter[str] = Counter()
@@ -376,6 +387,9 @@ class Scheduler:
         self._retried = 0
         self._coalesced = 0
         self._stalled = 0
+        self._shared_waits = 0
+        self._shared_listings = 0
+        self._shared_tripped = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -448,7 +462,15 @@ class Scheduler:
                 raise ValueError(f"{name} never coalesces")
             n = retries if retries is not None else (0 if name in _NO_RETRY_BY_DEFAULT else self.budgets.retries)
             return await self._call_unmetered(name, fn, args, kwargs, n)
+        if name == "download/get_token" and self.shared is not None:  # §3 #887: a token makes us the location
+            async with self.shared.download_lease(self.budgets.location_window):
+                return await self._call_metered(name, fn, args, kwargs, lane, coalesce, retries)
+        return await self._call_metered(name, fn, args, kwargs, lane, coalesce, retries)
 
+    async def _call_metered(
+        self, name: str, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any], lane: Lane,
+        coalesce: bool | None, retries: int | None,
+    ) -> T:
         if self._auth_error is not None:
             raise self._auth_error.with_traceback(None)
         if self._nursery is None:
@@ -510,7 +532,12 @@ class Scheduler:
         self._prune_recent(now)
         queued = Counter(job.lane.name.lower() for job in self._queue)
         per_minute = math.floor(60.0 / self.budgets.min_interval) if self.budgets.min_interval > 0 else math.inf
+        shared: dict[str, Any] = {}
+        if self.shared is not None:
+            shared = {"shared_waits": self._shared_waits, "shared_listings": self._shared_listings,
+                      "coordinator": self.shared.status()}
         return {
+            **shared,
             "calls": dict(self._calls),
             "errors": dict(self._errors),
             "queued": {lane.name.lower(): queued.get(lane.name.lower(), 0) for lane in Lane},
@@ -675,6 +702,9 @@ class Scheduler:
         log.warning("1fichier flood lock (%s): pausing all API calls for %.0f s", exc, duration)
         for job in self._queue:
             job.poke()  # INTERACTIVE waiters re-check their stall limit
+        if self.shared is not None and self._nursery is not None:
+            self._shared_tripped = True
+            self._nursery.start_soon(self._shared_trip)  # every other mount pauses too
 
     def _api_answered(self) -> None:
         """The API gave a real answer (not a flood lock): close the breaker, reset doubling."""
@@ -704,7 +734,7 @@ class Scheduler:
 
     def _start_next(self) -> float:
         """Start the next job that may start now; return how long to wait before looking again."""
-        if not self._queue or self._running_job is not None:
+        if not self._queue or self._running_job is not None or self._shared_busy:
             return math.inf  # woken by call() or by the end of the running job
         now = self._clock()
         gate = self._last_start + self.budgets.min_interval
@@ -733,6 +763,8 @@ class Scheduler:
         self._nursery.start_soon(self._execute, job)
 
     async def _execute(self, job: _Job) -> None:
+        if self.shared is not None and not await self._shared_acquire(job):
+            return
         try:
             result = await job.method(*job.args, **job.kwargs)
         except FloodLocked as exc:
@@ -778,9 +810,101 @@ class Scheduler:
             self._api_answered()
             self._finish(job, result=result)
         finally:
-            if job.saved_clocks is not None:  # it reached 1fichier (a refused connection was given back)
+            reached = job.saved_clocks is not None
+            if reached:  # it reached 1fichier (a refused connection was given back)
                 self._charge_end(job, self._clock())
+            if self.shared is not None:
+                await self._shared_release(job, reached)
             self._wake()
+
+    # ------------------------------------------------------------------ the other mounts (fichierfs.budget)
+
+    def _rules(self) -> Rules:
+        b = self.budgets
+        return Rules(b.min_interval, b.listing_interval, b.same_folder_interval, b.all_files_interval,
+                     b.user_info_interval, b.breaker_base, b.breaker_max)
+
+    @staticmethod
+    def _call_kind(job: _Job) -> CallKind:
+        if job.endpoint in LISTINGS:
+            if job.endpoint == "file/ls" and job.folder == ALL_FILES:
+                return CallKind("all_files")
+            return CallKind("listing", job.folder)
+        return CallKind("user_info" if job.endpoint == "user/info" else "call")
+
+    async def _shared_acquire(self, job: _Job) -> bool:
+        """Ask the shared budget; if another mount spent it, put the job back (its old place) and say False."""
+        assert self.shared is not None
+        shares = self._shares_listing(job)
+        listing = None
+        self._shared_busy = True
+        try:
+            with trio.CancelScope(shield=True):
+                if shares:
+                    listing = await recall_listing(self.shared, job.folder)
+                    job.shared_gen = await generation(self.shared) if listing is None else None
+                wait = 0.0 if listing is not None else await self.shared.acquire(self._call_kind(job), self._rules())
+        except Exception:  # noqa: BLE001 - a broken shared store must not stop the mount: go alone
+            log.warning("shared API budget failed; this call goes by the local budget", exc_info=True)
+            wait, listing = 0.0, None
+        finally:
+            self._shared_busy = False
+        if wait <= 0 and listing is None:
+            return True
+        self._uncharge(job)
+        self._calls[job.endpoint] -= 1
+        job.attempts -= 1
+        self._running_job = None
+        if listing is not None:  # another mount listed this folder a moment ago: its listing serves us
+            self._shared_listings += 1
+            self._finish(job, result=listing)
+        else:
+            self._shared_waits += 1
+            if shares and wait > 0.3:
+                wait = 0.3  # the mount listing it now publishes its listing soon: look again
+            self._requeue(job, not_before=max(job.not_before, self._clock() + wait))
+        self._wake()
+        return False
+
+    @staticmethod
+    def _shares_listing(job: _Job) -> bool:
+        return job.endpoint == "folder/ls" and bool(job.kwargs.get("files")) and job.folder is not None
+
+    async def _shared_changed(self) -> None:
+        assert self.shared is not None
+        try:
+            await changed(self.shared)
+        except Exception:  # noqa: BLE001
+            log.debug("shared change not published", exc_info=True)
+
+    async def _shared_trip(self) -> None:
+        assert self.shared is not None
+        try:
+            await self.shared.trip(self._rules())
+        except Exception:  # noqa: BLE001
+            log.debug("shared breaker not opened", exc_info=True)
+
+    async def _shared_release(self, job: _Job, reached: bool) -> None:
+        assert self.shared is not None
+        self._shared_busy = True
+        try:
+            with trio.CancelScope(shield=True):
+                await self.shared.release(self._call_kind(job), reached=reached)
+                if reached and job.endpoint not in METERED_READ_ONLY:
+                    await changed(self.shared)  # listings published before this change are not served
+                elif (reached and job.state is _State.DONE and job.error is None and job.shared_gen is not None
+                      and self._shares_listing(job)):
+                    # served for two folder windows: a mount walking the same tree a little behind
+                    # still finds it; far fresher than any mount's own dir_ttl (600 s)
+                    await publish_listing(self.shared, job.folder, job.result, job.shared_gen,
+                                          2 * self.budgets.same_folder_interval)
+                if reached and self._shared_tripped and job.error is None and job.state is _State.DONE:
+                    self._shared_tripped = False
+                    await self.shared.answered()
+        except Exception:  # noqa: BLE001 - the coordinator's trouble must never fail a call
+            log.debug("shared budget release failed", exc_info=True)
+        finally:
+            self._shared_busy = False
 
     def _requeue(self, job: _Job, *, not_before: float) -> None:
         """Put a started job back in the queue, at its old place (its seq)."""
@@ -821,7 +945,7 @@ class Scheduler:
             timeout = math.inf
             if waiter.deadline < math.inf and job.state is _State.QUEUED:
                 now = self._clock()
-                ready = self._ready_at(job.endpoint, job.folder)
+                ready = max(job.not_before, self._ready_at(job.endpoint, job.folder))  # not_before: other mounts
                 if ready > waiter.deadline or now >= waiter.deadline:
                     raise self._stall_error(job, ready, now)
                 timeout = waiter.deadline - now
@@ -886,10 +1010,13 @@ class Scheduler:
         attempt = 0
         while True:
             attempt += 1
-            async with self._transfers:
+            async with self._transfers, self._lease(name):
                 self._calls[name] += 1
                 try:
-                    return await method(*args, **kwargs)
+                    result = await method(*args, **kwargs)
+                    if name == "upload.cgi" and self.shared is not None and self._nursery is not None:
+                        self._nursery.start_soon(self._shared_changed)  # a new file in some folder
+                    return result
                 except FloodLocked as exc:
                     self._errors[name] += 1
                     self._trip(exc)
@@ -908,6 +1035,12 @@ class Scheduler:
                         delay,
                     )
             await trio.sleep(delay)
+
+    def _lease(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Downloads hold the shared one-location lease (§3 #887); other legs need nothing."""
+        if name == "download" and self.shared is not None:
+            return self.shared.download_lease(self.budgets.location_window)
+        return contextlib.nullcontext()
 
     def _prune_recent(self, now: float) -> None:
         while self._recent and self._recent[0] <= now - 60.0:

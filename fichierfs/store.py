@@ -78,7 +78,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,6 +200,8 @@ class Store:
             self.attrs[key] = LocalAttrs(mtime, ctime, mode, uid, gid)
         self._dirty_attrs: set[str] = set()
         self.commits = 0
+        self.on_attrs: Callable[[str, LocalAttrs], None] | None = None
+        """Called after attributes of a key are set or re-keyed (fichierfs.attrshare shares them)."""
         self.commit_seconds = 0.0
         """Time spent in COMMIT (the fsync) on the caller's thread; ``commit_max`` the longest."""
         self.commit_max = 0.0
@@ -231,6 +233,8 @@ class Store:
         for k, v in values.items():
             setattr(a, k, v)
         self._dirty_attrs.add(key)
+        if self.on_attrs is not None:
+            self.on_attrs(key, a)
         if durable:
             self.commit()
 
@@ -240,6 +244,8 @@ class Store:
         if a is not None:
             self.attrs[new] = a
             self._dirty_attrs.add(new)
+            if self.on_attrs is not None:
+                self.on_attrs(new, a)
 
     def drop_attrs(self, key: str) -> None:
         if self.attrs.pop(key, None) is not None:

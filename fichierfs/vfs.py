@@ -725,9 +725,10 @@ class Filesystem:
         now = self.clock()
         if self._statfs is not None and now - self._statfs[0] < self.statfs_ttl:
             return self._with_writes(self._statfs[1])
+        shared = getattr(self.scheduler, "shared", None)  # the other mounts of the account (fichierfs.budget)
         try:
-            info = await self.scheduler.call(self.scheduler.client.user_info, lane=Lane.INTERACTIVE)
-            total, free = max(info.total, 1), info.free
+            quota = await self._quota(shared)
+            total, free = int(quota["total"]), int(quota["free"])
             value = StatFs(BLOCK, total // BLOCK, free // BLOCK, 1 << 20, 1 << 20, 255)
             if self.writer is not None:
                 self.writer.account_space(total, max(0, total - free))
@@ -747,6 +748,50 @@ class Filesystem:
             return value
         total, used = sp
         return dataclasses.replace(value, blocks=total // BLOCK, bfree=max(0, total - used) // BLOCK)
+
+    async def _quota(self, shared: Any) -> dict[str, int]:
+        """``{"total", "free"}`` from user/info, or from another mount's answer (fichierfs.budget).
+
+        user/info is allowed once per 5 min per user (§4): a second mount of the account that
+        calls it right after the first would wait minutes, so it takes the first one's answer as
+        soon as it is shared instead of waiting for its own call.
+        """
+
+        async def call() -> dict[str, int]:
+            info = await self.scheduler.call(self.scheduler.client.user_info, lane=Lane.INTERACTIVE)
+            q = {"total": max(info.total, 1), "free": info.free}
+            if shared is not None:
+                await shared.remember("quota", q, self.statfs_ttl)
+            return q
+
+        if shared is None:
+            return await call()
+        quota = await shared.recall("quota")
+        if quota is not None:
+            return dict(quota)
+        got: dict[str, Any] = {}
+
+        async def mine(scope: trio.CancelScope) -> None:
+            try:
+                got["quota"] = await call()
+            except FichierError as exc:
+                got["error"] = exc
+            scope.cancel()
+
+        async def theirs(scope: trio.CancelScope) -> None:
+            while True:
+                await trio.sleep(0.1)
+                q = await shared.recall("quota")
+                if q is not None:
+                    got["quota"] = dict(q)
+                    scope.cancel()
+
+        async with trio.open_nursery() as n:
+            n.start_soon(mine, n.cancel_scope)
+            n.start_soon(theirs, n.cancel_scope)
+        if "quota" in got:
+            return dict(got["quota"])
+        raise got["error"]
 
     def remember_quota(self, info: Any) -> None:
         """Serve the next ``statfs_ttl`` seconds of ``statfs`` from a ``user/info`` answer made

@@ -73,6 +73,28 @@ def _mounted(path: Path) -> bool:
         return any(line.split()[1] == target for line in f if len(line.split()) > 1)
 
 
+def _read(path: Path, *, patient: bool = False) -> bytes:
+    """A whole file; EAGAIN (the mount's answer while the API is flood-locked) is an OSError,
+    retried for up to a minute when ``patient``."""
+    deadline = time.monotonic() + (60 if patient else 0)
+    while True:
+        with open(path, "rb", buffering=0) as f:
+            chunks: list[bytes] = []
+            while True:
+                try:
+                    b = f.read(1 << 20)
+                except BlockingIOError:
+                    b = None
+                if b is None:
+                    break
+                if not b:
+                    return b"".join(chunks)
+                chunks.append(b)
+        if time.monotonic() > deadline:
+            raise OSError(11, f"{path}: EAGAIN (the API is busy)")
+        time.sleep(1)
+
+
 @dataclass
 class Figures:
     ops: dict[str, int] = field(default_factory=dict)
@@ -95,13 +117,14 @@ class Figures:
     missing_dirs: list[str] = field(default_factory=list)
     extra_dirs: list[str] = field(default_factory=list)
     undrained: bool = False
+    crashes: list[str] = field(default_factory=list)
     files_in_model: int = 0
     dirs_in_model: int = 0
     seconds: float = 0.0
 
     def ok(self) -> bool:
         return not (self.lost or self.duplicated or self.extra or self.wrong_content or self.missing_dirs
-                    or self.extra_dirs or self.read_mismatches or self.undrained) \
+                    or self.extra_dirs or self.read_mismatches or self.undrained or self.crashes) \
             and self.flood_locks <= self.floods_injected
 
 
@@ -192,6 +215,20 @@ class Soak:
         self.mount_proc.wait()
         subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True, check=False)
         self.fig.remounts += 1
+
+    def crashed(self) -> None:
+        """The mount went away without being killed by the soak: record why, clean up, remount."""
+        assert self.mount_proc is not None
+        try:
+            self.mount_proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.mount_proc.kill()
+            self.mount_proc.wait()
+        tail = (self.work / "mount.err").read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
+        self.fig.crashes.append(f"exit {self.mount_proc.returncode}: {tail[0][-300:]}")
+        self.say(f"the mount died on its own (exit {self.mount_proc.returncode}): {tail[0][-300:]}")
+        subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True, check=False)
+        self.mount()
 
     def umount_clean(self, timeout: float) -> bool:
         res = subprocess.run([PY, "-m", "fichierfs", "umount", "--wait", "--drain-timeout", str(timeout),
@@ -378,15 +415,15 @@ class Soak:
                 return r
             return kind, [rel], do
 
-        def do() -> subprocess.CompletedProcess[str]:  # read
+        def do_read() -> subprocess.CompletedProcess[str]:
             try:
-                got = self.p(rel).read_bytes()
+                got = _read(self.p(rel))
             except OSError as exc:
                 return subprocess.CompletedProcess(["read", rel], 1, "", str(exc))
             if got != self.files[rel]:
                 self.fig.read_mismatches.append(f"{rel}: {len(got)} bytes read, {len(self.files[rel])} expected")
             return subprocess.CompletedProcess(["read", rel], 0, "", "")
-        return "read", [rel], do
+        return "read", [rel], do_read
 
     def reconcile(self, paths: list[str]) -> None:
         """After a kill during a program: take what the remounted file system shows for ``paths``."""
@@ -403,13 +440,21 @@ class Soak:
                     if q.is_dir():
                         self.dirs.add(r)
                     else:
-                        self.files[r] = q.read_bytes()
+                        self._adopt_file(r, q)
             elif p.is_file():
-                self.files[rel] = p.read_bytes()
+                self._adopt_file(rel, p)
         # an interrupted cp leaves a partial (or empty) file: 0-byte files are never uploaded (§6), drop them
         for k in [k for k in self.files if not self.files[k]]:
             self.p(k).unlink()
             del self.files[k]
+
+    def _adopt_file(self, rel: str, p: Path) -> None:
+        """Take a file the mount lists into the model; one it lists but cannot read is a failure."""
+        try:
+            self.files[rel] = _read(p, patient=True)
+        except OSError as exc:
+            self.fig.op_failures.append(f"listed but unreadable after a kill: {rel}: {exc}")
+            self.say(f"listed but unreadable after a kill: {rel}: {exc}")
 
     # ------------------------------------------------------------------ main loop
     def soak(self, seconds: float, kill_every: float = 25.0, restart_every: float = 60.0,
@@ -438,6 +483,8 @@ class Soak:
                 self.start_emulator()
                 self.fig.emulator_restarts += 1
                 next_restart = time.monotonic() + gap(restart_every)
+            if self.mount_proc is not None and (self.mount_proc.poll() is not None or not _mounted(self.mnt)):
+                self.crashed()
             kind, paths, do = self.op()
             during = now >= next_kill and self.rng.random() < 0.5
             killer: threading.Timer | None = None

@@ -19,8 +19,10 @@ from tests.mount.conftest import ROOT
 #    the folder removed: rmdir_local drops the dirs row but the journaled `mv` into the negative id
 #    stays for ever, and every later rmdir of its old parent fails "Folder not empty #366";
 # 2. a `file/mv` whose reply was truncated (the move happened) is retried and refused
-#    "Move to the same name is not allowed #313" for ever.
-@pytest.mark.xfail(reason="write-back bugs 1 and 2 above (writer.py: journaled ops never resolved)", strict=False)
+#    "Move to the same name is not allowed #313" for ever;
+# 3. on main after build_core: an append to a file while its upload streams crashes the daemon
+#    (h11 LocalProtocolError "Too much data for declared Content-Length" escapes the writer).
+@pytest.mark.xfail(reason="write-back bugs 1-3 above (writer.py: journaled ops never resolved)", strict=False)
 @pytest.mark.timeout(300)
 def test_short_fault_soak(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
@@ -39,5 +41,6 @@ def test_short_fault_soak(tmp_path: Path) -> None:
     assert not fig["extra"] and not fig["missing_dirs"] and not fig["extra_dirs"], summary
     assert not fig["read_mismatches"], summary
     assert not fig["undrained"], summary
+    assert not fig["crashes"], fig["crashes"]
     assert fig["flood_locks"] <= fig["floods_injected"], summary
     assert res.returncode == 0, res.stderr[-3000:]
