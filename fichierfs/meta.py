@@ -398,7 +398,7 @@ class MetaCache:
 
         self._background.start_soon(run)
 
-    async def refresh(self, ino: int, *, lane: Lane = Lane.INTERACTIVE) -> None:
+    async def refresh(self, ino: int, *, lane: Lane = Lane.INTERACTIVE, fresh: bool = False) -> None:
         """List folder ``ino`` now (one ``folder/ls`` with ``files:1``, §2.2) and merge the result."""
         node = self.get(ino)
         assert node.is_dir and node.folder_id is not None
@@ -407,7 +407,8 @@ class MetaCache:
             return
         try:
             listing: FolderListing = await self.scheduler.call(
-                self.scheduler.client.folder_ls, int(node.folder_id), files=True, lane=lane
+                self.scheduler.client.folder_ls, int(node.folder_id), files=True, lane=lane,
+                coalesce=False if fresh else None,  # fresh: never another mount's shared copy
             )
         except NotFound:
             self._mark_gone_tree(node)
@@ -887,7 +888,7 @@ class MetaCache:
         n = 0
         while todo:
             cur = todo.pop(0)
-            await self.refresh(cur, lane=lane)
+            await self.refresh(cur, lane=lane, fresh=True)
             n += 1
             if recursive:
                 todo.extend(c.ino for c in self.children(cur) if c.is_dir and int(c.folder_id or 0) >= 0)
