@@ -70,7 +70,10 @@ class Options:
     disk_cache_size: int = _opt(
         1 << 30, "bytes of downloaded data kept in the cache directory across remounts (LRU; 0 = off)", "bytes"
     )
-    dir_ttl: float = _opt(600.0, "how long a folder listing is trusted before it is re-listed", "s")
+    dir_cache_time: float = _opt(
+        600.0, "age after which a folder in use is re-listed in the background (the older listing is "
+        "served meanwhile); listings persist across mounts in the cache dir", "s")
+    prefetch_tree: bool = _opt(False, "walk and list the whole remote tree in the background, at low priority")
     entry_timeout: float = _opt(1.0, "kernel entry cache time-out", "s")
     attr_timeout: float = _opt(1.0, "kernel attribute cache time-out", "s")
     negative_timeout: float = _opt(5.0, "how long a missing name is remembered", "s")

@@ -131,7 +131,8 @@ async def run_mount(
                 if shared is not None:  # ... and the other mounts' df
                     quota = {"total": max(ident.info.total, 1), "free": ident.info.free}
                     await shared.remember("quota", quota, options.statfs_ttl)
-            ops = Operations(core.fs, entry_timeout=options.entry_timeout, attr_timeout=options.attr_timeout)
+            ops = Operations(core.fs, entry_timeout=options.entry_timeout, attr_timeout=options.attr_timeout,
+                             negative_timeout=options.negative_timeout)
             real_mountpoint = os.path.realpath(mountpoint)  # noqa: ASYNC240 - before the mount: never stat our own
             pyfuse3.init(ops, str(mountpoint), fuse_options(options))
             _raise_readahead(mountpoint, options.kernel_readahead)

@@ -868,7 +868,9 @@ class Scheduler:
 
     @staticmethod
     def _shares_listing(job: _Job) -> bool:
-        return job.endpoint == "folder/ls" and bool(job.kwargs.get("files")) and job.folder is not None
+        # coalesce=False (job.key None) asks for 1fichier's answer now: `fichierfs refresh` (meta.py)
+        return (job.endpoint == "folder/ls" and bool(job.kwargs.get("files")) and job.folder is not None
+                and job.key is not None)
 
     async def _shared_changed(self) -> None:
         assert self.shared is not None

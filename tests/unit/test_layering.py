@@ -15,7 +15,7 @@ RANK = {
     "errors": 0, "models": 0, "names": 0, "config": 0, "log": 0, "storm": 0, "private": 0,
     "api": 1, "keys": 2,
     "budget": 2, "budget_redis": 2,
-    "scheduler": 3,
+    "scheduler": 3, "metastore": 3, "bigfolder": 3,
     "meta": 4, "account": 4, "chunks": 4, "diskcache": 4, "reader": 5, "journal": 4, "writer": 5, "store": 4,
     "attrshare": 5,
     "backoff": 0, "crashpoint": 0, "uploader": 4.5,
