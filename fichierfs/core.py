@@ -107,6 +107,7 @@ async def build_core(
     writer_retry: tuple[float, float] | None = None,
     persist_metadata: bool = True,
     shared: SharedBudget | None = None,
+    account: str = "",
     say: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Core]:
     """Build and start client → scheduler → meta / reader / writer → Filesystem (module docstring).
@@ -133,6 +134,8 @@ async def build_core(
         shared: the API budget of the other mounts of the account (``fichierfs.budget``:
             host file or Redis; the caller opens and closes it). Its clocks also serve as the
             budget history; attributes set here are published to it and theirs applied here.
+        account: the account's id (``fichierfs.account``): listings are shared only between
+            mounts of one account (folder 0 is every account's root).
         say: told what a long start-up step waits for (the mount shows it to the person who
             ran ``fichierfs mount``); None: the log only.
 
@@ -158,6 +161,7 @@ async def build_core(
                 try:
                     if shared is not None:
                         scheduler.shared = shared
+                        scheduler.share_scope = account
                         scheduler.import_history(await shared.history(), 0.0)
                         st = shared.status()
                         log.info("API budget shared (%s) through %s", st.get("kind"), st.get("url") or st.get("path"))

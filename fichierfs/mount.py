@@ -123,7 +123,7 @@ async def run_mount(
         async with build_core(
             options, None, api_key, store_dir=store_dir, notifier=notifier,
             history=history if shared is None else None,  # the shared store is the history
-            shared=shared, say=say,
+            shared=shared, account=ident.account, say=say,
         ) as core:
             core.fs.status_sources["daemon"] = lambda: {"pid": os.getpid()}
             if ident.info is not None:  # the identifying user/info also answers the first df (1 per 5 min, §4)
