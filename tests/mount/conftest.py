@@ -61,3 +61,10 @@ def real_seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("seed") / "tree"
     subprocess.run([PY, str(ROOT / "scripts" / "make_seed.py"), str(dest)], check=True, capture_output=True)
     return dest
+
+
+@pytest.fixture(autouse=True)
+def _own_host_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's mounts share one host budget file of their own: emulators of different tests
+    may reuse a port (one API URL), and must not hand each other listings or clocks."""
+    monkeypatch.setenv("FICHIERFS_HOST_BUDGET", str(tmp_path / "host-budget.sqlite3"))
