@@ -644,13 +644,18 @@ class WriteBack:
                 old = self.meta.node_for_url(FileUrl(d["url"]))
                 if old is not None:
                     self.meta.remove(old)
+                # pinned while pending, as a live rename pins it (meta.move): the old folder's
+                # listing still shows the file there until file/mv runs and must not take it back
+                # (found by the fault soak: after a kill, `ls` of the old folder showed the old name
+                # and the new one was ENOENT, yet the move landed)
                 self.meta.add_orphan(int(d["folder_id"]), d["name"], is_dir=False, file=rf, size=rf.size,
-                                     mtime=float(d.get("date", 0.0)))
+                                     mtime=float(d.get("date", 0.0)), pinned_until=math.inf)
             elif op.kind == "dmv":
                 old_dir = self.meta.node_for_folder(int(d["folder_id"]))
                 if old_dir is not None:
                     self.meta.remove(old_dir)
-                self.meta.add_orphan(int(d["parent"]), d["name"], is_dir=True, folder_id=int(d["folder_id"]))
+                self.meta.add_orphan(int(d["parent"]), d["name"], is_dir=True, folder_id=int(d["folder_id"]),
+                                     pinned_until=math.inf)
         n = self.store.journal_size()
         if n:
             log.info("journal: %d pending change(s) from an earlier mount; resuming them", n)

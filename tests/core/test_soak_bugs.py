@@ -1,0 +1,83 @@
+"""Write-back bugs found by the fault soak (scripts/soak.py), each replayed deterministically
+over the in-process emulator: a "kill -9" is the end of one rig mount without draining."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from fichierfs.meta import ROOT_INODE
+from tests.core.write_rig import Rig, names, sync
+
+
+class Crash(BaseException):
+    pass
+
+
+@pytest.fixture
+def autojump_clock(write_clock):  # noqa: ANN001 - see tests/core/conftest.py
+    return write_clock
+
+
+async def test_replayed_move_stays_at_its_new_place_when_folders_are_listed(rig: Rig, emu: Any,
+                                                                            autojump_clock: Any) -> None:
+    """A journaled move of a remote file, replayed after a kill, must not go back to its old
+    place when the old folder is listed (the listing still shows it there until file/mv runs),
+    nor vanish from the new one. Soak: `mv a/f0.bin b/m702.bin` acknowledged, kill, remount:
+    `ls a` showed f0.bin again and `b/m702.bin` was ENOENT, yet the move landed later."""
+    a = emu.make_folder(0, "a")
+    b = emu.make_folder(0, "b")
+    emu.put_file(a, "f0.bin", b"payload")
+    with pytest.raises(BaseException):
+        async with rig.mount(run_writer=False) as fs:
+            na = await fs.lookup(ROOT_INODE, "a")
+            nb = await fs.lookup(ROOT_INODE, "b")
+            assert await names(fs, na.ino) == ["f0.bin"]
+            assert await names(fs, nb.ino) == []
+            await fs.rename(na.ino, "f0.bin", nb.ino, "m702.bin")
+            raise Crash("kill -9")
+    async with rig.mount(run_writer=False) as fs:  # the move is still pending
+        nb = await fs.lookup(ROOT_INODE, "b")
+        assert await names(fs, nb.ino) == ["m702.bin"]
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == []  # the old folder's listing still has f0.bin
+        assert await names(fs, nb.ino) == ["m702.bin"]
+        # a later re-list of both (the dir TTL ran out) changes nothing
+        await trio.sleep(31)  # one listing per folder per 30 s (§4)
+        await fs.meta.refresh(na.ino)
+        await fs.meta.refresh(nb.ino)
+        assert await names(fs, na.ino) == []
+        assert await names(fs, nb.ino) == ["m702.bin"]
+        node = await fs.lookup(nb.ino, "m702.bin")
+        assert node.size == len(b"payload")
+    async with rig.mount() as fs:
+        await sync(fs)
+    assert emu.list_files(a) == []
+    assert [f["filename"] for f in emu.list_files(b)] == ["m702.bin"]
+
+
+async def test_replayed_folder_move_stays_at_its_new_place(rig: Rig, emu: Any, autojump_clock: Any) -> None:
+    """The same for a journaled folder move (folder/mv) replayed after a kill."""
+    a = emu.make_folder(0, "a")
+    b = emu.make_folder(0, "b")
+    emu.make_folder(a, "sub")
+    with pytest.raises(BaseException):
+        async with rig.mount(run_writer=False) as fs:
+            na = await fs.lookup(ROOT_INODE, "a")
+            nb = await fs.lookup(ROOT_INODE, "b")
+            assert await names(fs, na.ino) == ["sub"]
+            assert await names(fs, nb.ino) == []
+            await fs.rename(na.ino, "sub", nb.ino, "moved")
+            raise Crash("kill -9")
+    async with rig.mount(run_writer=False) as fs:
+        nb = await fs.lookup(ROOT_INODE, "b")
+        assert await names(fs, nb.ino) == ["moved"]
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == []
+        await trio.sleep(31)  # one listing per folder per 30 s (§4)
+        await fs.meta.refresh(na.ino)
+        await fs.meta.refresh(nb.ino)
+        assert await names(fs, na.ino) == []
+        assert await names(fs, nb.ino) == ["moved"]
