@@ -81,3 +81,50 @@ async def test_replayed_folder_move_stays_at_its_new_place(rig: Rig, emu: Any, a
         await fs.meta.refresh(nb.ino)
         assert await names(fs, na.ino) == []
         assert await names(fs, nb.ino) == ["moved"]
+
+
+async def test_move_into_a_local_folder_removed_before_its_mkdir_drains(rig: Rig, emu: Any,
+                                                                         autojump_clock: Any) -> None:
+    """Soak bug 1: a remote file moved into a folder made locally (mkdir not done yet), then the
+    file and the folder removed: the journaled move into the never-created folder must not
+    wait for ever (it blocked every later change of its old folder: rmdir → #366 for ever)."""
+    a = emu.make_folder(0, "a")
+    emu.put_file(a, "x.bin", b"x" * 100)
+    with pytest.raises(BaseException):
+        async with rig.mount(run_writer=False) as fs:
+            na = await fs.lookup(ROOT_INODE, "a")
+            assert await names(fs, na.ino) == ["x.bin"]
+            d = await fs.mkdir(ROOT_INODE, "d", 0o755)
+            await fs.rename(na.ino, "x.bin", d.ino, "y.bin")
+            await fs.unlink(d.ino, "y.bin")
+            await fs.rmdir(ROOT_INODE, "d")
+            await fs.rmdir(ROOT_INODE, "a")
+            raise Crash("kill -9")
+    async with rig.mount() as fs:
+        with trio.fail_after(600):
+            await sync(fs)
+        assert fs.status()["writeback"]["pending"] == 0
+        assert await names(fs) == []
+    assert emu.list_folders(0) == []  # "a" removed (was blocked by the move), "d" never made
+
+
+async def test_file_mv_whose_reply_was_cut_is_not_retried_for_ever(rig: Rig, emu: Any,
+                                                                    autojump_clock: Any) -> None:
+    """Soak bug 2: file/mv done but its reply truncated; the retry is refused "#313 move to the
+    same name" — the writer must see the move is done instead of retrying for ever."""
+    a = emu.make_folder(0, "a")
+    b = emu.make_folder(0, "b")
+    emu.put_file(a, "x.bin", b"x" * 100)
+    async with rig.mount() as fs:
+        na = await fs.lookup(ROOT_INODE, "a")
+        nb = await fs.lookup(ROOT_INODE, "b")
+        assert await names(fs, na.ino) == ["x.bin"]
+        assert await names(fs, nb.ino) == []
+        emu.inject("file/mv", "truncate")
+        await fs.rename(na.ino, "x.bin", nb.ino, "y.bin")  # file/mv with rename
+        with trio.fail_after(600):
+            await sync(fs)
+        assert fs.status()["writeback"]["failed"] == 0
+    assert emu.list_files(a) == []
+    assert [f["filename"] for f in emu.list_files(b)] == ["y.bin"]
+    assert emu.stats()["calls"]["file/mv"] == 2  # the cut one and the #313 retry, then done
