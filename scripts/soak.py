@@ -155,6 +155,8 @@ class Soak:
 
     def event(self, text: str) -> None:
         """One line of ``ops.log`` in the work directory (kept by a failing run)."""
+        if self.ops_log.closed:
+            return
         self.ops_log.write(f"{time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} {text}\n")
         self.ops_log.flush()
 
@@ -253,6 +255,7 @@ class Soak:
         return res.returncode == 0
 
     def cleanup(self) -> None:
+        self.ops_log.flush()
         if _mounted(self.mnt):
             subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True, check=False)
         if self.mount_proc is not None and self.mount_proc.poll() is None:
@@ -578,7 +581,6 @@ class Soak:
         self.fig.extra = sorted(remote)
         self.fig.missing_dirs = sorted(self.dirs - rdirs)
         self.fig.extra_dirs = sorted(rdirs - self.dirs)
-        self.ops_log.close()
 
 
 def main(argv: list[str] | None = None) -> int:
