@@ -58,7 +58,7 @@ import shutil
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
@@ -214,6 +214,19 @@ class WriteBack:
         """``staging/<row>``: the staged content of journal row ``row``."""
         return self.staging / str(row)
 
+    def snapshot_path(self, row: int) -> Path:
+        """``staging/<row>.sent``: a hard link to the inode a batch POSTs, made when a write
+        replaces the staging file during the upload (:meth:`_cow`). After a kill it tells that
+        the content changed since the POST, and it is what the POST sent (its whirlpool finds
+        the upload in the listing). Removed once the row is no longer ``posting``."""
+        return self.staging / f"{row}.sent"
+
+    def drop_snapshot(self, row: int) -> None:
+        """Remove the snapshot link of ``row`` unless the row still waits for its POST's result."""
+        cur = self.store.file(row)
+        if cur is None or cur.state != "posting":
+            self.snapshot_path(row).unlink(missing_ok=True)
+
     def _cow(self, st: Staged, *, keep: bool) -> None:
         """Copy on write: the staging file of ``st`` is being POSTed; give the writer a new inode.
 
@@ -221,6 +234,9 @@ class WriteBack:
         into the new one (not needed before a truncate to 0). The newer content is uploaded
         again once the batch is done (:meth:`complete` sees ``cowed``).
         """
+        snap = self.snapshot_path(st.row)
+        if not snap.exists():  # keep the POSTed inode reachable by name (found by the fault soak)
+            os.link(st.path, snap)
         tmp = st.path.with_name(f"{st.row}.cow")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -608,6 +624,14 @@ class WriteBack:
                 self.meta.hide_url(u)
             if row.state == "posting" and row.sent_name is not None:
                 self.meta.shadow(int(row.sent_folder or 0), encode(row.sent_name), row.size)
+                if self.snapshot_path(row.id).exists() and row.gen == row.sent_gen:
+                    # written during its POST (copy on write) and killed before the flush
+                    # journaled it: the staging copy is newer than what was sent. Found by the
+                    # fault soak: the append was lost (the sent snapshot passed for the file).
+                    row = replace(row, gen=row.gen + 1)
+                    self.store.update_file(row.id, gen=row.gen)
+            elif row.state != "posting":
+                self.snapshot_path(row.id).unlink(missing_ok=True)
             if row.unlinked:
                 st = Staged(row.id, 0, path, size=row.size, due=now)
                 self.by_row[row.id] = st

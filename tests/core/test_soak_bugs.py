@@ -3,13 +3,15 @@ over the in-process emulator: a "kill -9" is the end of one rig mount without dr
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
 import trio
 
+from fichierfs import crashpoint
 from fichierfs.meta import ROOT_INODE
-from tests.core.write_rig import Rig, names, sync
+from tests.core.write_rig import Rig, names, read_all, sync, write_file
 
 
 class Crash(BaseException):
@@ -61,7 +63,7 @@ async def test_replayed_move_stays_at_its_new_place_when_folders_are_listed(rig:
 async def test_replayed_folder_move_stays_at_its_new_place(rig: Rig, emu: Any, autojump_clock: Any) -> None:
     """The same for a journaled folder move (folder/mv) replayed after a kill."""
     a = emu.make_folder(0, "a")
-    b = emu.make_folder(0, "b")
+    emu.make_folder(0, "b")
     emu.make_folder(a, "sub")
     with pytest.raises(BaseException):
         async with rig.mount(run_writer=False) as fs:
@@ -128,3 +130,43 @@ async def test_file_mv_whose_reply_was_cut_is_not_retried_for_ever(rig: Rig, emu
     assert emu.list_files(a) == []
     assert [f["filename"] for f in emu.list_files(b)] == ["y.bin"]
     assert emu.stats()["calls"]["file/mv"] == 2  # the cut one and the #313 retry, then done
+
+
+@pytest.mark.parametrize("end_pl", [True, False], ids=["end.pl-kept", "end.pl-gone"])
+async def test_write_during_the_post_then_kill_loses_nothing_and_leaves_one_copy(
+        rig: Rig, emu: Any, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch, end_pl: bool) -> None:
+    """A write while the file's POST is in flight (copy on write: the batch keeps its
+    snapshot), then a kill after the POST landed. After the remount the newer content must be
+    uploaded (the soak saw appends lost after a kill -9) and the POSTed snapshot found, by
+    end.pl or, when end.pl has nothing, by the listing with the SNAPSHOT's whirlpool, not the
+    staging file's (else it is uploaded twice and the first copy stays: soak duplicates)."""
+    first = os.urandom(50_000)
+    extra = b"appended\n"
+    state: dict[str, Any] = {}
+
+    def hook(step: str) -> None:
+        fs = state["fs"]
+        if step == "before_post":  # as from a handle opened for append while the batch formed
+            st = fs.writer.staged(state["ino"])
+            fs.writer.write(st, len(first), extra)
+        elif step == "after_post":
+            raise Crash(step)
+
+    with pytest.raises(BaseException):
+        async with rig.mount() as fs:
+            state["fs"] = fs
+            monkeypatch.setattr(crashpoint, "hit", hook)
+            state["ino"] = await write_file(fs, ROOT_INODE, "f.bin", first)
+            with trio.fail_after(600):
+                await sync(fs)
+    monkeypatch.setattr(crashpoint, "hit", lambda step: None)
+    if not end_pl:
+        emu._uploads.clear()  # end.pl has forgotten the upload: only the listing can tell
+    async with rig.mount() as fs:
+        with trio.fail_after(600):
+            await sync(fs)
+        node = await fs.lookup(ROOT_INODE, "f.bin")
+        assert await read_all(fs, node.ino) == first + extra
+    files = emu.list_files(0)
+    assert [f["filename"] for f in files] == ["f.bin"], files
+    assert emu.read_file(files[0]["url"]) == first + extra
