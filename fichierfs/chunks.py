@@ -70,22 +70,26 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
 
 from fichierfs.errors import ServerError
 
-__all__ = ["ChunkCache", "ChunkKey", "FetchRange", "Window"]
+__all__ = ["Chunk", "ChunkCache", "ChunkKey", "FetchRange", "Window"]
 
 log = logging.getLogger(__name__)
 
 ChunkKey = tuple[str, int]
 """``(file_url, chunk_index)``; chunk ``n`` is bytes ``[n*chunk_size, (n+1)*chunk_size)``."""
 
-FetchRange = Callable[[int, int], Awaitable[bytes | bytearray]]
-"""``fetch_range(first, stop)`` → the bytes of chunks ``[first, stop)`` of one file, concatenated.
+Chunk = bytes | bytearray
+"""One chunk's bytes (a bytearray when it came from :meth:`FichierClient.download_chunks`; never mutated)."""
+
+FetchRange = Callable[[int, int], Awaitable["bytes | bytearray | Sequence[Chunk]"]]
+"""``fetch_range(first, stop)`` → the bytes of chunks ``[first, stop)`` of one file: concatenated, or already
+cut into one buffer per chunk (no copy is then made to cache them).
 
 Only the last chunk of the file may be short; the callee is expected to check lengths.
 """
@@ -99,11 +103,11 @@ class _Flight:
     def __init__(self, key: ChunkKey) -> None:
         self.key = key
         self.event = trio.Event()
-        self.data: bytes | None = None
+        self.data: Chunk | None = None
         self.error: BaseException | None = None
         self.detached = False  # invalidated: deliver to waiters but do not insert
 
-    async def wait(self) -> bytes | None:
+    async def wait(self) -> Chunk | None:
         """Wait for the outcome: bytes, the fetch's error raised, or None when abandoned."""
         await self.event.wait()
         if self.data is not None:
@@ -218,7 +222,7 @@ class ChunkCache:
         self.budget = budget
         self.chunk_size = chunk_size
         self.readahead_share = readahead_share
-        self._lru: OrderedDict[ChunkKey, bytes] = OrderedDict()
+        self._lru: OrderedDict[ChunkKey, Chunk] = OrderedDict()
         self._by_file: dict[str, set[int]] = {}
         self._inflight: dict[ChunkKey, _Flight] = {}
         self._cached = 0
@@ -237,6 +241,8 @@ class ChunkCache:
         self._readahead_shrunk = 0
         self._readahead_skipped = 0
         self._dropped_puts = 0
+        self._discarded = 0
+        self._discarded_bytes = 0
 
     # ------------------------------------------------------------------ plain look-ups
     @property
@@ -249,7 +255,7 @@ class ChunkCache:
         """Bytes reserved by admitted fetches still in flight."""
         return self._reserved
 
-    def get_nowait(self, key: ChunkKey) -> bytes | None:
+    def get_nowait(self, key: ChunkKey) -> Chunk | None:
         """The cached chunk, or None; never fetches. Counts a hit or a miss, refreshes LRU."""
         data = self._lru.get(key)
         if data is None:
@@ -264,7 +270,18 @@ class ChunkCache:
         if key in self._lru:
             self._lru.move_to_end(key, last=False)
 
-    def peek(self, key: ChunkKey) -> bytes | None:
+    def discard(self, key: ChunkKey) -> int:
+        """Drop ``key`` now if cached (a lone sequential reader has passed it); returns the bytes freed.
+
+        Unlike eviction under pressure this frees memory at once, so a one-pass read of a big file holds
+        about its read-ahead, not the whole budget."""
+        freed = self._drop(key)
+        if freed:
+            self._discarded += 1
+            self._discarded_bytes += freed
+        return freed
+
+    def peek(self, key: ChunkKey) -> Chunk | None:
         """Like :meth:`get_nowait` but touches neither the LRU order nor the counters."""
         return self._lru.get(key)
 
@@ -278,7 +295,7 @@ class ChunkCache:
     def __len__(self) -> int:
         return len(self._lru)
 
-    def put(self, key: ChunkKey, data: bytes) -> bool:
+    def put(self, key: ChunkKey, data: Chunk) -> bool:
         """Insert a clean chunk (≤ ``chunk_size`` bytes), evicting LRU chunks to make room.
 
         Returns False (and stores nothing) when in-flight reservations leave no room for it:
@@ -397,7 +414,7 @@ class ChunkCache:
         return w
 
     # ------------------------------------------------------------------ awaiting
-    async def get(self, key: ChunkKey, fetch: Callable[[], Awaitable[bytes]]) -> bytes:
+    async def get(self, key: ChunkKey, fetch: Callable[[], Awaitable[bytes]]) -> Chunk:
         """The chunk at ``key``: from the cache, from a fetch already in flight, or by calling
         ``fetch()`` (single-flight: N concurrent callers → one ``fetch`` call).
 
@@ -411,7 +428,7 @@ class ChunkCache:
         (data,) = await self.get_range(key[0], key[1], key[1] + 1, one)
         return data
 
-    async def get_range(self, file_url: str, first: int, stop: int, fetch_range: FetchRange, *, extend_to: int = 0) -> list[bytes]:
+    async def get_range(self, file_url: str, first: int, stop: int, fetch_range: FetchRange, *, extend_to: int = 0) -> list[Chunk]:
         """Chunks ``[first, stop)`` of ``file_url``, fetching the missing ones (required fetch).
 
         Cached chunks are returned as they are; chunks in flight are waited for; the free ones
@@ -425,7 +442,7 @@ class ChunkCache:
             fetch). Abandoned fetches are retried here.
         """
         count = stop - first
-        out: list[bytes | None] = [None] * count
+        out: list[Chunk | None] = [None] * count
         first_pass = True
         while True:
             waits: list[tuple[int, _Flight]] = []
@@ -489,16 +506,27 @@ class ChunkCache:
         self._space.set()
         self._space = trio.Event()
 
-    def _complete_run(self, w: Window, first: int, stop: int, data: bytes | bytearray) -> None:
+    def _complete_run(self, w: Window, first: int, stop: int, data: bytes | bytearray | Sequence[Chunk]) -> None:
         cs = self.chunk_size
         self._fetches += 1
-        self._fetched_bytes += len(data)
-        view = memoryview(data)
+        if isinstance(data, (bytes, bytearray)):
+            pieces: Sequence[Chunk] | None = None
+            total = len(data)
+            view: memoryview | None = memoryview(data)
+        else:
+            pieces, total, view = data, sum(len(p) for p in data), None
+        self._fetched_bytes += total
         for n in range(first, stop):
             fl = w._flights[n]
-            piece = bytes(view[(n - first) * cs : (n - first + 1) * cs])
+            i = n - first
+            piece: Chunk
+            if pieces is not None:
+                piece = pieces[i] if i < len(pieces) else b""
+            else:
+                assert view is not None
+                piece = bytes(view[i * cs : (i + 1) * cs])
             if not piece:  # the rest of the run is failed or abandoned by Window.run
-                raise ServerError(f"ranged read of chunks [{first}, {stop}) came back short ({len(data)} bytes)")
+                raise ServerError(f"ranged read of chunks [{first}, {stop}) came back short ({total} bytes)")
             self._release(w, cs)
             if not fl.detached and self._make_room(len(piece)):
                 self._drop((w.file_url, n))
@@ -525,7 +553,7 @@ class ChunkCache:
             self._evictions += 1
             self._evicted_bytes += len(data)
 
-    def _insert(self, key: ChunkKey, data: bytes) -> None:
+    def _insert(self, key: ChunkKey, data: Chunk) -> None:
         self._lru[key] = data
         self._by_file.setdefault(key[0], set()).add(key[1])
         self._cached += len(data)
@@ -569,7 +597,7 @@ class ChunkCache:
         reserved), ``hits``, ``misses``, ``coalesced`` (waits on another task's fetch),
         ``evictions``, ``evicted_bytes``, ``fetches`` (ranged GETs completed),
         ``fetched_bytes``, ``fetch_errors``, ``readahead_shrunk``, ``readahead_skipped``,
-        ``dropped_puts``.
+        ``dropped_puts``, ``discarded`` / ``discarded_bytes`` (chunks a lone sequential reader had passed).
         """
         return {
             "budget": self.budget,
@@ -591,4 +619,6 @@ class ChunkCache:
             "readahead_shrunk": self._readahead_shrunk,
             "readahead_skipped": self._readahead_skipped,
             "dropped_puts": self._dropped_puts,
+            "discarded": self._discarded,
+            "discarded_bytes": self._discarded_bytes,
         }

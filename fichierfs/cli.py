@@ -53,7 +53,7 @@ _O_FLAGS = {"ro": ("read_only", True), "rw": ("read_only", False), "allow_other"
 _O_IGNORED = {"defaults", "auto", "noauto", "user", "users", "nouser", "owner", "group", "_netdev", "nofail",
               "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime", "relatime", "strictatime",
               "nodiratime", "lazytime", "async", "sync", "dirsync", "nosymfollow", "loud", "silent"}
-COMMANDS = ("mount", "umount", "status", "sync", "login", "logout", "emulator")
+COMMANDS = ("mount", "umount", "status", "sync", "login", "logout", "emulator", "refresh", "forget")
 
 
 def parse_o_options(text: str, *, sloppy: bool = False) -> dict[str, Any]:
@@ -285,8 +285,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("logout", help="remove the API key from the system keyring",
                    description="Remove the API key stored by 'fichierfs login'. Live mounts keep running.")
 
+    _add_freshness_parsers(sub)
     sub.add_parser("emulator", help="run the local 1fichier emulator (tests, demos, benchmarks)", add_help=False)
     return parser
+
+
+def _add_freshness_parsers(sub: Any) -> None:
+    """``fichierfs refresh [-r] PATH`` and ``fichierfs forget PATH`` (rclone's vfs/refresh, vfs/forget)."""
+    rf = sub.add_parser("refresh", help="re-list a folder now (the remote changed behind the mount's back)",
+                        description="Re-list the folder PATH (a file: its folder) of a fichierfs mount now and "
+                        "show the result at once. 1fichier allows one listing of a folder per 30 s: the "
+                        "command waits for it rather than failing.")
+    rf.add_argument("-r", "--recursive", action="store_true", help="every known sub-folder too (one listing each)")
+    rf.add_argument("path", type=Path, metavar="PATH", help="a folder or file on a fichierfs mount")
+    fg = sub.add_parser("forget", help="stop trusting a folder's cached listing",
+                        description="Drop the cached (and persisted) listing of folder PATH: it is still shown "
+                        "until it is re-listed, which happens in the background at its next use.")
+    fg.add_argument("path", type=Path, metavar="PATH", help="a folder or file on a fichierfs mount")
+
+
+def _freshness(args: argparse.Namespace) -> int:
+    from fichierfs.control import send_control
+
+    command = args.command if not getattr(args, "recursive", False) else "refresh-recursive"
+    doc = send_control(args.path, command)
+    if command == "forget":
+        print(f"{args.path}: listing forgotten; re-listed at its next use")
+    else:
+        print(f"{args.path}: refreshed ({doc.get('listings', '?')} listing(s))")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
             return _login(force_stdin=args.stdin)
         if args.command == "logout":
             return _logout()
+        if args.command in ("refresh", "forget"):
+            return _freshness(args)
     except ConfigError as exc:
         print(f"fichierfs: {exc}", file=sys.stderr)
         return 2 if not isinstance(exc, MountGone) else 1

@@ -64,7 +64,16 @@ class Options:
     memory_budget: int = _opt(256 << 20, "bytes of downloaded data kept in memory, all open files together", "bytes")
     chunk_size: int = _opt(256 << 10, "unit of caching (downloads fetch many chunks per request)", "bytes")
     readahead_max: int = _opt(32 << 20, "largest read-ahead window of one sequential reader", "bytes")
-    dir_ttl: float = _opt(600.0, "how long a folder listing is trusted before it is re-listed", "s")
+    kernel_readahead: int = _opt(
+        1 << 20, "kernel read-ahead of the mount (bigger FUSE reads; needs root, else the kernel's 128K)", "bytes"
+    )
+    disk_cache_size: int = _opt(
+        1 << 30, "bytes of downloaded data kept in the cache directory across remounts (LRU; 0 = off)", "bytes"
+    )
+    dir_cache_time: float = _opt(
+        600.0, "age after which a folder in use is re-listed in the background (the older listing is "
+        "served meanwhile); listings persist across mounts in the cache dir", "s")
+    prefetch_tree: bool = _opt(False, "walk and list the whole remote tree in the background, at low priority")
     entry_timeout: float = _opt(1.0, "kernel entry cache time-out", "s")
     attr_timeout: float = _opt(1.0, "kernel attribute cache time-out", "s")
     negative_timeout: float = _opt(5.0, "how long a missing name is remembered", "s")

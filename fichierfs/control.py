@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fichierfs.errors import MountGone
+from fichierfs.errors import ConfigError, MountGone
 
 if TYPE_CHECKING:  # rich is imported only where it draws (keeps `fichierfs status --json` light)
     from rich.console import Console
@@ -43,6 +43,7 @@ __all__ = [
     "render_status",
     "wait_drained",
     "human_bytes",
+    "send_control",
 ]
 
 STATUS_XATTR = "user.fichierfs.status"
@@ -84,6 +85,35 @@ def read_status(mountpoint: Path) -> dict[str, Any]:
         doc = json.loads(raw)
     except ValueError:
         raise MountGone(f"{mountpoint}: unreadable status document") from None
+    return doc if isinstance(doc, dict) else {}
+
+
+CONTROL_XATTRS = {"refresh": "user.fichierfs.refresh", "refresh-recursive": "user.fichierfs.refresh-recursive",
+                  "forget": "user.fichierfs.forget"}
+"""Commands sent by reading an xattr on a path of the mount (fichierfs.vfs.CONTROL_XATTRS)."""
+
+
+def send_control(path: Path, command: str) -> dict[str, Any]:
+    """``fichierfs refresh [-r] PATH`` / ``fichierfs forget PATH``: run ``command`` on ``path``.
+
+    Raises:
+        MountGone: ``path`` is not on a fichierfs mount, or the mount died.
+        ConfigError: the mount refused the command (the message says why).
+    """
+    try:
+        raw = os.getxattr(path, CONTROL_XATTRS[command])
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise MountGone(f"{path} is not on a fichierfs mount") from None
+        if exc.errno == errno.ENOTCONN:
+            raise MountGone(f"{path}: the mount's daemon is gone") from None
+        if exc.errno == errno.EAGAIN:
+            raise ConfigError(f"{path}: 1fichier's rate limits refused the listing for now; try again later") from None
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return {}
     return doc if isinstance(doc, dict) else {}
 
 

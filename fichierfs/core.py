@@ -29,6 +29,7 @@ This module never imports pyfuse3 or the emulator: ``ops``/``mount`` sit above i
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -46,7 +47,10 @@ from fichierfs.attrshare import AttrShare
 from fichierfs.budget import SharedBudget
 from fichierfs.chunks import ChunkCache
 from fichierfs.config import Options
+from fichierfs.diskcache import DiskCache
+from fichierfs.errors import AuthError, FichierError
 from fichierfs.meta import ROOT_INODE, KernelNotifier, MetaCache
+from fichierfs.metastore import MetaStore, Snapshot
 from fichierfs.models import FileUrl
 from fichierfs.reader import ReadManager
 from fichierfs.scheduler import Budgets, Lane, Scheduler
@@ -101,7 +105,9 @@ async def build_core(
     list_root: bool = True,
     start_writer: bool = True,
     writer_retry: tuple[float, float] | None = None,
+    persist_metadata: bool = True,
     shared: SharedBudget | None = None,
+    account: str = "",
     say: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Core]:
     """Build and start client → scheduler → meta / reader / writer → Filesystem (module docstring).
@@ -122,9 +128,14 @@ async def build_core(
             leaves the journal replayed but idle (tests of crashes).
         writer_retry: ``(retry_base, retry_max)`` of failed write-back items, seconds
             (tests); None = the writer's defaults.
+        persist_metadata: keep listings in ``store_dir/metadata.db`` and serve them at the
+            next start (issue 13); with a persisted root nothing is listed before returning:
+            the key is checked with one ``file/info`` (:func:`serve_persisted`).
         shared: the API budget of the other mounts of the account (``fichierfs.budget``:
             host file or Redis; the caller opens and closes it). Its clocks also serve as the
             budget history; attributes set here are published to it and theirs applied here.
+        account: the account's id (``fichierfs.account``): listings are shared only between
+            mounts of one account (folder 0 is every account's root).
         say: told what a long start-up step waits for (the mount shows it to the person who
             ran ``fichierfs mount``); None: the log only.
 
@@ -140,15 +151,17 @@ async def build_core(
     ) as http:
         client = FichierClient(http, api_key, base_url=options.api_url)
         scheduler = Scheduler(client, budgets if budgets is not None else budgets_from(options))
-        meta = MetaCache(scheduler, 0, dir_ttl=options.dir_ttl, notifier=notifier)
+        meta = MetaCache(scheduler, 0, dir_ttl=options.dir_cache_time, notifier=notifier)
         cache = ChunkCache(options.memory_budget, options.chunk_size)
         store: Store | None = None
         writer: WriteBack | None = None
+        metastore: MetaStore | None = None
         try:
             async with trio.open_nursery() as nursery:
                 try:
                     if shared is not None:
                         scheduler.shared = shared
+                        scheduler.share_scope = account
                         scheduler.import_history(await shared.history(), 0.0)
                         st = shared.status()
                         log.info("API budget shared (%s) through %s", st.get("kind"), st.get("url") or st.get("path"))
@@ -160,6 +173,7 @@ async def build_core(
                         chunk_size=options.chunk_size,
                         readahead_max=options.readahead_max,
                         token_ttl=options.token_ttl,
+                        disk=DiskCache(store_dir / "read-cache", options.disk_cache_size, options.chunk_size),
                     )
                     await nursery.start(reader.run)
                     if history is not None:
@@ -167,9 +181,17 @@ async def build_core(
                         path = history
                         scheduler.on_charge = lambda: save_history(scheduler, path)  # before a listing goes out
                         nursery.start_soon(_save_history_every, scheduler, history, 2.0)
-                    if options.remote_folder.strip("/"):
-                        meta.rebase(await meta.resolve_path(options.remote_folder, lane=Lane.PREFETCH))
                     store_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any FUSE request
+                    snapshot: Snapshot | None = None
+                    if persist_metadata:
+                        metastore, snapshot = open_metadata(options, store_dir)
+                    if snapshot is not None:
+                        meta.rebase(snapshot.root_folder_id)  # the resolved --remote-folder, persisted
+                    elif options.remote_folder.strip("/"):
+                        meta.rebase(await meta.resolve_path(options.remote_folder, lane=Lane.PREFETCH))
+                    meta.attach_store(metastore)
+                    if snapshot is not None:
+                        meta.reserve_inodes(snapshot.max_ino)  # before the replay creates inodes
                     store = Store(store_dir / "store.db")
                     writer = WriteBack(
                         scheduler,
@@ -190,13 +212,19 @@ async def build_core(
                     if writer_retry is not None:
                         writer.retry_base, writer.retry_max = writer_retry
                     writer.replay()  # before the first listing, so that it is merged over the journal
-                    if list_root:
+                    served = snapshot is not None and await serve_persisted(meta, scheduler, snapshot)
+                    snapshot = None  # the nodes hold what they need; let the loaded listings go (RSS)
+                    if list_root and not served:
                         wait = scheduler.next_allowed(client.folder_ls, int(meta.get(ROOT_INODE).folder_id or 0))
                         if wait > 1:
                             text = (f"waiting {wait:.0f} s before listing {options.remote_folder}: 1fichier allows "
                                     "one listing of a folder per 30 s (§4), and the previous mount listed it recently")
                             (say or log.info)(text)
                         await meta.ensure_listed(ROOT_INODE, lane=Lane.PREFETCH)  # may wait out the budget
+                    if metastore is not None:
+                        await nursery.start(metastore.run, meta.persist_dirty)
+                    if options.prefetch_tree:
+                        nursery.start_soon(meta.prefetch_tree)
                     if options.read_only:
                         if writer.pending():
                             log.warning(
@@ -224,11 +252,68 @@ async def build_core(
                         save_history(scheduler, history)
                     if writer is not None:
                         writer.stop()
+                    if metastore is not None:
+                        meta.persist_dirty()
                     log.info("API calls this session: %s", scheduler.statistics().get("calls"))
                     nursery.cancel_scope.cancel()
         finally:
             if store is not None:  # once no task of the nursery can touch it
                 store.close()
+            if metastore is not None:
+                metastore.close()
+
+
+# ---------------------------------------------------------------------- persisted metadata
+
+
+def open_metadata(options: Options, store_dir: Path) -> tuple[MetaStore, Snapshot | None]:
+    """The persisted listings of this account + remote folder (metastore.py), and what they hold.
+
+    ``store_dir`` is already per API address, account and remote folder; its name and those
+    are the DB's identity. A DB of another format or identity, or a damaged one, is rebuilt
+    (never trusted); a DB without a listed root gives no snapshot.
+    """
+    t0 = time.monotonic()
+    identity = f"{options.api_url}\0{store_dir.name}\0{options.remote_folder.strip('/')}"
+    metastore = MetaStore(store_dir / "metadata.db", identity)
+    snapshot = metastore.load()
+    if snapshot is not None:
+        n = sum(len(p.listing.files) for p in snapshot.folders)
+        log.info("metadata cache: %d folder listings, %d files loaded in %.2f s",
+                 len(snapshot.folders), n, time.monotonic() - t0)
+    return metastore, snapshot
+
+
+async def serve_persisted(meta: MetaCache, scheduler: Scheduler, snapshot: Snapshot) -> bool:
+    """Merge the persisted listings and check the key cheaply; False: list the root as usual.
+
+    The check is ONE ``file/info`` (§2.4) of a file the persisted listings hold: it costs
+    only the general budget (never a listing's 30 s or user/info's 5 min), a bad or revoked
+    key fails it with AuthError (the mount fails with exit 1 as before), and any other answer
+    (the file, or #469 if another client deleted it) proves the key is accepted. With no file
+    known, or a root that must be re-listed (a crash before its view was saved), the root is
+    listed as on a first mount.
+
+    Raises:
+        AuthError: the key is refused.
+    """
+    loaded = meta.load(snapshot)
+    if meta.get(ROOT_INODE).listed_at is None:
+        log.info("the previous mount stopped before saving its root listing: listing it again")
+        return False
+    url = next((p.listing.files[0].url for p in snapshot.folders if p.listing.files), None)
+    if url is None:
+        return False
+    try:
+        await scheduler.call(scheduler.client.file_info, url, lane=Lane.INTERACTIVE)
+    except AuthError:
+        raise
+    except FichierError as exc:
+        if exc.errno not in (errno.ENOENT, errno.EACCES):  # #469/#631: the key was accepted
+            log.info("key check by file/info failed (%s): listing the root instead", exc)
+            return False
+    log.info("served %d persisted folder listings; key checked with one file/info call", loaded)
+    return True
 
 
 def _forget_attrs(meta: MetaCache, key: str) -> None:

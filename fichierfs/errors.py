@@ -43,6 +43,7 @@ import re
 
 __all__ = [
     "FichierError",
+    "Incomplete",
     "ApiError",
     "FloodLocked",
     "AuthError",
@@ -192,6 +193,14 @@ class NoEntry(FichierError):
 
     errno = _errno.ENOENT
     level = logging.DEBUG
+
+
+class Incomplete(FichierError):
+    """A folder over 5,000 files is still being listed and the name is not seen yet (EAGAIN):
+    never ENOENT for a file that may exist (bigfolder.py, meta.py)."""
+
+    errno = _errno.EAGAIN
+    level = logging.INFO
 
 
 class FsError(FichierError):

@@ -40,8 +40,10 @@ from typing import Any, Protocol
 
 import trio
 
-from fichierfs.errors import FichierError, NoEntry, NotFound
-from fichierfs.models import FileUrl, FolderId, FolderListing, RemoteFile
+from fichierfs.bigfolder import CAP, complete_listing, is_capped
+from fichierfs.errors import FichierError, Incomplete, NoEntry, NotFound
+from fichierfs.metastore import MetaStore, Snapshot
+from fichierfs.models import FileUrl, FolderId, FolderListing, RemoteFile, RemoteFolder
 from fichierfs.names import decode
 from fichierfs.scheduler import ApiCaller, Lane
 
@@ -87,7 +89,7 @@ def _epoch(dt: datetime | None) -> float:
     return dt.timestamp() if dt is not None else 0.0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
     """One inode.
 
@@ -138,6 +140,34 @@ class Node:
         return (stat_mod.S_IFDIR | 0o755) if self.is_dir else (stat_mod.S_IFREG | 0o644)
 
 
+class _NoChildren(dict[str, int]):
+    """The one shared, immutable ``children`` of every file node (64 bytes saved per file)."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a file node has no children")
+
+    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _refuse  # type: ignore[assignment]
+
+
+NO_CHILDREN: dict[str, int] = _NoChildren()
+
+
+def _from_epoch(t: float) -> datetime | None:
+    from datetime import timezone
+
+    return datetime.fromtimestamp(t, tz=timezone.utc) if t else None
+
+
+def _remote_name(name: str, fallback: str | None) -> str:
+    """The remote (encoded) form of a shown name, for the persisted view."""
+    from fichierfs.names import NameError_, encode
+
+    try:
+        return encode(name)
+    except NameError_:
+        return fallback if fallback is not None else name
+
+
 def _dup_name(name: str, url: str) -> str:
     """``report.pdf`` + ``https://1fichier.com/?abc`` → ``report (dup abc).pdf``."""
     ident = url.rsplit("?", 1)[-1].rsplit("/", 1)[-1] or "x"
@@ -181,6 +211,18 @@ class MetaCache:
         self._hidden_folders: dict[int, float] = {}
         self._orphans: dict[int, list[int]] = {}
         self._shadows: set[tuple[int, str, int]] = set()
+        self._preset: dict[int | str, int] = {}
+        self.store: MetaStore | None = None
+        self._dirty: set[int] = set()
+        self._loading = False
+        self._incomplete: dict[int, trio.Event] = {}
+        """Folders first listed from a capped reply, still being completed (bigfolder.py)."""
+        self._complete_failed: set[int] = set()
+        self._completing: set[int] = set()
+        self._inline: list[Callable[[], Any]] = []
+        self.window_calls = 0
+        self.listing_cap = CAP
+        """Results per listing (§2.2); tests lower it together with the emulator's ``max_listing``."""
         root = Node(ROOT_INODE, True, ROOT_INODE, "", folder_id=FolderId(root_folder_id), lookups=1)
         self._nodes[ROOT_INODE] = root
         self._by_folder[root_folder_id] = ROOT_INODE
@@ -190,6 +232,48 @@ class MetaCache:
     def attach_nursery(self, nursery: trio.Nursery | None) -> None:
         """Give the cache a nursery for background refreshes of stale listings (None: refresh inline)."""
         self._background = nursery
+
+    def attach_store(self, store: MetaStore | None) -> None:
+        """Persist every listing merged from now on in ``store`` (:mod:`fichierfs.metastore`)."""
+        self.store = store
+        if store is not None:
+            store.set_root(int(self.get(ROOT_INODE).folder_id or 0), ROOT_INODE)
+
+    def reserve_inodes(self, max_ino: int) -> None:
+        """New inodes start above ``max_ino`` (the persisted ones keep their numbers)."""
+        self._next_ino = max(self._next_ino, max_ino + 1)
+
+    def load(self, snapshot: Snapshot, *, wall: float | None = None) -> int:
+        """Merge persisted listings (parents first), with their inode numbers and their real age.
+
+        Call after the journal replay (pending changes are merged over these listings as over
+        fresh ones) and :meth:`reserve_inodes`. Returns how many folder listings were loaded.
+        A listing older than ``dir_ttl`` is stale: served, and re-listed in the background
+        when the folder is used. A folder marked dirty (we changed it and crashed before its
+        view was written) gets its inodes back but counts as never listed: it is re-listed
+        before it is served.
+        """
+        import time
+
+        now_wall = time.time() if wall is None else wall
+        now = self.clock()
+        self.reserve_inodes(snapshot.max_ino)
+        n = 0
+        for p in snapshot.folders:
+            ino = self._by_folder.get(p.folder_id)
+            node = self._nodes.get(ino) if ino is not None else None
+            if node is None or not node.is_dir:
+                continue
+            self._preset = p.inodes
+            self._loading = True
+            try:
+                self.merge(node.ino, p.listing)
+            finally:
+                self._preset = {}
+                self._loading = False
+            node.listed_at = None if p.dirty else now - max(0.0, now_wall - p.listed_wall)
+            n += 1
+        return n
 
     # ------------------------------------------------------------------ plain look-ups
     def get(self, ino: int) -> Node:
@@ -235,6 +319,24 @@ class MetaCache:
 
     def is_fresh(self, node: Node) -> bool:
         return node.listed_at is not None and self.clock() - node.listed_at < self.dir_ttl
+
+    def kernel_ttl(self, node: Node) -> float | None:
+        """How long the kernel may cache ``node``'s entry and attributes: what is left of the
+        freshness of the listing that holds it. None for local or pinned nodes (the mount's
+        short defaults apply). Safe because every change a re-list finds is pushed to the
+        kernel (``invalidate_entry``/``invalidate_inode`` in :meth:`merge`)."""
+        if node.local_key is not None or node.pinned_until > self.clock() or node.gone:
+            return None
+        parent = self._nodes.get(node.parent)
+        if parent is None or parent.listed_at is None:
+            return None
+        left = self.dir_ttl - (self.clock() - parent.listed_at)
+        return left if left > 0 else None
+
+    def negative_ok(self, parent: int) -> bool:
+        """True when "no such name" in folder ``parent`` may be cached by the kernel."""
+        p = self._nodes.get(parent)
+        return p is not None and p.is_dir and self.is_fresh(p) and parent not in self._incomplete
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -296,7 +398,7 @@ class MetaCache:
 
         self._background.start_soon(run)
 
-    async def refresh(self, ino: int, *, lane: Lane = Lane.INTERACTIVE) -> None:
+    async def refresh(self, ino: int, *, lane: Lane = Lane.INTERACTIVE, fresh: bool = False) -> None:
         """List folder ``ino`` now (one ``folder/ls`` with ``files:1``, §2.2) and merge the result."""
         node = self.get(ino)
         assert node.is_dir and node.folder_id is not None
@@ -305,13 +407,140 @@ class MetaCache:
             return
         try:
             listing: FolderListing = await self.scheduler.call(
-                self.scheduler.client.folder_ls, int(node.folder_id), files=True, lane=lane
+                self.scheduler.client.folder_ls, int(node.folder_id), files=True, lane=lane,
+                coalesce=False if fresh else None,  # fresh: never another mount's shared copy
             )
         except NotFound:
             self._mark_gone_tree(node)
             raise NoEntry(f"folder {node.folder_id} is gone") from None
         self.listings += 1
+        if is_capped(listing, self.listing_cap):
+            self._start_completion(ino, listing, lane)
+            while self._inline:
+                await self._inline.pop(0)()
+            return
         self.merge(ino, listing)
+
+    # ------------------------------------------------------------------ folders over 5,000 files
+    def _start_completion(self, ino: int, first: FolderListing, lane: Lane) -> None:
+        """A capped reply: complete it with file/ls windows (bigfolder.py).
+
+        A first listing shows the part known at once (readdir serves it; a lookup of a name
+        not seen yet waits for the rest); a re-list keeps serving the previous complete
+        listing until the new one is complete.
+        """
+        node = self.get(ino)
+        if ino in self._completing:
+            return
+        if node.listed_at is None or ino in self._incomplete:
+            self._incomplete.setdefault(ino, trio.Event())
+            self.merge(ino, first)
+        self._complete_failed.discard(ino)
+        self._completing.add(ino)
+        window_lane = Lane.PREFETCH if lane in (Lane.INTERACTIVE, Lane.PREFETCH) else lane
+
+        async def file_ls(folder_id: int, after: str | None, before: str | None) -> tuple[RemoteFile, ...]:
+            got: tuple[RemoteFile, ...] = await self.scheduler.call(
+                self.scheduler.client.file_ls, folder_id, sent_after=after, sent_before=before, lane=window_lane)
+            self.window_calls += 1
+            return got
+
+        async def run() -> None:
+            try:
+                full, _calls = await complete_listing(int(node.folder_id or 0), first, file_ls, self.listing_cap)
+                self.merge(ino, full)
+            except FichierError as exc:
+                self._complete_failed.add(ino)
+                if node.listed_at is not None:
+                    node.listed_at = -math.inf  # re-list at the next use
+                log.log(exc.level, "listing %s (over %d results) could not be completed: %s",
+                        self.path_of(ino), CAP, exc)
+            finally:
+                self._completing.discard(ino)
+                ev = self._incomplete.pop(ino, None)
+                if ev is not None:
+                    ev.set()
+
+        if self._background is not None:
+            self._background.start_soon(run)
+        else:  # no nursery (tests): complete inline
+            self._inline.append(run)
+
+    async def wait_complete(self, ino: int) -> None:
+        """Wait until folder ``ino``'s capped listing is complete (at most the stall limit).
+
+        Raises:
+            Incomplete (EAGAIN): still incomplete after the stall limit, or completing failed.
+        """
+        ev = self._incomplete.get(ino)
+        if ev is not None:
+            limit = float(getattr(getattr(self.scheduler, "budgets", None), "stall_limit", 30.0))
+            with trio.move_on_after(limit):
+                await ev.wait()
+            if not ev.is_set():
+                raise Incomplete(f"{self.path_of(ino)} is still being listed (over {CAP} files)")
+        if ino in self._complete_failed:
+            raise Incomplete(f"{self.path_of(ino)}: its listing (over {CAP} files) could not be completed")
+
+    # ------------------------------------------------------------------ persistence (metastore.py)
+    def _touch_dir(self, ino: int, *, listed: bool = False) -> None:
+        """Folder ``ino``'s shown content changed: persist it at the next :meth:`persist_dirty`.
+
+        A change of ours (not a listing) is also marked in the DB at once, the first time
+        until the view is written: after a crash in between, that folder is re-listed before
+        it is served, so the persisted view never hides what the journal says is done."""
+        if self.store is not None and not self._loading:
+            if not listed and ino not in self._dirty:
+                node = self._nodes.get(ino)
+                if node is not None and node.folder_id is not None and int(node.folder_id) >= 0:
+                    self.store.mark_dirty(int(node.folder_id))
+            self._dirty.add(ino)
+
+    def persist_dirty(self) -> int:
+        """Queue the current view of every changed folder in the store (cheap; the store
+        writes it from a worker thread). What is kept is what the remote holds as far as we
+        know: listed entries plus our own finished changes (a finished mkdir, upload, rename),
+        never local-only entries (the journal has those). Returns the number of folders."""
+        import time
+
+        if self.store is None or not self._dirty:
+            return 0
+        dirty, self._dirty = self._dirty, set()
+        now, wall = self.clock(), time.time()
+        n = 0
+        for ino in dirty:
+            if ino in self._incomplete:
+                self._dirty.add(ino)  # a partial listing is never persisted as if complete
+                continue
+            node = self._nodes.get(ino)
+            if node is None or not node.is_dir or node.gone or node.listed_at is None:
+                continue
+            fid = int(node.folder_id or 0)
+            if fid < 0:
+                continue
+            subs: list[RemoteFolder] = []
+            files: list[RemoteFile] = []
+            inodes: dict[int | str, int] = {}
+            for name, cino in node.children.items():
+                c = self._nodes.get(cino)
+                if c is None or c.gone:
+                    continue
+                if c.is_dir:
+                    cid = int(c.folder_id or 0)
+                    if cid >= 0:
+                        subs.append(RemoteFolder(FolderId(cid), _remote_name(name, None),
+                                                 _from_epoch(c.mtime)))
+                        inodes[cid] = cino
+                elif c.file is not None and c.local_key is None:
+                    rf = c.file
+                    files.append(RemoteFile(rf.url, _remote_name(name, rf.filename), rf.size, rf.date,
+                                            rf.checksum, rf.content_type, folder_id=FolderId(fid)))
+                    inodes[rf.url] = cino
+            listing = FolderListing(FolderId(fid), "", None, tuple(subs), tuple(files))
+            listed_at = node.listed_at if math.isfinite(node.listed_at) else now - 1e9
+            self.store.put_listing(fid, listing, inodes, wall - (now - listed_at))
+            n += 1
+        return n
 
     def merge(self, ino: int, listing: FolderListing) -> None:
         """Replace folder ``ino``'s children by ``listing``, keeping inodes, invalidating changes.
@@ -362,15 +591,23 @@ class MetaCache:
                 o.name = alt
                 new[alt] = other
             new[name] = child_ino
+        had_listing = parent.listed_at is not None
         parent.children = new
         parent.listed_at = now
+        self._touch_dir(ino, listed=True)
+        if had_listing:  # names that appeared: drop any negative entry the kernel cached
+            for name in new.keys() - old.keys():
+                self.notifier.invalidate_entry(ino, name)
+        kept: set[int] | None = None
         for name, child_ino in old.items():
             if new.get(name) != child_ino:
                 self.notifier.invalidate_entry(ino, name)
-                if child_ino not in new.values():
-                    dropped = self._nodes.get(child_ino)
-                    if dropped is not None and dropped.parent == ino:
-                        self._mark_gone(dropped)
+                if kept is None:
+                    kept = set(new.values())  # once, not per changed name (big folders)
+                if child_ino not in kept:
+                    gone = self._nodes.get(child_ino)
+                    if gone is not None and gone.parent == ino:
+                        self._mark_gone(gone)
 
     def _pinned_here(self, child_ino: int, parent: int, now: float) -> bool:
         c = self._nodes.get(child_ino)
@@ -393,7 +630,7 @@ class MetaCache:
             node.parent, node.name, node.gone = parent, name, False
             node.mtime = mtime or node.mtime
             return node
-        node = Node(self._new_ino(), True, parent, name, folder_id=FolderId(folder_id), mtime=mtime)
+        node = Node(self._new_ino(folder_id), True, parent, name, folder_id=FolderId(folder_id), mtime=mtime)
         self._nodes[node.ino] = node
         self._by_folder[folder_id] = node.ino
         return node
@@ -408,12 +645,17 @@ class MetaCache:
             if changed:
                 self.notifier.invalidate_inode(ino)
             return node
-        node = Node(self._new_ino(), False, parent, name, file=rf, size=rf.size, mtime=_epoch(rf.date))
+        node = Node(self._new_ino(rf.url), False, parent, name, file=rf, size=rf.size, mtime=_epoch(rf.date),
+                    children=NO_CHILDREN)
         self._nodes[node.ino] = node
         self._by_url[rf.url] = node.ino
         return node
 
-    def _new_ino(self) -> int:
+    def _new_ino(self, key: int | str | None = None) -> int:
+        if key is not None and self._preset:
+            preset = self._preset.get(key)
+            if preset is not None and preset > ROOT_INODE and preset not in self._nodes:
+                return preset  # the inode it had at the previous mount (metastore.py)
         ino = self._next_ino
         self._next_ino += 1
         return ino
@@ -435,7 +677,10 @@ class MetaCache:
         if parent is not None and parent.children.get(node.name) == node.ino:
             del parent.children[node.name]
             self.notifier.invalidate_entry(parent.ino, node.name)
+            self._touch_dir(parent.ino)
         self._mark_gone(node)
+        if self.store is not None and node.folder_id is not None:
+            self.store.forget(int(node.folder_id))
 
     # ------------------------------------------------------------------ local mutations (writer side)
     # Updates from our own mutations and their replies (§8.6): the cache changes at once,
@@ -465,6 +710,7 @@ class MetaCache:
         if is_dir and folder_id is not None and folder_id < 0:
             node.listed_at = self.clock()
         p.children[name] = node.ino
+        self._touch_dir(parent)
         return node
 
     def add_orphan(self, parent_folder: int, name: str, **kw: Any) -> Node | None:
@@ -495,6 +741,8 @@ class MetaCache:
             if c is not None:
                 c.parent = folder_ino
                 f.children[c.name] = cino
+                self.notifier.invalidate_entry(folder_ino, c.name)
+                self._touch_dir(folder_ino)
 
     def _register(self, node: Node) -> None:
         self._nodes[node.ino] = node
@@ -508,6 +756,7 @@ class MetaCache:
         p = self._nodes.get(node.parent)
         if p is not None and p.children.get(node.name) == node.ino:
             del p.children[node.name]
+            self._touch_dir(p.ino)
 
     def remove(self, node: Node) -> None:
         """unlink/rmdir: detach and forget once the kernel has no reference left."""
@@ -521,6 +770,7 @@ class MetaCache:
         self.detach(node)
         node.parent, node.name = new_parent, new_name
         self.get(new_parent).children[new_name] = node.ino
+        self._touch_dir(new_parent)
         node.pinned_until = max(node.pinned_until, pinned_until)
 
     def set_remote_file(self, node: Node, rf: RemoteFile, *, pinned_until: float) -> None:
@@ -530,6 +780,7 @@ class MetaCache:
         node.file, node.local_key, node.size = rf, None, rf.size
         node.pinned_until = pinned_until
         self._by_url[rf.url] = node.ino
+        self._touch_dir(node.parent)
 
     def set_folder_id(self, node: Node, folder_id: int) -> None:
         """mkdir answered (§2.11 ``folder_id``): a local folder becomes the remote one."""
@@ -537,6 +788,8 @@ class MetaCache:
             del self._by_folder[int(node.folder_id)]
         node.folder_id = FolderId(folder_id)
         self._by_folder[folder_id] = node.ino
+        self._touch_dir(node.parent)
+        self._touch_dir(node.ino)
 
     def node_for_folder(self, folder_id: int) -> Node | None:
         ino = self._by_folder.get(folder_id)
@@ -560,6 +813,15 @@ class MetaCache:
     def pin(self, node: Node, until: float) -> None:
         node.pinned_until = until
 
+    def set_size(self, node: Node, size: int) -> None:
+        """A local write or truncate changed the file's size (the staging copy is the truth)."""
+        node.size = size
+
+    def set_local(self, node: Node, local_key: str, size: int) -> None:
+        """The file's content is now a local staging copy ``local_key`` of ``size`` bytes."""
+        node.local_key = local_key
+        node.size = size
+
     # ------------------------------------------------------------------ look-ups that may list
     async def lookup(self, parent: int, name: str, *, lane: Lane = Lane.INTERACTIVE) -> Node:
         """The child ``name`` of folder ``parent`` (listing the folder if it never was).
@@ -571,6 +833,9 @@ class MetaCache:
         if not p.is_dir:
             raise NoEntry(f"inode {parent} is not a folder")
         node = self.get_nowait(parent, name)
+        if node is None and (parent in self._incomplete or parent in self._complete_failed):
+            await self.wait_complete(parent)  # never ENOENT for a file not seen yet
+            node = self.get_nowait(parent, name)
         if node is None:
             raise NoEntry(f"{name!r} not in folder inode {parent}")
         return node
@@ -588,9 +853,9 @@ class MetaCache:
                 raise NoEntry(f"{path}: {part!r} is a file")
         return node
 
-    def rebase(self, node: Node) -> None:
-        """Make folder ``node`` the root inode (for ``--remote-folder``); forgets everything else."""
-        folder_id = int(node.folder_id or 0)
+    def rebase(self, node: Node | int) -> None:
+        """Make folder ``node`` (or a folder id) the root inode (for ``--remote-folder``); forgets everything else."""
+        folder_id = node if isinstance(node, int) else int(node.folder_id or 0)
         self._nodes.clear()
         self._by_folder.clear()
         self._by_url.clear()
@@ -598,12 +863,62 @@ class MetaCache:
         self._nodes[ROOT_INODE] = root
         self._by_folder[folder_id] = ROOT_INODE
 
+    # ------------------------------------------------------------------ freshness on demand
+    def forget_listing(self, ino: int) -> None:
+        """``fichierfs forget``: the listing of folder ``ino`` is no longer trusted.
+
+        It is still served (never an empty folder) but counts as stale and its persisted copy
+        is dropped; the next use re-lists it in the background.
+        """
+        node = self.get(ino)
+        if not node.is_dir:
+            raise NoEntry(f"inode {ino} is not a folder")
+        if node.listed_at is not None:
+            node.listed_at = -math.inf
+        if self.store is not None and node.folder_id is not None:
+            self.store.forget(int(node.folder_id))
+
+    async def refresh_tree(self, ino: int, *, recursive: bool = False, lane: Lane = Lane.INTERACTIVE) -> int:
+        """``fichierfs refresh [-r]``: re-list folder ``ino`` now (and, recursively, every known
+        listed sub-folder, under the budget). Returns the number of listings made."""
+        node = self.get(ino)
+        if not node.is_dir:
+            ino = node.parent
+        todo = [ino]
+        n = 0
+        while todo:
+            cur = todo.pop(0)
+            await self.refresh(cur, lane=lane, fresh=True)
+            n += 1
+            if recursive:
+                todo.extend(c.ino for c in self.children(cur) if c.is_dir and int(c.folder_id or 0) >= 0)
+        return n
+
+    async def prefetch_tree(self) -> None:
+        """``--prefetch-tree``: list every folder not freshly listed (breadth first, BACKGROUND lane:
+        after anything a person is waiting for). Errors are logged and the walk goes on."""
+        todo = [ROOT_INODE]
+        while todo:
+            cur = todo.pop(0)
+            node = self._nodes.get(cur)
+            if node is None or not node.is_dir or node.gone:
+                continue
+            if node.listed_at is None or not self.is_fresh(node):
+                try:
+                    await self.refresh(cur, lane=Lane.BACKGROUND)
+                except FichierError as exc:
+                    log.log(exc.level, "prefetch of %s failed: %s", self.path_of(cur), exc)
+            todo.extend(c.ino for c in self.children(cur) if c.is_dir)
+        log.info("prefetch: the whole tree is listed (%d inodes)", len(self._nodes))
+
     def statistics(self) -> dict[str, Any]:
         """Inodes known, folders listed, listings made."""
         return {
             "inodes": len(self._nodes),
             "folders_listed": sum(1 for n in self._nodes.values() if n.is_dir and n.listed_at is not None),
             "listings": self.listings,
+            "window_listings": self.window_calls,
+            "incomplete_folders": len(self._incomplete),
         }
 
     def node_for_url(self, url: FileUrl) -> Node | None:

@@ -12,6 +12,7 @@ become :class:`fichierfs.errors.BadReply` in the client).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NewType
@@ -169,7 +170,7 @@ class RemoteFile:
             size=_int(d.get("size")),
             date=paris_to_utc(d.get("date")),
             checksum=_str(d.get("checksum")).lower(),
-            content_type=_str(ctype),
+            content_type=sys.intern(_str(ctype)),  # a few distinct values over 100,000s of files
             password=bool(_int(d.get("pass"))),
             acl=bool(_int(d.get("acl"))) if not isinstance(d.get("acl"), dict) else True,
             cdn=bool(_int(d.get("cdn"))),

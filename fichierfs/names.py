@@ -25,13 +25,19 @@ import errno as _errno
 
 from fichierfs.errors import BadName
 
-__all__ = ["encode", "decode", "BadName", "NameError_", "MAX_NAME_BYTES"]
+__all__ = ["encode", "decode", "BadName", "NameError_", "MAX_NAME_CHARS", "MAX_NAME_BYTES"]
 
 NameError_ = BadName
 """The old name of :class:`fichierfs.errors.BadName` (kept for imports)."""
 
-MAX_NAME_BYTES = 250
-"""Longest remote name: folder names ≤ 250 chars (§2.11); files assumed the same (§7 [UNVERIFIED])."""
+MAX_NAME_CHARS = 250
+"""Longest remote name in **characters** (§7: 250; §2.11 for folders). Counted on the encoded
+name, since that is what 1fichier stores. Linux's own NAME_MAX (255 bytes of UTF-8 per local
+component) is enforced by the kernel before a request reaches us, so a local name must fit
+both: 250 "é" (500 bytes) cannot exist locally, 85 "€" (255 bytes) can and is accepted here."""
+
+MAX_NAME_BYTES = MAX_NAME_CHARS
+"""Old name of :data:`MAX_NAME_CHARS` (kept for importers)."""
 
 QUOTE = "\u201b"
 _FULL = 0xFEE0
@@ -60,7 +66,8 @@ def encode(name: str) -> str:
     """Encode a local file or folder name (one path component) for 1fichier (§7).
 
     Raises:
-        BadName: empty, not valid UTF-8 (EINVAL), or over 250 bytes once encoded (ENAMETOOLONG).
+        BadName: empty, not valid UTF-8 (EINVAL), or over 250 characters once encoded (ENAMETOOLONG;
+            logged by the FUSE adapter with this reason).
     """
     if not name:
         raise BadName("empty name")
@@ -101,8 +108,11 @@ def encode(name: str) -> str:
             out.append(ch)
     out.append(suffix)
     result = "".join(out)
-    if len(result.encode("utf-8")) > MAX_NAME_BYTES or len(result) > MAX_NAME_BYTES:
-        raise BadName(f"name too long for 1fichier (> {MAX_NAME_BYTES} bytes encoded)", _errno.ENAMETOOLONG)
+    if len(result) > MAX_NAME_CHARS:
+        shown = result[:40] + "…"
+        raise BadName(
+            f"name {shown!r} is {len(result)} characters once encoded for 1fichier; "
+            f"1fichier allows at most {MAX_NAME_CHARS} (§7)", _errno.ENAMETOOLONG)
     return result
 
 
@@ -139,4 +149,5 @@ def decode(remote: str) -> str:
         else:
             out.append(ch)
         i += 1
-    return "".join(out)
+    local = "".join(out)
+    return remote if local == remote else local  # one string, not two, per known name (memory)

@@ -78,7 +78,7 @@ Errors
     fetches them itself on the INTERACTIVE lane and gets its own error, if any.
 
 Concurrency notes
-    Single trio thread. Shared state: ``_FileState.link`` (replaced atomically; refreshed
+    Single trio thread. Shared state: ``ReadManager._links`` (replaced atomically; refreshed
     under ``_FileState.lock``) and the ChunkCache (see chunks.py). Detector state is per
     handle and updated before the first await of ``read``. Read-ahead tasks run in the
     manager's nursery under a per-handle cancel scope; closing the handle cancels them and
@@ -112,8 +112,10 @@ from types import TracebackType
 from typing import Any
 
 import trio
+from cachetools import TTLCache
 
-from fichierfs.chunks import ChunkCache, FetchRange, Window
+from fichierfs.chunks import Chunk, ChunkCache, FetchRange, Window
+from fichierfs.diskcache import DiskCache
 from fichierfs.errors import FichierError, FloodLocked, LinkExpired, NotFound, ServerError
 from fichierfs.models import DownloadLink
 from fichierfs.scheduler import ApiCaller, Lane
@@ -139,6 +141,12 @@ PRESSURE_WAIT = 5.0
 """Seconds: read-ahead that needs a new link is skipped if the token call could not start sooner."""
 FLOOD_PAUSE = 30.0
 """Seconds without read-ahead after a download answered FloodLocked (1fichier-api.md §4, §8.10)."""
+PAGE = 4 * 1024
+"""Bytes: the unit of the random-read cache (a page; fio's and databases' smallest read)."""
+RANDOM_UNIT_MAX = 64 * 1024
+"""Bytes: the largest unit a random read is rounded to (the unit follows the handle's request size)."""
+RANDOM_BACK_TO_SEQ = 2
+"""Chunks of strictly contiguous reads that turn a random handle sequential again."""
 
 
 SchedulerLike = ApiCaller
@@ -146,14 +154,15 @@ SchedulerLike = ApiCaller
 
 
 class _FileState:
-    """Per-file state shared by every handle of the file: its download link."""
+    """Per-file state shared by every handle of the file: its download link, its disk cache key."""
 
-    __slots__ = ("file_url", "size", "link", "lock", "handles")
+    __slots__ = ("file_url", "size", "lock", "handles", "checksum", "disk_key")
 
     def __init__(self, file_url: str, size: int) -> None:
         self.file_url = file_url
         self.size = size
-        self.link: DownloadLink | None = None
+        self.checksum = ""
+        self.disk_key: str | None = None
         self.lock = trio.Lock()
         self.handles = 0
 
@@ -191,6 +200,7 @@ class ReadManager:
         initial_window: int = INITIAL_WINDOW,
         seq_forward: int = SEQ_FORWARD,
         seq_backward: int = SEQ_BACKWARD,
+        disk: DiskCache | None = None,
     ) -> None:
         cs = cache.chunk_size if chunk_size is None else chunk_size
         if cs != cache.chunk_size:
@@ -199,6 +209,7 @@ class ReadManager:
             raise ValueError("token_ttl must be > 0 s")
         self._scheduler = scheduler
         self.cache = cache
+        self.disk = disk if disk is not None and disk.limit and disk.chunk_size == cs else None
         self.chunk_size = cs
         self.token_ttl = token_ttl
         self._clock = clock
@@ -207,6 +218,9 @@ class ReadManager:
         self.seq_forward = seq_forward
         self.seq_backward = seq_backward
         self._files: dict[str, _FileState] = {}
+        # file URL -> its download link, expired token_ttl seconds after it was stored (TTL is the meaning:
+        # 1fichier's link is valid 300 s, §5). maxsize only bounds memory: an evicted link costs one call.
+        self._links: TTLCache[str, DownloadLink] = TTLCache(maxsize=65536, ttl=token_ttl, timer=clock)
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
         self._readahead_paused_until = -math.inf
@@ -222,6 +236,12 @@ class ReadManager:
         self._readahead_skipped = 0
         self._readahead_errors = 0
         self._random_resets = 0
+        self._random_reads = 0
+        self._disk_bytes = 0
+        self._random_fetched = 0
+        # random handles fetch pages, not chunks: their own small cache, 1/8 of the budget (≤ 32 MiB)
+        small_budget = max(16 * RANDOM_UNIT_MAX, min(cache.budget // 8, 32 * MiB))
+        self.pages = ChunkCache(small_budget, PAGE)
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> ReadManager:
@@ -262,15 +282,22 @@ class ReadManager:
             self._nursery.cancel_scope.cancel()
 
     # ------------------------------------------------------------------ handles
-    def open(self, file_url: str, size: int) -> Reader:
-        """A new :class:`Reader` for ``file_url`` of ``size`` bytes (no API call)."""
+    def open(self, file_url: str, size: int, checksum: str = "") -> Reader:
+        """A new :class:`Reader` for ``file_url`` of ``size`` bytes whose whirlpool is ``checksum`` (no API
+        call). Another size or checksum than the file's open handles had means another version of the file:
+        what is cached of the old one is dropped, and the disk cache is keyed by URL + whirlpool."""
         if size < 0:
             raise ValueError("size must be ≥ 0 bytes")
         st = self._files.get(file_url)
+        if st is not None and (st.size != size or st.checksum != checksum.lower()):
+            self.cache.invalidate(file_url)
+            self.pages.invalidate(file_url)
         if st is None:
             self._prune()
             st = self._files[file_url] = _FileState(file_url, size)
         st.size = size
+        st.checksum = checksum.lower()
+        st.disk_key = self.disk.key(file_url, st.checksum) if self.disk is not None else None
         st.handles += 1
         self._handles += 1
         return Reader(self, st)
@@ -278,61 +305,91 @@ class ReadManager:
     def forget(self, file_url: str) -> None:
         """Drop the file's link and cached chunks (it was deleted or replaced remotely)."""
         st = self._files.get(file_url)
+        self._links.pop(file_url, None)
         if st is not None:
-            st.link = None
             if st.handles == 0:
                 del self._files[file_url]
         self.cache.invalidate(file_url)
+        self.pages.invalidate(file_url)
 
     def _closed(self, st: _FileState) -> None:
         st.handles -= 1
         self._handles -= 1
-        if st.handles == 0 and not self._fresh(st.link):
+        if st.handles == 0 and st.file_url not in self._links:
             self._files.pop(st.file_url, None)
 
     def _prune(self) -> None:
         """Forget idle files whose link has expired (bounded by token calls per TTL)."""
         for url, st in list(self._files.items()):
-            if st.handles == 0 and not self._fresh(st.link):
+            if st.handles == 0 and url not in self._links:
                 del self._files[url]
 
     # ------------------------------------------------------------------ links and GETs
-    def _fresh(self, link: DownloadLink | None) -> bool:
-        return link is not None and self._clock() - link.issued_at < self.token_ttl
+    def _link_of(self, st: _FileState) -> DownloadLink | None:
+        """The file's link while younger than ``token_ttl`` (a cachetools TTLCache on ``clock`` expires it)."""
+        link: DownloadLink | None = self._links.get(st.file_url)
+        return link
 
     async def _link(self, st: _FileState) -> DownloadLink:
         """The file's link, renewed when older than ``token_ttl`` (one call per file at a time)."""
-        link = st.link
-        if link is not None and self._fresh(link):
+        link = self._link_of(st)
+        if link is not None:
             return link
         async with st.lock:
-            link = st.link
-            if link is not None and self._fresh(link):
+            link = self._link_of(st)
+            if link is not None:
                 return link
             self._token_calls += 1
             got = await self._scheduler.call(self._scheduler.client.download_get_token, st.file_url, lane=Lane.INTERACTIVE)
             link = dataclasses.replace(got, issued_at=self._clock())
-            st.link = link
+            self._links[st.file_url] = link
             return link
 
-    def _fetcher(self, st: _FileState, lane: Lane) -> FetchRange:
-        cs = self.chunk_size
+    def _fetcher(self, st: _FileState, lane: Lane, unit: int = 0) -> FetchRange:
+        """Fetch function of the chunk cache (``unit`` 0: the disk cache first, downloads stored there) or of
+        the page cache (``unit`` = PAGE)."""
+        cs = unit or self.chunk_size
+        disk, key = (self.disk, st.disk_key) if not unit else (None, None)
 
-        async def fetch(first: int, stop: int) -> bytes | bytearray:
-            return await self._download(st, first * cs, min(stop * cs, st.size), lane)
+        async def fetch(first: int, stop: int) -> list[Chunk]:
+            if unit:
+                pages = await self._download(st, first * cs, min(stop * cs, st.size), lane, cs)
+                self._random_fetched += sum(len(c) for c in pages)
+                return list(pages)
+            out: list[Chunk] = []
+            i = first
+            while i < stop:
+                c = disk.get(key, i) if disk is not None and key is not None else None
+                if c is not None:
+                    self._disk_bytes += len(c)
+                    out.append(c)
+                    i += 1
+                    continue
+                j = i + 1
+                while j < stop and not (disk is not None and (key, j) in disk):
+                    j += 1
+                got = await self._download(st, i * cs, min(j * cs, st.size), lane, cs)
+                if disk is not None and key is not None:
+                    for n, piece in enumerate(got):
+                        disk.put(key, i + n, piece)
+                out.extend(got)
+                i = j
+            return out
 
         return fetch
 
-    async def _download(self, st: _FileState, start: int, end: int, lane: Lane) -> bytes | bytearray:
-        """Bytes ``[start, end)`` of the file in one ranged GET; one link renewal on HTML."""
+    async def _download(self, st: _FileState, start: int, end: int, lane: Lane, unit: int) -> list[bytearray]:
+        """Bytes ``[start, end)`` of the file in one ranged GET, cut into chunks as they arrive (``start`` is
+        chunk-aligned); one link renewal on HTML."""
+        client = self._scheduler.client
         for attempt in (1, 2):
             link = await self._link(st)
             try:
-                data = await self._scheduler.call(self._scheduler.client.download_range, link, start, end, lane=lane)
+                data = await self._scheduler.call(client.download_chunks, link, start, end, unit, lane=lane)
             except LinkExpired:
                 self._link_expired += 1
-                if st.link is link:
-                    st.link = None
+                if self._links.get(st.file_url) is link:
+                    self._links.pop(st.file_url, None)
                 if attempt == 2:
                     raise
                 log.debug("link of %s expired early; renewing it once", st.file_url)
@@ -340,10 +397,11 @@ class ReadManager:
             except NotFound:
                 self.forget(st.file_url)
                 raise
+            got = sum(len(c) for c in data)
             self._downloads += 1
-            self._downloaded_bytes += len(data)
-            if len(data) != end - start:
-                raise ServerError(f"download of {st.file_url}: {len(data)} of {end - start} bytes arrived")
+            self._downloaded_bytes += got
+            if got != end - start:
+                raise ServerError(f"download of {st.file_url}: {got} of {end - start} bytes arrived")
             return data
         raise AssertionError("unreachable")
 
@@ -351,7 +409,7 @@ class ReadManager:
     def _readahead_blocked(self, st: _FileState) -> bool:
         if self._nursery is None or self._clock() < self._readahead_paused_until:
             return True
-        if self._fresh(st.link):
+        if self._link_of(st) is not None:
             return False
         return self._scheduler.next_allowed(self._scheduler.client.download_get_token) > PRESSURE_WAIT
 
@@ -408,7 +466,12 @@ class ReadManager:
             "readahead_skipped": self._readahead_skipped,
             "readahead_errors": self._readahead_errors,
             "random_resets": self._random_resets,
+            "random_reads": self._random_reads,
+            "random_fetched_bytes": self._random_fetched,
+            "disk_read_bytes": self._disk_bytes,
+            "disk": self.disk.statistics() if self.disk is not None else None,
             "cache": self.cache.statistics(),
+            "pages": self.pages.statistics(),
         }
 
 
@@ -428,6 +491,9 @@ class Reader:
         self._ra_next = 0  # first chunk index not yet requested by this handle
         self._last = 0  # chunks of the last window requested
         self._window = manager.initial_chunks  # chunks of the next read-ahead window
+        self._drop_next = 0  # first chunk index this handle has not dropped yet (lone sequential reader)
+        self._random = False  # reads go to the page cache (after a non-sequential jump)
+        self._streak = 0  # bytes of strictly contiguous reads while random
 
     @property
     def file_url(self) -> str:
@@ -482,9 +548,23 @@ class Reader:
         nchunks = -(-fsize // cs)
         first, stop = offset // cs, -(-end // cs)
         extend_to = 0
+        sequential = random_path = False
 
         # -- sequential detector (no await before the fetch is planned) --
-        if self._pos is None:
+        if self._pos is not None and self._random:
+            # a random handle turns sequential again only after strictly contiguous reads
+            self._streak = self._streak + (end - offset) if offset == self._pos else 0
+            self._pos = end
+            if self._streak >= RANDOM_BACK_TO_SEQ * cs:
+                self._random = False
+                self._ra_next = stop
+                self._last = stop - first
+                self._window = m.initial_chunks
+                sequential = True
+                self._issue(stop, self._window, grow=True)  # read-ahead restarts beside this read
+            else:
+                random_path = True
+        elif self._pos is None:
             init_stop = min(first + m.initial_chunks, nchunks)
             if self._present(first, stop):
                 self._ra_next = stop
@@ -497,6 +577,7 @@ class Reader:
             self._window = min(2 * m.initial_chunks, m.max_chunks)
             self._pos = end
         elif self._pos - m.seq_backward <= offset <= self._pos + m.seq_forward:
+            sequential = True
             self._pos = max(self._pos, end)
             self._ra_next = max(self._ra_next, stop)
             ahead = self._ra_next * cs - end
@@ -504,28 +585,65 @@ class Reader:
                 self._issue(self._ra_next, self._window, grow=True)
         else:
             m._random_resets += 1
+            self._random, self._streak = True, 0
+            random_path = True
             self._pos = end
             self._ra_next = stop
             self._last = stop - first
             self._window = m.initial_chunks
+
+        if random_path and not self._present(first, stop) and not self._on_disk(first, stop):
+            return await self._read_pages(offset, end)
 
         chunks = await m.cache.get_range(
             self.file_url, first, stop, m._fetcher(self._st, Lane.INTERACTIVE), extend_to=extend_to
         )
         m._reads += 1
         m._read_bytes += end - offset
-        if self._st.handles == 1 and self._pos == end:
-            # a lone sequential reader will not come back to chunks it has read past: let
-            # them go first, so 100 concurrent readers under a small budget do not evict
-            # each other's current chunk and read-ahead (measured: 1.9× → ~1.0× bytes)
-            for n in range(first, end // cs):
-                m.cache.demote((self.file_url, n))
+        if sequential and self._st.handles == 1 and self._pos == end:
+            # A lone sequential reader will not come back to chunks it has read past: drop them
+            # now (not merely first in line for eviction), so that a one-pass read holds about its
+            # read-ahead rather than the whole budget, and 100 concurrent readers under a small
+            # budget do not evict each other's current chunk and read-ahead. Chunks within
+            # ``seq_backward`` behind the furthest read stay: the kernel reorders a little.
+            upto = max(0, (end - m.seq_backward) // cs)
+            for n in range(max(self._drop_next, first - m.seq_backward // cs - 1, 0), upto):
+                m.cache.discard((self.file_url, n))
+            self._drop_next = max(self._drop_next, upto)
         if len(chunks) == 1:
-            return chunks[0][offset - first * cs : end - first * cs]
+            c = chunks[0]
+            if offset == first * cs and end - offset == len(c) and isinstance(c, bytes):
+                return c
+            return bytes(memoryview(c)[offset - first * cs : end - first * cs])  # the one copy
         head = offset - first * cs
         tail = end - (stop - 1) * cs
-        views: list[bytes | memoryview] = [memoryview(chunks[0])[head:], *chunks[1:-1], memoryview(chunks[-1])[:tail]]
+        views: list[Chunk | memoryview] = [memoryview(chunks[0])[head:], *chunks[1:-1], memoryview(chunks[-1])[:tail]]
         return b"".join(views)
+
+    async def _read_pages(self, offset: int, end: int) -> bytes:
+        """A random read: the request rounded out to a small unit (a power of two between PAGE and
+        RANDOM_UNIT_MAX that follows the request's size), from the page cache; missing neighbouring pages
+        are fetched together, one ranged GET per run (issue 15.3)."""
+        m = self._m
+        unit = min(RANDOM_UNIT_MAX, max(PAGE, 1 << (end - offset - 1).bit_length()))
+        lo = offset // unit * unit
+        hi = min(-(-end // unit) * unit, self._st.size)
+        first, stop = lo // PAGE, -(-hi // PAGE)
+        pages = await m.pages.get_range(self.file_url, first, stop, m._fetcher(self._st, Lane.INTERACTIVE, PAGE))
+        m._reads += 1
+        m._read_bytes += end - offset
+        m._random_reads += 1
+        p0, p1 = offset // PAGE - first, -(-end // PAGE) - first
+        base = (first + p0) * PAGE
+        if p1 - p0 == 1:
+            return bytes(memoryview(pages[p0])[offset - base : end - base])
+        views = [memoryview(pages[p0])[offset - base :], *pages[p0 + 1 : p1 - 1],
+                 memoryview(pages[p1 - 1])[: end - (first + p1 - 1) * PAGE]]
+        return b"".join(views)
+
+    def _on_disk(self, first: int, stop: int) -> bool:
+        disk, key = self._m.disk, self._st.disk_key
+        return disk is not None and all((key, n) in disk for n in range(first, stop))
 
     def _present(self, first: int, stop: int) -> bool:
         cache, url = self._m.cache, self.file_url
@@ -538,6 +656,11 @@ class Reader:
         if stop <= first:
             return
         if m._readahead_blocked(self._st):
+            m._readahead_skipped += 1
+            return
+        if m._link_of(self._st) is None and (self._pos or 0) < 2 * m.initial_chunks * m.chunk_size:
+            # everything so far came from the caches (a header read after a remount): read-ahead that would
+            # cost a download-link call waits until the reader has gone past two first windows
             m._readahead_skipped += 1
             return
         w = m.cache.claim(self.file_url, first, stop, optional=True)

@@ -376,6 +376,8 @@ class Scheduler:
         self._last_flood: FloodLocked | None = None
 
         self.shared: SharedBudget | None = None
+        # listings published to other mounts are the account's: folder 0 is every account's root
+        self.share_scope: str = ""
         """The budget of the other mounts of this account (fichierfs.budget); set before :meth:`run`."""
         self._shared_busy = False  # a shared acquire/release is under way: start nothing else
 
@@ -841,7 +843,7 @@ class Scheduler:
         try:
             with trio.CancelScope(shield=True):
                 if shares:
-                    listing = await recall_listing(self.shared, job.folder)
+                    listing = await recall_listing(self.shared, f"{self.share_scope}/{job.folder}")
                     job.shared_gen = await generation(self.shared) if listing is None else None
                 wait = 0.0 if listing is not None else await self.shared.acquire(self._call_kind(job), self._rules())
         except Exception:  # noqa: BLE001 - a broken shared store must not stop the mount: go alone
@@ -868,7 +870,9 @@ class Scheduler:
 
     @staticmethod
     def _shares_listing(job: _Job) -> bool:
-        return job.endpoint == "folder/ls" and bool(job.kwargs.get("files")) and job.folder is not None
+        # coalesce=False (job.key None) asks for 1fichier's answer now: `fichierfs refresh` (meta.py)
+        return (job.endpoint == "folder/ls" and bool(job.kwargs.get("files")) and job.folder is not None
+                and job.key is not None)
 
     async def _shared_changed(self) -> None:
         assert self.shared is not None
@@ -896,7 +900,7 @@ class Scheduler:
                       and self._shares_listing(job)):
                     # served for two folder windows: a mount walking the same tree a little behind
                     # still finds it; far fresher than any mount's own dir_ttl (600 s)
-                    await publish_listing(self.shared, job.folder, job.result, job.shared_gen,
+                    await publish_listing(self.shared, f"{self.share_scope}/{job.folder}", job.result, job.shared_gen,
                                           2 * self.budgets.same_folder_interval)
                 if reached and self._shared_tripped and job.error is None and job.state is _State.DONE:
                     self._shared_tripped = False

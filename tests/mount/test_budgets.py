@@ -23,11 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.procs import reset_hwm
 from tests.mount.conftest import run_emulator, run_mount
 
 MiB = 1 << 20
 BUDGET = 64 * MiB
-RSS_OVERHEAD = 160 * MiB  # interpreter + trio + httpx + pyfuse3 + sqlite, measured ~70-90 MiB idle
+RSS_OVERHEAD = 64 * MiB  # issue 15.4: peak RSS <= memory budget + 64 MiB (interpreter, libraries, buffers)
 
 
 def _rand_file(path: Path, size: int, seed: int) -> str:
@@ -123,6 +124,7 @@ def test_ls_lR_of_50_by_100_tree(setup) -> None:
 def test_sequential_read_256mib_costs_one_token(setup) -> None:
     emu, m, seed, sums = setup
     emu.reset()
+    assert reset_hwm(m.proc.pid)
     h = hashlib.sha256()
     t0 = time.monotonic()
     with open(m.path / "big" / "seq.bin", "rb") as f:
@@ -130,13 +132,15 @@ def test_sequential_read_256mib_costs_one_token(setup) -> None:
             h.update(block)
     mount_s = time.monotonic() - t0
     assert h.hexdigest() == sums["seq.bin"]
+    peak = _hwm(m.proc.pid)
     s = emu.stats()
     wire_s = _direct_get_seconds(emu, "seq.bin")  # the same bytes straight from the emulator, same run
     print(f"\n256 MiB sequential: {s['calls']['download/get_token']} token call(s), "
           f"{s['calls']['download']} ranged GETs, {s['bytes_down'] / MiB:.1f} MiB downloaded; "
           f"mount {256 / mount_s:.0f} MiB/s vs direct ranged GET {256 / wire_s:.0f} MiB/s "
-          f"(ratio {wire_s / mount_s:.2f})")
+          f"(ratio {wire_s / mount_s:.2f}); peak RSS {peak / MiB:.0f} MiB (budget {BUDGET / MiB:.0f} MiB)")
     assert s["calls"]["download/get_token"] == 1
+    assert peak <= BUDGET + RSS_OVERHEAD, f"peak RSS {peak / MiB:.0f} MiB > budget + 64 MiB"
     assert s["bytes_down"] <= 1.05 * 256 * MiB
     assert s["flood_locks"] == 0
 
@@ -187,6 +191,7 @@ def test_eight_concurrent_readers_share_chunks(setup) -> None:
 def test_rss_with_100_files_open_and_read(setup) -> None:
     emu, m, seed, _ = setup
     emu.reset()
+    assert reset_hwm(m.proc.pid)
     files = [open(m.path / "many" / f"m{i:03}.bin", "rb") for i in range(100)]  # noqa: SIM115
     errors: list[BaseException] = []
     try:
@@ -215,3 +220,32 @@ def test_rss_with_100_files_open_and_read(setup) -> None:
     assert peak <= BUDGET + RSS_OVERHEAD
     assert s["bytes_down"] <= 2 * 100 * 2 * MiB, "readers under a small budget must not thrash"
     assert s["flood_locks"] == 0
+
+
+def test_reread_after_remount_costs_no_call(tmp_path: Path) -> None:
+    """Issue 15.2: ``file`` on 200 files, then a remount on the same cache directory and ``file`` again: the
+    second pass is served from the on-disk read cache with 0 download-link calls and 0 bytes from 1fichier."""
+    seed = tmp_path / "seed" / "photos"
+    seed.mkdir(parents=True)
+    for i in range(200):
+        (seed / f"p{i:03}.jpg").write_bytes(b"\xff\xd8\xff\xe0" + random.Random(i).randbytes(96 * 1024))
+    cache = tmp_path / "cache"
+    figures = []
+    with run_emulator(tmp_path / "state", tmp_path / "seed") as emu:
+        for attempt in ("first mount", "after remount"):
+            with run_mount(emu, tmp_path / "mnt", "--cache-dir", str(cache)) as m:
+                names = sorted(p.name for p in (m.path / "photos").iterdir())  # the listing, not measured
+                emu.reset()
+                t0 = time.monotonic()
+                out = subprocess.run(["file", *names], cwd=m.path / "photos", capture_output=True, text=True,
+                                     check=True).stdout
+                secs = time.monotonic() - t0
+                s = emu.stats()
+                figures.append((attempt, s["calls"].get("download/get_token", 0), s["bytes_down"], secs))
+                assert out.count("JPEG") == 200, out[:500]
+                assert s["flood_locks"] == 0
+    print("\n" + "; ".join(f"{a}: {n} link calls, {b / MiB:.1f} MiB, {t:.2f} s" for a, n, b, t in figures))
+    assert figures[0][1] == 200
+    assert figures[1][1] == 0 and figures[1][2] == 0, figures
+    modes = {oct(p.stat().st_mode & 0o777) for p in (cache).rglob("*") if "read-cache" in p.parts}
+    assert modes <= {"0o600", "0o700"}, modes

@@ -233,7 +233,7 @@ def test_unit_lifecycle_start_notify_status_execstop_drains(emu, key_file: Path,
         st = subprocess.run([str(FICHIERFS), "status", "--json", str(mnt)], capture_output=True, text=True, timeout=30)
         assert st.returncode == 0, st.stderr
         doc = json.loads(st.stdout)
-        assert doc["api"]["breaker"] == "closed" and doc["api"]["calls"].get("folder/ls", 0) >= 1
+        assert doc["api"]["breaker"] == "closed" and doc["api"]["calls"].get("download/get_token", 0) >= 1
         table = subprocess.run([str(FICHIERFS), "status", str(mnt)], capture_output=True, text=True, timeout=30)
         assert table.returncode == 0 and "API calls this session" in table.stdout
         t0 = time.monotonic()

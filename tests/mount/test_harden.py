@@ -102,9 +102,9 @@ def test_a_daemon_dying_before_the_mount_is_live_says_why(tmp_path: Path) -> Non
 
 
 def _bg_mount(emu, mnt: Path, cache: Path, *extra: str, key: str = KEY, log: Path | None = None,
-              ) -> subprocess.CompletedProcess[str]:
+              scale: float = MOUNT_SCALE) -> subprocess.CompletedProcess[str]:
     """``fichierfs mount`` (background, as a user runs it); returns once live or failed."""
-    args = [FICHIERFS, "mount", "--api-url", emu.url, "--budget-scale", str(MOUNT_SCALE), "--cache-dir", str(cache)]
+    args = [FICHIERFS, "mount", "--api-url", emu.url, "--budget-scale", str(scale), "--cache-dir", str(cache)]
     if log is not None:
         args += ["--log-file", str(log)]
     env = {**os.environ, "FICHIER_API_KEY": key}
@@ -239,14 +239,14 @@ def test_no_silent_waits_and_no_lost_logs(tmp_path: Path) -> None:
 
         pytest.skip("this machine has /dev/log: the fallback is not reachable")
     with run_emulator(tmp_path / "state", _seed(tmp_path)) as emu, background(mnt):
-        res = _bg_mount(emu, mnt, cache)
+        res = _bg_mount(emu, mnt, cache, scale=0.2)  # a 30 s rule of 6 s: outlasts the umount
         assert res.returncode == 0, res.stderr
         fallback = cache / "fichierfs.log"
         assert f"logs to {fallback}" in res.stderr, res.stderr
         assert "mounted / on" in fallback.read_text()
         assert oct(fallback.stat().st_mode & 0o777) == "0o600"
         assert _umount(mnt).returncode == 0
-        res = _bg_mount(emu, mnt, cache)  # at once: the root was listed < 30 s ago
+        res = _bg_mount(emu, mnt, cache, scale=0.2)  # at once: the root was listed < 30 s ago
         assert res.returncode == 0, res.stderr
         assert "waiting" in res.stderr and "30 s" in res.stderr, res.stderr
         assert emu.stats()["flood_locks"] == 0

@@ -239,3 +239,21 @@ def test_status_says_where_the_budget_is_shared() -> None:
         "redis redis://nas:6379/0 (fallback: coordinator unreachable, conservative local budget)")
     assert summarize({"api": {"coordinator": {"kind": "host", "state": "ok"}}})["coordinator"] == "host (ok)"
     assert summarize({"api": {}})["coordinator"] == "none"
+
+
+async def test_listings_are_shared_only_within_one_account(autojump_clock: trio.testing.MockClock) -> None:
+    """Folder 0 is every account's root: two accounts on one host share the clocks, never a listing."""
+    shared = MemoryBudget(trio.current_time)
+    calls: list[str] = []
+    b = Budgets(stall_limit=math.inf)
+    s1, s2 = Scheduler(ListingClient(calls, "a"), b), Scheduler(ListingClient(calls, "b"), b)
+    s1.shared = s2.shared = shared
+    s1.share_scope, s2.share_scope = "account-1", "account-2"
+    async with trio.open_nursery() as n:
+        await n.start(s1.run)
+        await n.start(s2.run)
+        await s1.call(s1.client.folder_ls, 0, files=True)
+        await s2.call(s2.client.folder_ls, 0, files=True)
+        assert calls == ["a:ls0", "b:ls0"]  # each account listed its own root
+        assert s2.statistics()["shared_listings"] == 0
+        n.cancel_scope.cancel()

@@ -25,14 +25,14 @@ def test_parse_size() -> None:
 
 
 def test_options_from_strings_and_validation() -> None:
-    o = options_from_args({"memory_budget": "128M", "dir_ttl": "5", "read_only": "true"})
-    assert o.memory_budget == 128 << 20 and o.dir_ttl == 5.0 and o.read_only is True
+    o = options_from_args({"memory_budget": "128M", "dir_cache_time": "5", "read_only": "true"})
+    assert o.memory_budget == 128 << 20 and o.dir_cache_time == 5.0 and o.read_only is True
     with pytest.raises(ConfigError, match="unknown option"):
         options_from_args({"nope": "1"})
     with pytest.raises(ConfigError):
         Options(chunk_size=1024)
     with pytest.raises(ConfigError):
-        Options(dir_ttl=-1)
+        Options(dir_cache_time=-1)
 
 
 def test_cli_is_built_from_the_dataclass() -> None:

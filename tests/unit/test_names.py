@@ -63,6 +63,21 @@ def test_round_trip(name: str) -> None:
     assert decode(encode(name)) == name
 
 
+def test_length_counts_characters_not_bytes() -> None:
+    """§7: 250 characters. 85 '€' (255 bytes) and 90 Japanese characters are fine now."""
+    for name in ("€" * 85, "日本語のファイル名" * 10, "Привет" * 41 + "абвг", "x" * 250, "é" * 127):
+        assert len(name) <= 250
+        assert decode(encode(name)) == name
+    with pytest.raises(NameError_) as e:
+        encode("ж" * 251)
+    assert e.value.errno == errno.ENAMETOOLONG
+    assert "251 characters" in str(e.value) and "250" in str(e.value)
+    # quoting counts: 249 chars + one reserved char that needs no quote = 250 → ok; a quoted one → 251
+    assert len(encode("a" * 249 + "<")) == 250
+    with pytest.raises(NameError_):
+        encode("a" * 249 + "\u201b")
+
+
 def test_acute_accent_is_encoded_and_round_trips() -> None:
     """´ (U+00B4) is refused by 1fichier (§7): before, a file named with it was retried forever."""
     from fichierfs.emulator.rules import FORBIDDEN_CHARS

@@ -89,7 +89,7 @@ class FakeScheduler:
             self._issued[direct] = trio.current_time()
             return DownloadLink(url=direct, file_url=FileUrl(url), single=bool(kw.get("single", False)))
         if endpoint == "download":
-            link, start, end = args
+            link, start, end, *rest = args  # download_range(link, start, end) / download_chunks(…, chunk_size)
             assert isinstance(link, DownloadLink) and 0 <= start < end
             self.downloads.append((start, end, lane))
             issued = self._issued.get(link.url)
@@ -99,6 +99,9 @@ class FakeScheduler:
             data = self.files.get(link.file_url)
             if data is None:
                 raise NotFound("HTTP 404", http_status=404)
+            if rest:
+                (cs,) = rest
+                return [bytearray(data[o : min(o + cs, end)]) for o in range(start, min(end, len(data)), cs)]
             return data[start:end]
         raise AssertionError(f"unexpected endpoint {endpoint}")
 
@@ -174,7 +177,9 @@ async def test_small_reorderings_keep_the_window(autojump_clock: trio.testing.Mo
     assert sched.downloaded() <= size
 
 
-async def test_random_reads_fetch_only_the_chunks_needed(autojump_clock: trio.testing.MockClock) -> None:
+async def test_random_reads_fetch_small_units(autojump_clock: trio.testing.MockClock) -> None:
+    """Issue 15.3: a handle recognised as random fetches its request rounded to a small unit (a page for small
+    reads, up to 64 KiB for bigger ones), not whole chunks."""
     size = 96 * MiB
     data = blob(size, 3)
     sched = FakeScheduler({URL: data})
@@ -186,9 +191,11 @@ async def test_random_reads_fetch_only_the_chunks_needed(autojump_clock: trio.te
         for off, n in probes:
             assert await h.read(off, n) == data[off : off + n]
         h.close()
-        assert rm.statistics()["random_resets"] == 4
-    # one chunk each, two for the read straddling a chunk boundary, three for the 2-chunk read at +3
-    assert sched.download_sizes()[1:] == [CS, CS, 2 * CS, 3 * CS]
+        st = rm.statistics()
+        assert st["random_resets"] == 1 and st["random_reads"] == 4
+    # 4 KiB at +7: two pages; 100 B: one page; 20 B across a page boundary: two pages; 128 KiB at +3: rounded
+    # to 64 KiB units, three of them
+    assert sched.download_sizes()[1:] == [8 * KiB, 4 * KiB, 8 * KiB, 3 * 64 * KiB]
     assert all(lane == Lane.INTERACTIVE for _, _, lane in sched.downloads)
 
 
@@ -205,9 +212,9 @@ async def test_random_then_sequential_restarts_from_the_initial_window(autojump_
         await trio.sleep(1)
         h.close()
     sizes = sched.download_sizes()
-    assert sizes[1] == 2 * CS  # the random read: just its two chunks
-    # the next read is sequential but beyond what was fetched: its own chunks at once, and
-    # read-ahead restarts from the initial window beside it
+    assert sizes[1] == 2 * CS  # the random read: its 128 KiB (two 64 KiB units of the page cache)
+    # the next read is contiguous: once RANDOM_BACK_TO_SEQ chunks were read in a row the handle is
+    # sequential again; its own chunks at once, and read-ahead restarts from the initial window beside it
     assert sizes[2] == 2 * CS
     assert sizes[3:6] == [INITIAL, 2 * INITIAL, 4 * MiB]
 
@@ -318,7 +325,9 @@ async def test_cached_data_is_served_while_flood_locked(autojump_clock: trio.tes
     data = blob(size, 10)
     sched = FakeScheduler({URL: data})
     async with manager(sched) as rm:
+        other_handle = rm.open(URL, size)  # two handles: passed chunks are kept (not a lone reader)
         assert await read_all(rm, URL, size) == data
+        other_handle.close()
         sched.flood = True
         await trio.sleep(400)  # even with the link expired
         assert await read_all(rm, URL, size, step=100 * KiB) == data  # a new handle, other sizes
@@ -329,6 +338,25 @@ async def test_cached_data_is_served_while_flood_locked(autojump_clock: trio.tes
         with pytest.raises(FloodLocked):
             await h.read(0, 10)  # not cached: the lock is the caller's answer
         h.close()
+
+
+async def test_lone_sequential_reader_drops_what_it_passed(autojump_clock: trio.testing.MockClock) -> None:
+    """A one-pass read holds about seq_backward + its read-ahead in memory, not the whole file (issue 15.4)."""
+    size = 32 * MiB
+    data = blob(size, 12)
+    sched = FakeScheduler({URL: data})
+    async with manager(sched, budget=256 * MiB, readahead_max=4 * MiB) as rm:
+        h = rm.open(URL, size)
+        peak = 0
+        for off in range(0, size, 128 * KiB):
+            assert await h.read(off, 128 * KiB) == data[off : off + 128 * KiB]
+            peak = max(peak, rm.cache.cached_bytes)
+        h.close()
+        st = rm.cache.statistics()
+    # behind the reader: at most seq_backward (1 MiB) + one chunk; ahead: at most two windows of 4 MiB
+    assert peak <= 1 * MiB + CS + 2 * 4 * MiB, peak
+    assert st["discarded_bytes"] >= size - 10 * MiB, st
+    assert sched.downloaded() <= size, "nothing is fetched twice"
 
 
 async def test_readahead_failure_is_quiet_and_reader_recovers(autojump_clock: trio.testing.MockClock) -> None:

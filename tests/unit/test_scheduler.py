@@ -921,7 +921,8 @@ def test_every_client_endpoint_is_marked_and_known_to_the_scheduler() -> None:
 
     public = [m for n, m in inspect.getmembers(FichierClient, inspect.iscoroutinefunction) if not n.startswith("_")]
     marks = {endpoint_of(m) for m in public}
-    assert None not in marks and len(marks) == len(public) == 17
+    # download_range and download_chunks (issue 15: chunks cut on arrival) share the "download" leg
+    assert None not in marks and len(marks) == len(public) - 1 == 17
     assert LISTINGS | METERED_READ_ONLY | UNMETERED <= marks
     assert ENDPOINTS["folder_ls"] == "folder/ls" and ENDPOINTS["download_range"] == "download"
 
