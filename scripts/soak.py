@@ -465,6 +465,7 @@ class Soak:
         """Take a file the mount lists into the model; one it lists but cannot read is a failure."""
         try:
             self.files[rel] = _read(p, patient=True)
+            self.event(f"adopted {rel} ({len(self.files[rel])} bytes)")
         except OSError as exc:
             self.fig.op_failures.append(f"listed but unreadable after a kill: {rel}: {exc}")
             self.say(f"listed but unreadable after a kill: {rel}: {exc}")
