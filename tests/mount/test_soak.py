@@ -13,16 +13,22 @@ import pytest
 from tests.mount.conftest import ROOT
 
 
-# Two write-back bugs found by this soak keep it from draining (NOT a loosened assertion: remove the
-# marker once fixed; both reproduce with `scripts/soak --seconds 25 --seed 2`):
-# 1. a file moved into a folder created locally (negative id, mkdir not done yet), then the file and
-#    the folder removed: rmdir_local drops the dirs row but the journaled `mv` into the negative id
-#    stays for ever, and every later rmdir of its old parent fails "Folder not empty #366";
-# 2. a `file/mv` whose reply was truncated (the move happened) is retried and refused
-#    "Move to the same name is not allowed #313" for ever;
-# 3. on main after build_core: an append to a file while its upload streams crashes the daemon
-#    (h11 LocalProtocolError "Too much data for declared Content-Length" escapes the writer).
-@pytest.mark.xfail(reason="write-back bugs 1-3 above (writer.py: journaled ops never resolved)", strict=False)
+# Write-back bugs found by this soak. Fixed, each with a core test in tests/core/test_soak_bugs.py:
+# 1. a journaled `mv` into a local folder removed before its mkdir stayed for ever (#366 on its old parent);
+# 2. a `file/mv` whose reply was cut was refused "#313 same name" for ever;
+# 4. a journaled move replayed after a kill went back to its old folder when that folder was listed
+#    (old name shown, new one ENOENT; the move landed later: "lost" + "extra" one folder apart);
+# 5. a write during a file's POST then a kill: the write was lost (end.pl found the POST), or the file
+#    was uploaded twice (end.pl gone, the listing search hashed the newer staging copy).
+# Still open (NOT a loosened assertion: remove the marker once fixed; `scripts/soak --keep` keeps ops.log):
+# 3. (not reproduced since the uploader split) an append while the upload streams crashed the daemon
+#    (h11 "Too much data for declared Content-Length");
+# 6. a duplicate after overwrites in quick succession of a renamed remote file and kill -9s
+#    (seed 1: rename m428→m815, 3 × cp over it, kill, append, kill: copies of 20539 and 38 bytes stay);
+# 7. a read after a remount returned the bytes of the file's older remote copy (seed 6: rename, cp over
+#    it, kill: `cat m344.bin` gave the 70024 bytes it had before the overwrite; the upload itself was right);
+# 8. rmdir of a folder right after its last file was moved out, then a kill: ENOTEMPTY after the remount.
+@pytest.mark.xfail(reason="write-back bugs 3, 6-8 above (not yet found in the code)", strict=False)
 @pytest.mark.timeout(300)
 def test_short_fault_soak(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
