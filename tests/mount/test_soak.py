@@ -27,8 +27,10 @@ from tests.mount.conftest import ROOT
 #    (seed 1: rename m428→m815, 3 × cp over it, kill, append, kill: copies of 20539 and 38 bytes stay);
 # 7. a read after a remount returned the bytes of the file's older remote copy (seed 6: rename, cp over
 #    it, kill: `cat m344.bin` gave the 70024 bytes it had before the overwrite; the upload itself was right);
-# 8. rmdir of a folder right after its last file was moved out, then a kill: ENOTEMPTY after the remount.
-@pytest.mark.xfail(reason="write-back bugs 3, 6-8 above (not yet found in the code)", strict=False)
+# 8. rmdir of a folder right after its last file was moved out, then a kill: ENOTEMPTY after the remount;
+# 9. (seen since the persistent metadata landed) `mkdir cp_r505/d678` acknowledged, kill 0.2 s later: the
+#    folder is absent after the remount, yet its journaled mkdir runs later (an extra remote folder).
+@pytest.mark.xfail(reason="write-back bugs 3, 6-9 above (not yet found in the code)", strict=False)
 @pytest.mark.timeout(300)
 def test_short_fault_soak(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
