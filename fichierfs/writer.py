@@ -616,7 +616,11 @@ class WriteBack:
             if dir_row.cancelled:  # removed by the user while its mkdir was in flight: never shown
                 self._cancelled_dirs.add(dir_row.id)
                 continue
-            self.meta.add_orphan(dir_row.parent, dir_row.name, is_dir=True, folder_id=dir_row.id)
+            # pinned while its mkdir is pending (as vfs.mkdir's node is): a re-list of its parent
+            # must not drop it (found by the fault soak: a folder we changed is re-listed before
+            # it is served from the persisted view, and the acknowledged mkdir vanished)
+            self.meta.add_orphan(dir_row.parent, dir_row.name, is_dir=True, folder_id=dir_row.id,
+                                 pinned_until=math.inf)
         for row in self.store.files():
             path = self._path(row.id)
             for u in row.replaces:

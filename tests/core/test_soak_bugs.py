@@ -170,3 +170,34 @@ async def test_write_during_the_post_then_kill_loses_nothing_and_leaves_one_copy
     files = emu.list_files(0)
     assert [f["filename"] for f in files] == ["f.bin"], files
     assert emu.read_file(files[0]["url"]) == first + extra
+
+
+async def test_replayed_local_folder_survives_the_relisting_of_its_parent(rig: Rig, emu: Any,
+                                                                          autojump_clock: Any) -> None:
+    """A folder made locally (mkdir journaled, not done yet), then a kill: after the remount it
+    must stay in its parent when the parent is listed again (a folder we changed is re-listed
+    before it is served). Soak: `mkdir cp_r505/d678` acknowledged, kill: absent after the
+    remount, yet its mkdir ran later (an extra remote folder)."""
+    a = emu.make_folder(0, "a")
+    emu.put_file(a, "x.bin", b"x")
+    async with rig.mount() as fs:
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == ["x.bin"]
+        await trio.sleep(5)  # the listings are persisted
+    with pytest.raises(BaseException):
+        async with rig.mount(run_writer=False) as fs:
+            na = await fs.lookup(ROOT_INODE, "a")
+            await fs.mkdir(na.ino, "d", 0o755)
+            raise Crash("kill -9")
+    async with rig.mount(run_writer=False) as fs:  # the mkdir is still pending
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == ["d", "x.bin"]
+        await trio.sleep(31)
+        await fs.meta.refresh(na.ino)
+        assert await names(fs, na.ino) == ["d", "x.bin"]
+    async with rig.mount() as fs:
+        with trio.fail_after(600):
+            await sync(fs)
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == ["d", "x.bin"]
+    assert [f["name"] for f in emu.list_folders(a)] == ["d"]
