@@ -612,6 +612,11 @@ class WriteBack:
         and folders show at their new place.
         """
         now = self.clock()
+        # (folder, name) of the local entries: a journaled move to a name a local entry holds now
+        # (mv a→b, then b overwritten) must not show a second entry; the local one is the newer
+        # (add_orphan cannot tell for a folder not listed yet; found by the fault soak: the old
+        # remote bytes were read under the name, and a later write made a duplicate)
+        taken: set[tuple[int, str]] = set()
         for dir_row in self.store.dirs():
             if dir_row.cancelled:  # removed by the user while its mkdir was in flight: never shown
                 self._cancelled_dirs.add(dir_row.id)
@@ -621,6 +626,7 @@ class WriteBack:
             # it is served from the persisted view, and the acknowledged mkdir vanished)
             self.meta.add_orphan(dir_row.parent, dir_row.name, is_dir=True, folder_id=dir_row.id,
                                  pinned_until=math.inf)
+            taken.add((dir_row.parent, dir_row.name))
         for row in self.store.files():
             path = self._path(row.id)
             for u in row.replaces:
@@ -651,6 +657,7 @@ class WriteBack:
             if node is None:
                 log.error("journal: %r (row %d) clashes with another local entry", row.name, row.id)
                 continue
+            taken.add((row.folder_id, row.name))
             st = Staged(row.id, node.ino, path, size=size, due=now)
             if size != row.size and row.state != "posting":
                 self.store.update_file(row.id, size=size, gen=row.gen + 1, state="dirty" if size else row.state)
@@ -671,6 +678,8 @@ class WriteBack:
                 old = self.meta.node_for_url(FileUrl(d["url"]))
                 if old is not None:
                     self.meta.remove(old)
+                if (int(d["folder_id"]), d["name"]) in taken:
+                    continue
                 # pinned while pending, as a live rename pins it (meta.move): the old folder's
                 # listing still shows the file there until file/mv runs and must not take it back
                 # (found by the fault soak: after a kill, `ls` of the old folder showed the old name
@@ -681,6 +690,8 @@ class WriteBack:
                 old_dir = self.meta.node_for_folder(int(d["folder_id"]))
                 if old_dir is not None:
                     self.meta.remove(old_dir)
+                if (int(d["parent"]), d["name"]) in taken:
+                    continue
                 self.meta.add_orphan(int(d["parent"]), d["name"], is_dir=True, folder_id=int(d["folder_id"]),
                                      pinned_until=math.inf)
         n = self.store.journal_size()

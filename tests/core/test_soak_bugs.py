@@ -201,3 +201,39 @@ async def test_replayed_local_folder_survives_the_relisting_of_its_parent(rig: R
         na = await fs.lookup(ROOT_INODE, "a")
         assert await names(fs, na.ino) == ["d", "x.bin"]
     assert [f["name"] for f in emu.list_folders(a)] == ["d"]
+
+
+async def test_renamed_then_overwritten_file_in_a_subfolder_after_a_kill(rig: Rig, emu: Any,
+                                                                        autojump_clock: Any) -> None:
+    """`mv a/w.bin a/m.bin` (journaled file/rename) then `cp new a/m.bin` (a local copy that
+    replaces the remote one), kill: the replay must show ONE m.bin, the new content. Soak: the
+    pending rename's node took the name in a folder not loaded yet (no clash check for orphans),
+    so `cat` gave the old remote bytes and a later write made a second copy (a duplicate)."""
+    a = emu.make_folder(0, "a")
+    old = os.urandom(70_000)
+    new = os.urandom(20_000)
+    emu.put_file(a, "w.bin", old)
+    with pytest.raises(BaseException):
+        async with rig.mount(run_writer=False) as fs:
+            na = await fs.lookup(ROOT_INODE, "a")
+            assert await names(fs, na.ino) == ["w.bin"]
+            await fs.rename(na.ino, "w.bin", na.ino, "m.bin")
+            node = await fs.lookup(na.ino, "m.bin")
+            fh = await fs.open(node.ino, os.O_WRONLY | os.O_TRUNC)
+            fs.write(fh, 0, new)
+            await fs.flush(fh)
+            fs.release(fh)
+            raise Crash("kill -9")
+    async with rig.mount(run_writer=False) as fs:
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == ["m.bin"]
+        node = await fs.lookup(na.ino, "m.bin")
+        assert await read_all(fs, node.ino) == new
+    async with rig.mount() as fs:
+        with trio.fail_after(600):
+            await sync(fs)
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == ["m.bin"]
+    files = emu.list_files(a)
+    assert [f["filename"] for f in files] == ["m.bin"], files
+    assert emu.read_file(files[0]["url"]) == new
