@@ -662,7 +662,13 @@ class WriteBack:
             if size != row.size and row.state != "posting":
                 self.store.update_file(row.id, size=size, gen=row.gen + 1, state="dirty" if size else row.state)
             self.bind(st, node.ino)
-        for op in self.store.ops():
+        ops = self.store.ops()
+        # copies a journaled file/rm deletes: a pending move of one of them (mv a→b, b overwritten
+        # and uploaded, then a kill) must not show the doomed copy under the name (found by the
+        # fault soak: a later move of that name moved the doomed copy, the new one stayed behind)
+        doomed = {u for o in ops if o.kind == "rm" for u in o.data["urls"]}
+        doomed |= {u for r in self.store.files() for u in r.replaces}
+        for op in ops:
             d = op.data
             if op.kind == "rm":
                 for u in d["urls"]:
@@ -678,8 +684,8 @@ class WriteBack:
                 old = self.meta.node_for_url(FileUrl(d["url"]))
                 if old is not None:
                     self.meta.remove(old)
-                if (int(d["folder_id"]), d["name"]) in taken:
-                    continue
+                if (int(d["folder_id"]), d["name"]) in taken or d["url"] in doomed:
+                    continue  # a newer local entry holds the name, or this copy is being deleted
                 # pinned while pending, as a live rename pins it (meta.move): the old folder's
                 # listing still shows the file there until file/mv runs and must not take it back
                 # (found by the fault soak: after a kill, `ls` of the old folder showed the old name

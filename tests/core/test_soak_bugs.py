@@ -237,3 +237,43 @@ async def test_renamed_then_overwritten_file_in_a_subfolder_after_a_kill(rig: Ri
     files = emu.list_files(a)
     assert [f["filename"] for f in files] == ["m.bin"], files
     assert emu.read_file(files[0]["url"]) == new
+
+
+async def test_replayed_move_of_a_replaced_copy_shows_the_new_copy(rig: Rig, emu: Any, autojump_clock: Any) -> None:
+    """`mv a/w.bin a/m.bin` (file/rename failing), `cp new a/m.bin` uploaded (the old copy's
+    file/rm queued behind the rename), kill: after the remount m.bin is the NEW copy, not the
+    old one the pending rename would show (soak: a later `mv m.bin …` moved the doomed old copy:
+    "no longer exists" for ever, the new copy left behind)."""
+    a = emu.make_folder(0, "a")
+    old = os.urandom(7_000)
+    new = os.urandom(5_000)
+    emu.put_file(a, "w.bin", old)
+    emu.inject("file/rename", "5xx", nth=1, count=1000)
+    with pytest.raises(BaseException):
+        async with rig.mount() as fs:
+            na = await fs.lookup(ROOT_INODE, "a")
+            assert await names(fs, na.ino) == ["w.bin"]
+            await fs.rename(na.ino, "w.bin", na.ino, "m.bin")
+            node = await fs.lookup(na.ino, "m.bin")
+            fh = await fs.open(node.ino, os.O_WRONLY | os.O_TRUNC)
+            fs.write(fh, 0, new)
+            await fs.flush(fh)
+            fs.release(fh)
+            assert fs.writer is not None
+            with trio.fail_after(600):
+                while fs.writer.store.files():
+                    await trio.sleep(1)
+            assert {o.kind for o in fs.writer.store.ops()} == {"mv", "rm"}
+            raise Crash("kill -9")
+    emu.faults.clear()
+    async with rig.mount(run_writer=False) as fs:
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == ["m.bin"]
+        node = await fs.lookup(na.ino, "m.bin")
+        assert await read_all(fs, node.ino) == new
+    async with rig.mount() as fs:
+        with trio.fail_after(600):
+            await sync(fs)
+    files = emu.list_files(a)
+    assert [f["filename"] for f in files] == ["m.bin"], files
+    assert emu.read_file(files[0]["url"]) == new
