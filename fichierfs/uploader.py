@@ -93,6 +93,8 @@ class WriteSide(Protocol):
     def clock(self) -> float: ...
     def poke(self) -> None: ...
     def staging_path(self, row: int) -> Path: ...
+    def snapshot_path(self, row: int) -> Path: ...
+    def drop_snapshot(self, row: int) -> None: ...
     async def complete(self, sent: FileRow, rf: RemoteFile, *, started: float | None = None) -> None: ...
 
 __all__ = ["Uploader", "Batch", "Member", "MAX_FILE_SIZE", "MAX_BATCH_FILES", "MAX_BATCH_BYTES", "whirlpool_of"]
@@ -400,6 +402,7 @@ class Uploader:
             st = self.wb.by_row.get(m.row.id)
             if st is not None:
                 st.inflight = False
+            self.wb.drop_snapshot(m.row.id)
         if batch in self.batches:
             self.batches.remove(batch)
 
@@ -607,7 +610,9 @@ class Uploader:
         wants: dict[int, tuple[int, str]] = {}
         for r in left:
             fd = fds.get(r.id)
-            path = wb.staging_path(r.id)
+            path = wb.snapshot_path(r.id)  # rewritten during the POST: what was sent (writer._cow)
+            if not path.exists():
+                path = wb.staging_path(r.id)
             try:
                 size = os.fstat(fd).st_size if fd is not None else path.stat().st_size
             except OSError:

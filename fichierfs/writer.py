@@ -58,7 +58,7 @@ import shutil
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
@@ -214,6 +214,19 @@ class WriteBack:
         """``staging/<row>``: the staged content of journal row ``row``."""
         return self.staging / str(row)
 
+    def snapshot_path(self, row: int) -> Path:
+        """``staging/<row>.sent``: a hard link to the inode a batch POSTs, made when a write
+        replaces the staging file during the upload (:meth:`_cow`). After a kill it tells that
+        the content changed since the POST, and it is what the POST sent (its whirlpool finds
+        the upload in the listing). Removed once the row is no longer ``posting``."""
+        return self.staging / f"{row}.sent"
+
+    def drop_snapshot(self, row: int) -> None:
+        """Remove the snapshot link of ``row`` unless the row still waits for its POST's result."""
+        cur = self.store.file(row)
+        if cur is None or cur.state != "posting":
+            self.snapshot_path(row).unlink(missing_ok=True)
+
     def _cow(self, st: Staged, *, keep: bool) -> None:
         """Copy on write: the staging file of ``st`` is being POSTed; give the writer a new inode.
 
@@ -221,6 +234,9 @@ class WriteBack:
         into the new one (not needed before a truncate to 0). The newer content is uploaded
         again once the batch is done (:meth:`complete` sees ``cowed``).
         """
+        snap = self.snapshot_path(st.row)
+        if not snap.exists():  # keep the POSTed inode reachable by name (found by the fault soak)
+            os.link(st.path, snap)
         tmp = st.path.with_name(f"{st.row}.cow")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -596,17 +612,35 @@ class WriteBack:
         and folders show at their new place.
         """
         now = self.clock()
+        # (folder, name) of the local entries: a journaled move to a name a local entry holds now
+        # (mv a→b, then b overwritten) must not show a second entry; the local one is the newer
+        # (add_orphan cannot tell for a folder not listed yet; found by the fault soak: the old
+        # remote bytes were read under the name, and a later write made a duplicate)
+        taken: set[tuple[int, str]] = set()
         for dir_row in self.store.dirs():
             if dir_row.cancelled:  # removed by the user while its mkdir was in flight: never shown
                 self._cancelled_dirs.add(dir_row.id)
                 continue
-            self.meta.add_orphan(dir_row.parent, dir_row.name, is_dir=True, folder_id=dir_row.id)
+            # pinned while its mkdir is pending (as vfs.mkdir's node is): a re-list of its parent
+            # must not drop it (found by the fault soak: a folder we changed is re-listed before
+            # it is served from the persisted view, and the acknowledged mkdir vanished)
+            self.meta.add_orphan(dir_row.parent, dir_row.name, is_dir=True, folder_id=dir_row.id,
+                                 pinned_until=math.inf)
+            taken.add((dir_row.parent, dir_row.name))
         for row in self.store.files():
             path = self._path(row.id)
             for u in row.replaces:
                 self.meta.hide_url(u)
             if row.state == "posting" and row.sent_name is not None:
                 self.meta.shadow(int(row.sent_folder or 0), encode(row.sent_name), row.size)
+                if self.snapshot_path(row.id).exists() and row.gen == row.sent_gen:
+                    # written during its POST (copy on write) and killed before the flush
+                    # journaled it: the staging copy is newer than what was sent. Found by the
+                    # fault soak: the append was lost (the sent snapshot passed for the file).
+                    row = replace(row, gen=row.gen + 1)
+                    self.store.update_file(row.id, gen=row.gen)
+            elif row.state != "posting":
+                self.snapshot_path(row.id).unlink(missing_ok=True)
             if row.unlinked:
                 st = Staged(row.id, 0, path, size=row.size, due=now)
                 self.by_row[row.id] = st
@@ -623,11 +657,18 @@ class WriteBack:
             if node is None:
                 log.error("journal: %r (row %d) clashes with another local entry", row.name, row.id)
                 continue
+            taken.add((row.folder_id, row.name))
             st = Staged(row.id, node.ino, path, size=size, due=now)
             if size != row.size and row.state != "posting":
                 self.store.update_file(row.id, size=size, gen=row.gen + 1, state="dirty" if size else row.state)
             self.bind(st, node.ino)
-        for op in self.store.ops():
+        ops = self.store.ops()
+        # copies a journaled file/rm deletes: a pending move of one of them (mv a→b, b overwritten
+        # and uploaded, then a kill) must not show the doomed copy under the name (found by the
+        # fault soak: a later move of that name moved the doomed copy, the new one stayed behind)
+        doomed = {u for o in ops if o.kind == "rm" for u in o.data["urls"]}
+        doomed |= {u for r in self.store.files() for u in r.replaces}
+        for op in ops:
             d = op.data
             if op.kind == "rm":
                 for u in d["urls"]:
@@ -643,13 +684,22 @@ class WriteBack:
                 old = self.meta.node_for_url(FileUrl(d["url"]))
                 if old is not None:
                     self.meta.remove(old)
+                if (int(d["folder_id"]), d["name"]) in taken or d["url"] in doomed:
+                    continue  # a newer local entry holds the name, or this copy is being deleted
+                # pinned while pending, as a live rename pins it (meta.move): the old folder's
+                # listing still shows the file there until file/mv runs and must not take it back
+                # (found by the fault soak: after a kill, `ls` of the old folder showed the old name
+                # and the new one was ENOENT, yet the move landed)
                 self.meta.add_orphan(int(d["folder_id"]), d["name"], is_dir=False, file=rf, size=rf.size,
-                                     mtime=float(d.get("date", 0.0)))
+                                     mtime=float(d.get("date", 0.0)), pinned_until=math.inf)
             elif op.kind == "dmv":
                 old_dir = self.meta.node_for_folder(int(d["folder_id"]))
                 if old_dir is not None:
                     self.meta.remove(old_dir)
-                self.meta.add_orphan(int(d["parent"]), d["name"], is_dir=True, folder_id=int(d["folder_id"]))
+                if (int(d["parent"]), d["name"]) in taken:
+                    continue
+                self.meta.add_orphan(int(d["parent"]), d["name"], is_dir=True, folder_id=int(d["folder_id"]),
+                                     pinned_until=math.inf)
         n = self.store.journal_size()
         if n:
             log.info("journal: %d pending change(s) from an earlier mount; resuming them", n)

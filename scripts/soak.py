@@ -146,10 +146,19 @@ class Soak:
         self.dirs: set[str] = {""}  # model: relative dirs ("" = soak/ itself)
         self.n = 0
         self.env = {**os.environ, "FICHIER_API_KEY": KEY}
+        self.ops_log = open(work / "ops.log", "a")  # noqa: SIM115 - every program and event, for replaying a failure
 
     # ------------------------------------------------------------------ processes
     def say(self, text: str) -> None:
         print(f"[soak {time.strftime('%H:%M:%S')}] {text}", file=self.out, flush=True)
+        self.event(text)
+
+    def event(self, text: str) -> None:
+        """One line of ``ops.log`` in the work directory (kept by a failing run)."""
+        if self.ops_log.closed:
+            return
+        self.ops_log.write(f"{time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} {text}\n")
+        self.ops_log.flush()
 
     def start_emulator(self) -> None:
         err = open(self.work / "emulator.log", "ab")  # noqa: SIM115
@@ -211,6 +220,7 @@ class Soak:
 
     def kill_mount(self) -> None:
         assert self.mount_proc is not None
+        self.event("kill -9 of the mount")
         self.mount_proc.send_signal(signal.SIGKILL)
         self.mount_proc.wait()
         subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True, check=False)
@@ -245,6 +255,7 @@ class Soak:
         return res.returncode == 0
 
     def cleanup(self) -> None:
+        self.ops_log.flush()
         if _mounted(self.mnt):
             subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True, check=False)
         if self.mount_proc is not None and self.mount_proc.poll() is None:
@@ -264,6 +275,7 @@ class Soak:
             return  # the emulator is restarting
         key = f"{endpoint}:{kind}"
         self.fig.faults_injected[key] = self.fig.faults_injected.get(key, 0) + 1
+        self.event(f"fault {key}")
         if kind == "flood":
             self.fig.floods_injected += 1
 
@@ -433,6 +445,7 @@ class Soak:
                 del self.files[k]
             for d in [d for d in self.dirs if d == rel or d.startswith(rel + "/")]:
                 self.dirs.discard(d)
+            self.event(f"reconcile {rel}: {'folder' if p.is_dir() else 'file' if p.is_file() else 'absent'}")
             if p.is_dir():
                 self.dirs.add(rel)
                 for q in sorted(p.rglob("*")):
@@ -452,6 +465,7 @@ class Soak:
         """Take a file the mount lists into the model; one it lists but cannot read is a failure."""
         try:
             self.files[rel] = _read(p, patient=True)
+            self.event(f"adopted {rel} ({len(self.files[rel])} bytes)")
         except OSError as exc:
             self.fig.op_failures.append(f"listed but unreadable after a kill: {rel}: {exc}")
             self.say(f"listed but unreadable after a kill: {rel}: {exc}")
@@ -492,6 +506,7 @@ class Soak:
                 killer = threading.Timer(self.rng.uniform(0.0, 0.4), self.kill_mount)
                 killer.start()
             res = do()
+            self.event(f"{kind} {paths} -> {res.returncode}{' (kill during)' if during else ''}")
             self.fig.ops[kind] = self.fig.ops.get(kind, 0) + 1
             if killer is not None:
                 killer.join()

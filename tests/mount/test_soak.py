@@ -13,16 +13,25 @@ import pytest
 from tests.mount.conftest import ROOT
 
 
-# Two write-back bugs found by this soak keep it from draining (NOT a loosened assertion: remove the
-# marker once fixed; both reproduce with `scripts/soak --seconds 25 --seed 2`):
-# 1. a file moved into a folder created locally (negative id, mkdir not done yet), then the file and
-#    the folder removed: rmdir_local drops the dirs row but the journaled `mv` into the negative id
-#    stays for ever, and every later rmdir of its old parent fails "Folder not empty #366";
-# 2. a `file/mv` whose reply was truncated (the move happened) is retried and refused
-#    "Move to the same name is not allowed #313" for ever;
-# 3. on main after build_core: an append to a file while its upload streams crashes the daemon
-#    (h11 LocalProtocolError "Too much data for declared Content-Length" escapes the writer).
-@pytest.mark.xfail(reason="write-back bugs 1-3 above (writer.py: journaled ops never resolved)", strict=False)
+# Write-back bugs found by this soak. Fixed, each with a core test in tests/core/test_soak_bugs.py:
+# 1. a journaled `mv` into a local folder removed before its mkdir stayed for ever (#366 on its old parent);
+# 2. a `file/mv` whose reply was cut was refused "#313 same name" for ever;
+# 4. a journaled move replayed after a kill went back to its old folder when that folder was listed
+#    (old name shown, new one ENOENT; the move landed later: "lost" + "extra" one folder apart);
+# 5. a write during a file's POST then a kill: the write was lost (end.pl found the POST), or the file
+#    was uploaded twice (end.pl gone, the listing search hashed the newer staging copy);
+# 6. a pending rename replayed in a folder not loaded yet took the name of the newer local copy
+#    (`m.bin (dup None)`): the old remote bytes were read, a later write made a duplicate;
+# 7. a pending move of a copy a journaled file/rm deletes was shown under the name: a later `mv` moved
+#    the doomed copy ("no longer exists" for ever, the new copy left behind);
+# 9. a local folder (mkdir pending) replayed after a kill was dropped by the re-list of its parent.
+# Still open (NOT a loosened assertion: remove the marker once fixed; a failing run keeps ops.log):
+# 3. (not seen since the uploader split) an append while the upload streams crashed the daemon
+#    (h11 "Too much data for declared Content-Length");
+# 8. rmdir right after the folder's last file was moved out, then a kill: ENOTEMPTY after the remount;
+# 10. a read right after a write returned 0 bytes (seed 2, once); an append got EIO and an `rm -r` of a
+#    tree did not drain in 60 s (folder/rm #366 retried; seed 3, once).
+@pytest.mark.xfail(reason="write-back bugs 3, 8, 10 above (not yet found in the code)", strict=False)
 @pytest.mark.timeout(300)
 def test_short_fault_soak(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"

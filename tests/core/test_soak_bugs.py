@@ -1,0 +1,279 @@
+"""Write-back bugs found by the fault soak (scripts/soak.py), each replayed deterministically
+over the in-process emulator: a "kill -9" is the end of one rig mount without draining."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+import trio
+
+from fichierfs import crashpoint
+from fichierfs.meta import ROOT_INODE
+from tests.core.write_rig import Rig, names, read_all, sync, write_file
+
+
+class Crash(BaseException):
+    pass
+
+
+@pytest.fixture
+def autojump_clock(write_clock):  # noqa: ANN001 - see tests/core/conftest.py
+    return write_clock
+
+
+async def test_replayed_move_stays_at_its_new_place_when_folders_are_listed(rig: Rig, emu: Any,
+                                                                            autojump_clock: Any) -> None:
+    """A journaled move of a remote file, replayed after a kill, must not go back to its old
+    place when the old folder is listed (the listing still shows it there until file/mv runs),
+    nor vanish from the new one. Soak: `mv a/f0.bin b/m702.bin` acknowledged, kill, remount:
+    `ls a` showed f0.bin again and `b/m702.bin` was ENOENT, yet the move landed later."""
+    a = emu.make_folder(0, "a")
+    b = emu.make_folder(0, "b")
+    emu.put_file(a, "f0.bin", b"payload")
+    with pytest.raises(BaseException):
+        async with rig.mount(run_writer=False) as fs:
+            na = await fs.lookup(ROOT_INODE, "a")
+            nb = await fs.lookup(ROOT_INODE, "b")
+            assert await names(fs, na.ino) == ["f0.bin"]
+            assert await names(fs, nb.ino) == []
+            await fs.rename(na.ino, "f0.bin", nb.ino, "m702.bin")
+            raise Crash("kill -9")
+    async with rig.mount(run_writer=False) as fs:  # the move is still pending
+        nb = await fs.lookup(ROOT_INODE, "b")
+        assert await names(fs, nb.ino) == ["m702.bin"]
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == []  # the old folder's listing still has f0.bin
+        assert await names(fs, nb.ino) == ["m702.bin"]
+        # a later re-list of both (the dir TTL ran out) changes nothing
+        await trio.sleep(31)  # one listing per folder per 30 s (§4)
+        await fs.meta.refresh(na.ino)
+        await fs.meta.refresh(nb.ino)
+        assert await names(fs, na.ino) == []
+        assert await names(fs, nb.ino) == ["m702.bin"]
+        node = await fs.lookup(nb.ino, "m702.bin")
+        assert node.size == len(b"payload")
+    async with rig.mount() as fs:
+        await sync(fs)
+    assert emu.list_files(a) == []
+    assert [f["filename"] for f in emu.list_files(b)] == ["m702.bin"]
+
+
+async def test_replayed_folder_move_stays_at_its_new_place(rig: Rig, emu: Any, autojump_clock: Any) -> None:
+    """The same for a journaled folder move (folder/mv) replayed after a kill."""
+    a = emu.make_folder(0, "a")
+    emu.make_folder(0, "b")
+    emu.make_folder(a, "sub")
+    with pytest.raises(BaseException):
+        async with rig.mount(run_writer=False) as fs:
+            na = await fs.lookup(ROOT_INODE, "a")
+            nb = await fs.lookup(ROOT_INODE, "b")
+            assert await names(fs, na.ino) == ["sub"]
+            assert await names(fs, nb.ino) == []
+            await fs.rename(na.ino, "sub", nb.ino, "moved")
+            raise Crash("kill -9")
+    async with rig.mount(run_writer=False) as fs:
+        nb = await fs.lookup(ROOT_INODE, "b")
+        assert await names(fs, nb.ino) == ["moved"]
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == []
+        await trio.sleep(31)  # one listing per folder per 30 s (§4)
+        await fs.meta.refresh(na.ino)
+        await fs.meta.refresh(nb.ino)
+        assert await names(fs, na.ino) == []
+        assert await names(fs, nb.ino) == ["moved"]
+
+
+async def test_move_into_a_local_folder_removed_before_its_mkdir_drains(rig: Rig, emu: Any,
+                                                                         autojump_clock: Any) -> None:
+    """Soak bug 1: a remote file moved into a folder made locally (mkdir not done yet), then the
+    file and the folder removed: the journaled move into the never-created folder must not
+    wait for ever (it blocked every later change of its old folder: rmdir → #366 for ever)."""
+    a = emu.make_folder(0, "a")
+    emu.put_file(a, "x.bin", b"x" * 100)
+    with pytest.raises(BaseException):
+        async with rig.mount(run_writer=False) as fs:
+            na = await fs.lookup(ROOT_INODE, "a")
+            assert await names(fs, na.ino) == ["x.bin"]
+            d = await fs.mkdir(ROOT_INODE, "d", 0o755)
+            await fs.rename(na.ino, "x.bin", d.ino, "y.bin")
+            await fs.unlink(d.ino, "y.bin")
+            await fs.rmdir(ROOT_INODE, "d")
+            await fs.rmdir(ROOT_INODE, "a")
+            raise Crash("kill -9")
+    async with rig.mount() as fs:
+        with trio.fail_after(600):
+            await sync(fs)
+        assert fs.status()["writeback"]["pending"] == 0
+        assert await names(fs) == []
+    assert emu.list_folders(0) == []  # "a" removed (was blocked by the move), "d" never made
+
+
+async def test_file_mv_whose_reply_was_cut_is_not_retried_for_ever(rig: Rig, emu: Any,
+                                                                    autojump_clock: Any) -> None:
+    """Soak bug 2: file/mv done but its reply truncated; the retry is refused "#313 move to the
+    same name" — the writer must see the move is done instead of retrying for ever."""
+    a = emu.make_folder(0, "a")
+    b = emu.make_folder(0, "b")
+    emu.put_file(a, "x.bin", b"x" * 100)
+    async with rig.mount() as fs:
+        na = await fs.lookup(ROOT_INODE, "a")
+        nb = await fs.lookup(ROOT_INODE, "b")
+        assert await names(fs, na.ino) == ["x.bin"]
+        assert await names(fs, nb.ino) == []
+        emu.inject("file/mv", "truncate")
+        await fs.rename(na.ino, "x.bin", nb.ino, "y.bin")  # file/mv with rename
+        with trio.fail_after(600):
+            await sync(fs)
+        assert fs.status()["writeback"]["failed"] == 0
+    assert emu.list_files(a) == []
+    assert [f["filename"] for f in emu.list_files(b)] == ["y.bin"]
+    assert emu.stats()["calls"]["file/mv"] == 2  # the cut one and the #313 retry, then done
+
+
+@pytest.mark.parametrize("end_pl", [True, False], ids=["end.pl-kept", "end.pl-gone"])
+async def test_write_during_the_post_then_kill_loses_nothing_and_leaves_one_copy(
+        rig: Rig, emu: Any, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch, end_pl: bool) -> None:
+    """A write while the file's POST is in flight (copy on write: the batch keeps its
+    snapshot), then a kill after the POST landed. After the remount the newer content must be
+    uploaded (the soak saw appends lost after a kill -9) and the POSTed snapshot found, by
+    end.pl or, when end.pl has nothing, by the listing with the SNAPSHOT's whirlpool, not the
+    staging file's (else it is uploaded twice and the first copy stays: soak duplicates)."""
+    first = os.urandom(50_000)
+    extra = b"appended\n"
+    state: dict[str, Any] = {}
+
+    def hook(step: str) -> None:
+        fs = state["fs"]
+        if step == "before_post":  # as from a handle opened for append while the batch formed
+            st = fs.writer.staged(state["ino"])
+            fs.writer.write(st, len(first), extra)
+        elif step == "after_post":
+            raise Crash(step)
+
+    with pytest.raises(BaseException):
+        async with rig.mount() as fs:
+            state["fs"] = fs
+            monkeypatch.setattr(crashpoint, "hit", hook)
+            state["ino"] = await write_file(fs, ROOT_INODE, "f.bin", first)
+            with trio.fail_after(600):
+                await sync(fs)
+    monkeypatch.setattr(crashpoint, "hit", lambda step: None)
+    if not end_pl:
+        emu._uploads.clear()  # end.pl has forgotten the upload: only the listing can tell
+    async with rig.mount() as fs:
+        with trio.fail_after(600):
+            await sync(fs)
+        node = await fs.lookup(ROOT_INODE, "f.bin")
+        assert await read_all(fs, node.ino) == first + extra
+    files = emu.list_files(0)
+    assert [f["filename"] for f in files] == ["f.bin"], files
+    assert emu.read_file(files[0]["url"]) == first + extra
+
+
+async def test_replayed_local_folder_survives_the_relisting_of_its_parent(rig: Rig, emu: Any,
+                                                                          autojump_clock: Any) -> None:
+    """A folder made locally (mkdir journaled, not done yet), then a kill: after the remount it
+    must stay in its parent when the parent is listed again (a folder we changed is re-listed
+    before it is served). Soak: `mkdir cp_r505/d678` acknowledged, kill: absent after the
+    remount, yet its mkdir ran later (an extra remote folder)."""
+    a = emu.make_folder(0, "a")
+    emu.put_file(a, "x.bin", b"x")
+    async with rig.mount() as fs:
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == ["x.bin"]
+        await trio.sleep(5)  # the listings are persisted
+    with pytest.raises(BaseException):
+        async with rig.mount(run_writer=False) as fs:
+            na = await fs.lookup(ROOT_INODE, "a")
+            await fs.mkdir(na.ino, "d", 0o755)
+            raise Crash("kill -9")
+    async with rig.mount(run_writer=False) as fs:  # the mkdir is still pending
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == ["d", "x.bin"]
+        await trio.sleep(31)
+        await fs.meta.refresh(na.ino)
+        assert await names(fs, na.ino) == ["d", "x.bin"]
+    async with rig.mount() as fs:
+        with trio.fail_after(600):
+            await sync(fs)
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == ["d", "x.bin"]
+    assert [f["name"] for f in emu.list_folders(a)] == ["d"]
+
+
+async def test_renamed_then_overwritten_file_in_a_subfolder_after_a_kill(rig: Rig, emu: Any,
+                                                                        autojump_clock: Any) -> None:
+    """`mv a/w.bin a/m.bin` (journaled file/rename) then `cp new a/m.bin` (a local copy that
+    replaces the remote one), kill: the replay must show ONE m.bin, the new content. Soak: the
+    pending rename's node took the name in a folder not loaded yet (no clash check for orphans),
+    so `cat` gave the old remote bytes and a later write made a second copy (a duplicate)."""
+    a = emu.make_folder(0, "a")
+    old = os.urandom(70_000)
+    new = os.urandom(20_000)
+    emu.put_file(a, "w.bin", old)
+    with pytest.raises(BaseException):
+        async with rig.mount(run_writer=False) as fs:
+            na = await fs.lookup(ROOT_INODE, "a")
+            assert await names(fs, na.ino) == ["w.bin"]
+            await fs.rename(na.ino, "w.bin", na.ino, "m.bin")
+            node = await fs.lookup(na.ino, "m.bin")
+            fh = await fs.open(node.ino, os.O_WRONLY | os.O_TRUNC)
+            fs.write(fh, 0, new)
+            await fs.flush(fh)
+            fs.release(fh)
+            raise Crash("kill -9")
+    async with rig.mount(run_writer=False) as fs:
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == ["m.bin"]
+        node = await fs.lookup(na.ino, "m.bin")
+        assert await read_all(fs, node.ino) == new
+    async with rig.mount() as fs:
+        with trio.fail_after(600):
+            await sync(fs)
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == ["m.bin"]
+    files = emu.list_files(a)
+    assert [f["filename"] for f in files] == ["m.bin"], files
+    assert emu.read_file(files[0]["url"]) == new
+
+
+async def test_replayed_move_of_a_replaced_copy_shows_the_new_copy(rig: Rig, emu: Any, autojump_clock: Any) -> None:
+    """`mv a/w.bin a/m.bin` (file/rename failing), `cp new a/m.bin` uploaded (the old copy's
+    file/rm queued behind the rename), kill: after the remount m.bin is the NEW copy, not the
+    old one the pending rename would show (soak: a later `mv m.bin …` moved the doomed old copy:
+    "no longer exists" for ever, the new copy left behind)."""
+    a = emu.make_folder(0, "a")
+    old = os.urandom(7_000)
+    new = os.urandom(5_000)
+    emu.put_file(a, "w.bin", old)
+    emu.inject("file/rename", "5xx", nth=1, count=1000)
+    with pytest.raises(BaseException):
+        async with rig.mount() as fs:
+            na = await fs.lookup(ROOT_INODE, "a")
+            assert await names(fs, na.ino) == ["w.bin"]
+            await fs.rename(na.ino, "w.bin", na.ino, "m.bin")
+            node = await fs.lookup(na.ino, "m.bin")
+            fh = await fs.open(node.ino, os.O_WRONLY | os.O_TRUNC)
+            fs.write(fh, 0, new)
+            await fs.flush(fh)
+            fs.release(fh)
+            assert fs.writer is not None
+            with trio.fail_after(600):
+                while fs.writer.store.files():
+                    await trio.sleep(1)
+            assert {o.kind for o in fs.writer.store.ops()} == {"mv", "rm"}
+            raise Crash("kill -9")
+    emu.faults.clear()
+    async with rig.mount(run_writer=False) as fs:
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == ["m.bin"]
+        node = await fs.lookup(na.ino, "m.bin")
+        assert await read_all(fs, node.ino) == new
+    async with rig.mount() as fs:
+        with trio.fail_after(600):
+            await sync(fs)
+    files = emu.list_files(a)
+    assert [f["filename"] for f in files] == ["m.bin"], files
+    assert emu.read_file(files[0]["url"]) == new
