@@ -53,6 +53,12 @@ class FakeWB:
     def staging_path(self, row: int) -> Path:
         return self.tmp / str(row)
 
+    def snapshot_path(self, row: int) -> Path:
+        return self.tmp / f"{row}.sent"
+
+    def drop_snapshot(self, row: int) -> None:
+        self.snapshot_path(row).unlink(missing_ok=True)
+
     async def complete(self, sent: FileRow, rf: Any, *, started: float | None = None) -> None:
         pass
 
