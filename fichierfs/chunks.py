@@ -126,7 +126,9 @@ class Window:
     :meth:`abandon` it. A window with no runs is complete already.
     """
 
-    __slots__ = ("_cache", "file_url", "first", "stop", "runs", "optional", "_flights", "_reserved", "_admitted", "_done")
+    __slots__ = (
+        "_cache", "file_url", "first", "stop", "runs", "optional", "_flights", "_reserved", "_admitted", "_done"
+    )
 
     def __init__(
         self,
@@ -380,7 +382,14 @@ class ChunkCache:
         return self._open_window(file_url, first, end, runs, flights, optional=optional)
 
     def _open_window(
-        self, file_url: str, first: int, stop: int, runs: list[tuple[int, int]], flights: dict[int, _Flight], *, optional: bool
+        self,
+        file_url: str,
+        first: int,
+        stop: int,
+        runs: list[tuple[int, int]],
+        flights: dict[int, _Flight],
+        *,
+        optional: bool,
     ) -> Window:
         w = Window(self, file_url, first, stop, runs, flights, optional=optional)
         for fl in flights.values():
@@ -428,7 +437,9 @@ class ChunkCache:
         (data,) = await self.get_range(key[0], key[1], key[1] + 1, one)
         return data
 
-    async def get_range(self, file_url: str, first: int, stop: int, fetch_range: FetchRange, *, extend_to: int = 0) -> list[Chunk]:
+    async def get_range(
+        self, file_url: str, first: int, stop: int, fetch_range: FetchRange, *, extend_to: int = 0
+    ) -> list[Chunk]:
         """Chunks ``[first, stop)`` of ``file_url``, fetching the missing ones (required fetch).
 
         Cached chunks are returned as they are; chunks in flight are waited for; the free ones

@@ -340,7 +340,9 @@ class ReadManager:
             if link is not None:
                 return link
             self._token_calls += 1
-            got = await self._scheduler.call(self._scheduler.client.download_get_token, st.file_url, lane=Lane.INTERACTIVE)
+            got = await self._scheduler.call(
+                self._scheduler.client.download_get_token, st.file_url, lane=Lane.INTERACTIVE
+            )
             link = dataclasses.replace(got, issued_at=self._clock())
             self._links[st.file_url] = link
             return link

@@ -196,7 +196,8 @@ class Store:
         self._db.executescript(_SCHEMA)
         self._in_tx = False
         self.attrs: dict[str, LocalAttrs] = {}
-        for key, mtime, ctime, mode, uid, gid in self._db.execute("SELECT key, mtime_ns, ctime_ns, mode, uid, gid FROM attrs"):
+        rows = self._db.execute("SELECT key, mtime_ns, ctime_ns, mode, uid, gid FROM attrs")
+        for key, mtime, ctime, mode, uid, gid in rows:
             self.attrs[key] = LocalAttrs(mtime, ctime, mode, uid, gid)
         self._dirty_attrs: set[str] = set()
         self.commits = 0
@@ -270,10 +271,12 @@ class Store:
     )
 
     def _file(self, r: tuple[Any, ...]) -> FileRow:
-        return FileRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], json.loads(r[11]), bool(r[12]),
-                       r[13], r[14])
+        return FileRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
+                       json.loads(r[11]), bool(r[12]), r[13], r[14])
 
-    def new_file(self, folder_id: int, name: str, *, state: str = "empty", replaces: list[str] | None = None) -> FileRow:
+    def new_file(
+        self, folder_id: int, name: str, *, state: str = "empty", replaces: list[str] | None = None
+    ) -> FileRow:
         with self.transaction():
             cur = self._x(
                 "INSERT INTO files (folder_id, name, state, replaces) VALUES (?,?,?,?)",
@@ -314,7 +317,8 @@ class Store:
         return DirRow(nid, parent, name)
 
     def dirs(self) -> list[DirRow]:
-        return [DirRow(*r) for r in self._x("SELECT id, parent, name, attempts, error, cancelled FROM dirs ORDER BY id DESC")]
+        rows = self._x("SELECT id, parent, name, attempts, error, cancelled FROM dirs ORDER BY id DESC")
+        return [DirRow(*r) for r in rows]
 
     def dir(self, did: int) -> DirRow | None:
         r = self._x("SELECT id, parent, name, attempts, error, cancelled FROM dirs WHERE id=?", (did,)).fetchone()

@@ -918,7 +918,8 @@ class WriteBack:
             for o in batch:
                 self.store.update_op(o.seq, attempts=attempts, error=str(exc))
                 self._op_not_before[o.seq] = self.clock() + backoff(attempts, self.retry_base, self.retry_max)
-            log.log(logging.INFO if attempts < 3 else logging.WARNING, "%s failed (attempt %d): %s", kind, attempts, exc)
+            log.log(logging.INFO if attempts < 3 else logging.WARNING, "%s failed (attempt %d): %s",
+                    kind, attempts, exc)
             return
         self.store.delete_ops(seqs)
         for s in seqs:
@@ -938,7 +939,8 @@ class WriteBack:
                     raise
         elif len(batch) == 1 and first["name"] != first["old_name"]:
             try:
-                await self._call(self.scheduler.client.file_mv, [first["url"]], int(first["folder_id"]), rename=encode(first["name"]))
+                await self._call(self.scheduler.client.file_mv, [first["url"]], int(first["folder_id"]),
+                                 rename=encode(first["name"]))
             except RequestRejected:
                 if not await self._already_there(batch):
                     raise
@@ -960,7 +962,8 @@ class WriteBack:
                 rf = await self.scheduler.call(self.scheduler.client.file_info, o.data["url"], lane=Lane.WRITEBACK)
             except NotFound:
                 continue
-            if rf.filename != encode(o.data["name"]) or (rf.folder_id is not None and int(rf.folder_id) != int(o.data["folder_id"])):
+            moved = rf.folder_id is not None and int(rf.folder_id) != int(o.data["folder_id"])
+            if rf.filename != encode(o.data["name"]) or moved:
                 return False
         return True
 
@@ -979,7 +982,8 @@ class WriteBack:
                 new_id = int(await self._call(self.scheduler.client.folder_mkdir, d.parent, encode(d.name)))
             except RequestRejected:
                 # "already exists": created before a crash (or by someone else): adopt it (§2.11)
-                listing = await self.scheduler.call(self.scheduler.client.folder_ls, d.parent, files=True, lane=Lane.WRITEBACK)
+                listing = await self.scheduler.call(self.scheduler.client.folder_ls, d.parent, files=True,
+                                                    lane=Lane.WRITEBACK)
                 # never adopt a folder that a journaled rmdir is about to remove (mkdir d; rmdir d;
                 # mkdir d while the first mkdir was in flight — found by tests/model): retry after it
                 doomed = {int(o.data["folder_id"]) for o in self.store.ops() if o.kind == "rmdir"}

@@ -148,7 +148,7 @@ def render(bench_info: dict[str, Any], runs: list[Run], args: argparse.Namespace
         add("")
         lines.extend(section(lenient, findings, "lenient"))
     if ref:
-        rs = bench_info.get("reference_scale")
+        rs = float(bench_info.get("reference_scale") or 0)
         add("")
         add(f"## Reference: the same workloads where rclone's pacing passes (time scale {rs:g})")
         add("")
@@ -231,7 +231,7 @@ def section(runs: list[Run], findings: list[str], name: str) -> list[str]:
     for key in keys:
         f = summ.get((key[0], key[1], "fichierfs"))
         r = summ.get((key[0], key[1], "rclone"))
-        ratio = "–"
+        ratio: str | None = "–"
         if f and r and f["median"] is not None and r["median"] is not None and r["median"] > 0:
             ratio = WORKLOADS[key[0]].ratio(f, r) if key[0] in WORKLOADS else None
             ratio = ratio or f"{f['median'] / r['median']:.2f}"

@@ -131,7 +131,7 @@ class Bench:
     def budget_scale(self) -> float:
         if self.pass_ in ("main", "lenient") and self.args.budget_scale:
             return float(self.args.budget_scale)
-        return round(self.scale * 1.4, 8)
+        return round(float(self.scale) * 1.4, 8)
 
     def start_mount(self, kind: str, tag: str, cache: Path | None = None,
                     extra_args: list[str] | None = None) -> tuple[subprocess.Popen[bytes], Path, Path, dict[str, Any]]:
