@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from fichierfs import __version__
 from fichierfs.config import Options, add_arguments, options_from_args
-from fichierfs.errors import ConfigError, FichierError, MountGone
+from fichierfs.errors import AuthError, ConfigError, FichierError, MountGone, NoEntry
 
 if TYPE_CHECKING:  # the API client is imported only by the commands that talk to 1fichier
     from fichierfs.api import Secret
@@ -517,6 +517,16 @@ def _detach_stderr(log_file: Path | None) -> None:
         os.close(target)
 
 
+def _mount_failure(exc: FichierError, options: Options) -> str:
+    """The reason a mount failed, in a person's words (the raw 1fichier message kept in brackets)."""
+    if isinstance(exc, AuthError):
+        return (f"1fichier refused the API key ({exc}): check it, or create a new one in 1fichier's console "
+                "(Paramètres → API)")
+    if isinstance(exc, NoEntry) and options.remote_folder.strip("/"):
+        return f"the remote folder {options.remote_folder} does not exist on this account ({exc})"
+    return str(exc)
+
+
 def _run_foreground(options: Options, mountpoint: Path, key: Secret) -> int:
     import trio
 
@@ -562,10 +572,11 @@ def _run_foreground(options: Options, mountpoint: Path, key: Secret) -> int:
             raise _unwrap(group) from None
     except FichierError as exc:
         log.log(exc.level, "mount failed: %s", exc)
+        text = _mount_failure(exc, options)
         if ready_fd is not None:
-            os.write(int(ready_fd), f"error: {exc}\n".encode())
+            os.write(int(ready_fd), f"error: {text}\n".encode())
         else:
-            print(f"fichierfs: {exc}", file=sys.stderr)
+            print(f"fichierfs: {text}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

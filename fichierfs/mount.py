@@ -203,6 +203,8 @@ async def _identify(options: Options, api_key: Secret, root: Path, say: Callable
         client = FichierClient(http, api_key, base_url=options.api_url)
         scheduler = Scheduler(client, budgets_from(options))
         scheduler.shared = host  # the other mounts of this host may have asked user/info a moment ago
+        if host is not None:  # their clocks too, so that a wait for user/info is announced (say)
+            scheduler.import_history(await host.history(), 0.0)
         async with trio.open_nursery() as nursery:
             await nursery.start(scheduler.run)
             for account in sorted(seen):

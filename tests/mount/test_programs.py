@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mount.conftest import KEY, ROOT, is_mounted, run_emulator, run_mount
+from tests.mount.conftest import KEY, MOUNT_SCALE, ROOT, is_mounted, run_emulator, run_mount
 
 
 def sh(cmd: str, cwd: Path | None = None) -> str:
@@ -144,6 +144,30 @@ def test_bad_key_fails_the_mount_clearly(tmp_path: Path) -> None:
         assert "No such user" in res.stderr or "#93" in res.stderr
         assert "wrong-key-XYZ" not in res.stderr
         assert not is_mounted(mnt)
+
+
+def test_right_key_after_a_wrong_one_says_what_it_waits_for(tmp_path: Path) -> None:
+    """A wrong key's user/info spends the 5-minute slot (§4): the next mount with the right key waits
+    for it and says so, instead of hanging silently; the wrong key is named as the reason."""
+    with run_emulator(tmp_path / "state", None) as emu:
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        cmd = [sys.executable, "-m", "fichierfs", "mount", "--api-url", emu.url, "--budget-scale", str(MOUNT_SCALE),
+               "--cache-dir", str(tmp_path / "cache"), str(mnt)]
+        bad = subprocess.run(cmd, env={**os.environ, "FICHIER_API_KEY": "wrong-key-XYZ"}, capture_output=True,
+                             text=True, timeout=60, cwd=ROOT)
+        assert bad.returncode == 1 and "1fichier refused the API key" in bad.stderr, bad.stderr
+        good = subprocess.run(cmd, env={**os.environ, "FICHIER_API_KEY": KEY}, capture_output=True, text=True,
+                              timeout=120, cwd=ROOT)
+        try:
+            assert good.returncode == 0, good.stderr
+            assert "waiting" in good.stderr and "user/info" in good.stderr, good.stderr
+            assert emu.stats()["flood_locks"] == 0
+        finally:
+            subprocess.run([sys.executable, "-m", "fichierfs", "umount", str(mnt)], capture_output=True, timeout=60,
+                           cwd=ROOT)
+            if is_mounted(mnt):
+                subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
 
 
 def test_mmap_and_random_access(mounted) -> None:
