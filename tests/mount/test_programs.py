@@ -170,6 +170,21 @@ def test_right_key_after_a_wrong_one_says_what_it_waits_for(tmp_path: Path) -> N
                 subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
 
 
+def test_missing_remote_folder_is_named(tmp_path: Path) -> None:
+    seed = tmp_path / "seed"
+    (seed / "a").mkdir(parents=True)
+    with run_emulator(tmp_path / "state", seed) as emu:
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        res = subprocess.run([sys.executable, "-m", "fichierfs", "mount", "--api-url", emu.url, "--budget-scale",
+                              str(MOUNT_SCALE), "--cache-dir", str(tmp_path / "cache"), "--remote-folder", "/nope",
+                              str(mnt)], env={**os.environ, "FICHIER_API_KEY": KEY}, capture_output=True, text=True,
+                             timeout=60, cwd=ROOT)
+        assert res.returncode == 1, res.stderr
+        assert "the remote folder /nope does not exist" in res.stderr, res.stderr
+        assert not is_mounted(mnt)
+
+
 def test_mmap_and_random_access(mounted) -> None:
     import mmap
 
