@@ -441,7 +441,8 @@ def _check_empty(mountpoint: Path, options: Options) -> None:
         raise ConfigError(f"mount point {mountpoint}: {exc.strerror}") from None
     if entries:
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-        raise ConfigError(f"mount point {mountpoint} is not empty ({len(entries)} {'entry' if len(entries) == 1 else 'entries'}: {shown}); the mount would "
+        count = f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'}"
+        raise ConfigError(f"mount point {mountpoint} is not empty ({count}: {shown}); the mount would "
                           "hide them. Use an empty directory, or -o nonempty to mount over them anyway")
 
 
