@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import AsyncIterator
 
 import pytest
 import trio
 
-from fichierfs.api import FichierClient
 from fichierfs.emulator import EmulatorConfig
 from fichierfs.meta import ROOT_INODE, Incomplete, MetaCache, NoEntry
 from fichierfs.scheduler import Budgets, Scheduler
@@ -20,16 +18,6 @@ CAP = 50
 @pytest.fixture
 def emu_config() -> EmulatorConfig:
     return EmulatorConfig(max_listing=CAP)
-
-
-@pytest.fixture
-async def sched(client: FichierClient) -> AsyncIterator[Scheduler]:
-    s = Scheduler(client, Budgets())
-    async with trio.open_nursery() as n:
-        await n.start(s.run)
-        yield s
-        s.stop()
-        n.cancel_scope.cancel()
 
 
 def _fill(emu, folder: int, n: int, start: float = 1_600_000_000.0, step: float = 7.0) -> None:

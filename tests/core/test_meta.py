@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import trio
 
-from fichierfs.api import FichierClient
 from fichierfs.meta import ROOT_INODE, MetaCache, NoEntry, RecordingNotifier
 from fichierfs.names import encode
-from fichierfs.scheduler import Budgets, Scheduler
-
-
-@pytest.fixture
-async def sched(client: FichierClient) -> AsyncIterator[Scheduler]:
-    s = Scheduler(client, Budgets())
-    async with trio.open_nursery() as n:
-        await n.start(s.run)
-        yield s
-        s.stop()
-        n.cancel_scope.cancel()
-
-
-def _listings(emu) -> int:
-    c = emu.stats()["calls"]
-    return c.get("folder/ls", 0) + c.get("file/ls", 0)
+from tests.core.conftest import listings
 
 
 async def test_lookup_and_getattr_come_from_one_listing(emu, sched, autojump_clock) -> None:
@@ -41,7 +23,7 @@ async def test_lookup_and_getattr_come_from_one_listing(emu, sched, autojump_clo
         assert node.size == i + 1 and not node.is_dir
     with pytest.raises(NoEntry):
         await meta.lookup(docs.ino, "missing")  # negative: from the fresh listing
-    assert _listings(emu) == 2  # root + docs, nothing per file
+    assert listings(emu) == 2  # root + docs, nothing per file
     assert emu.stats()["calls"].get("file/info", 0) == 0
     assert emu.stats()["flood_locks"] == 0
 
@@ -78,12 +60,12 @@ async def test_stale_listing_served_while_refreshed_in_background(emu, sched, au
         await meta.ensure_listed(ROOT_INODE)
         emu.put_file(0, "new.txt", b"2")
         await trio.sleep(11)
-        before = _listings(emu)
+        before = listings(emu)
         node = await meta.ensure_listed(ROOT_INODE)  # stale: returns at once
-        assert "new.txt" not in node.children and _listings(emu) == before
+        assert "new.txt" not in node.children and listings(emu) == before
         await trio.sleep(40)  # the background re-list happens within the per-folder budget
         assert "new.txt" in meta.get(ROOT_INODE).children
-        assert _listings(emu) == before + 1
+        assert listings(emu) == before + 1
 
 
 async def test_duplicates_and_encoded_names(emu, sched, autojump_clock) -> None:
@@ -118,7 +100,7 @@ async def test_concurrent_lookups_in_one_folder_cost_one_listing(emu, sched, aut
     async with trio.open_nursery() as n:
         for i in range(20):
             n.start_soon(meta.lookup, many.ino, f"{i}.bin")
-    assert _listings(emu) == 2
+    assert listings(emu) == 2
 
 
 async def test_resolve_path_and_rebase(emu, sched, autojump_clock) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,21 +12,7 @@ from fichierfs.api import FichierClient
 from fichierfs.meta import ROOT_INODE, MetaCache
 from fichierfs.metastore import FORMAT, MetaStore
 from fichierfs.scheduler import Budgets, Scheduler
-
-
-@pytest.fixture
-async def sched(client: FichierClient) -> AsyncIterator[Scheduler]:
-    s = Scheduler(client, Budgets())
-    async with trio.open_nursery() as n:
-        await n.start(s.run)
-        yield s
-        s.stop()
-        n.cancel_scope.cancel()
-
-
-def _listings(emu) -> int:
-    c = emu.stats()["calls"]
-    return c.get("folder/ls", 0) + c.get("file/ls", 0)
+from tests.core.conftest import listings
 
 
 def _tree(emu) -> None:
@@ -63,7 +48,7 @@ async def test_remount_serves_persisted_tree_with_same_inodes_and_no_listing(emu
     assert meta.persist_dirty() == 7  # root + 3 folders + 3 subs
     assert store.flush() == 7
     store.close()
-    before = _listings(emu)
+    before = listings(emu)
 
     store2 = MetaStore(db, "id-1")
     assert store2.rebuilt is None
@@ -73,7 +58,7 @@ async def test_remount_serves_persisted_tree_with_same_inodes_and_no_listing(emu
     assert meta2.load(snap) == 7
     second = await _walk(meta2)
     assert second == first  # same names, sizes and inode numbers
-    assert _listings(emu) == before  # 0 listing calls
+    assert listings(emu) == before  # 0 listing calls
     new = meta2.add_node(ROOT_INODE, "new.txt", is_dir=False, local_key="local:1")
     assert new.ino > max(i for i, _ in first.values())  # new inodes never reuse persisted ones
 
@@ -169,10 +154,10 @@ async def test_prefetch_tree_lists_every_folder_in_background_lane(emu, sched, a
     _tree(emu)
     meta = MetaCache(sched, 0)
     await meta.prefetch_tree()
-    assert _listings(emu) == 7  # root + 3 folders + 3 sub-folders, once each
+    assert listings(emu) == 7  # root + 3 folders + 3 sub-folders, once each
     assert all(meta.is_fresh(n) for n in meta._nodes.values() if n.is_dir)
     await meta.prefetch_tree()  # everything fresh: nothing to do
-    assert _listings(emu) == 7
+    assert listings(emu) == 7
 
 
 async def test_remount_key_check_is_one_file_info_and_a_revoked_key_fails(emu, http, sched, autojump_clock,
@@ -194,7 +179,7 @@ async def test_remount_key_check_is_one_file_info_and_a_revoked_key_fails(emu, h
     assert await serve_persisted(MetaCache(sched, 0), sched, snap) is True
     after = emu.stats()["calls"]
     assert after.get("file/info", 0) - calls.get("file/info", 0) == 1
-    assert _listings(emu) == sum(calls.get(k, 0) for k in ("folder/ls", "file/ls"))  # no listing
+    assert listings(emu) == sum(calls.get(k, 0) for k in ("folder/ls", "file/ls"))  # no listing
     bad = Scheduler(FichierClient(http, "revoked-key"), Budgets())
     async with trio.open_nursery() as n:
         await n.start(bad.run)
