@@ -3,41 +3,16 @@ that grow for repeated offences (§4, §3; rule in EmulatorConfig.ban_growth).""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import trio
 
-from fichierfs.emulator import Emulator, EmulatorConfig
+from tests.unit.emu_http import IP_LOCK, msg
 
-API = "https://api.1fichier.com/v1"
-KEY = {"Authorization": "Bearer emu-test"}
-IP_LOCK = "Flood detected: IP Locked #412"
 INFO_LOCK = "Flood detected: IP Locked #38"
 
 
-@pytest.fixture
-async def factory(tmp_path: Path) -> AsyncIterator[Any]:
-    made: list[tuple[Emulator, httpx.AsyncClient]] = []
-
-    async def make(profile: str = "strict", **cfg: Any) -> tuple[Emulator, httpx.AsyncClient]:
-        emu = Emulator(tmp_path / f"s{len(made)}", EmulatorConfig.profile(profile, **cfg), clock=trio.current_time)
-        c = httpx.AsyncClient(transport=emu.transport(), base_url=API, headers=KEY)
-        made.append((emu, c))
-        return emu, c
-
-    yield make
-    for emu, c in made:
-        await c.aclose()
-        emu.close()
-
-
-async def msg(c: httpx.AsyncClient, ep: str, **body: Any) -> str | None:
-    r = await c.post(f"/{ep}.cgi", json=body)
-    return None if r.status_code == 200 else r.json()["message"]
 
 
 async def test_downloads_work_while_user_info_is_locked(factory: Any, autojump_clock: Any) -> None:

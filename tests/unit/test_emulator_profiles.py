@@ -4,41 +4,15 @@ lock on user/info only, inclusive date bounds), §2.2, §2.3, §4."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trio
 
-from fichierfs.emulator import Emulator, EmulatorConfig
+from fichierfs.emulator import EmulatorConfig
 from fichierfs.emulator.server import _parser, config_from_args
-
-API = "https://api.1fichier.com/v1"
-KEY = {"Authorization": "Bearer emu-test"}
-IP_LOCK = "Flood detected: IP Locked #412"
-
-
-@pytest.fixture
-async def factory(tmp_path: Path) -> AsyncIterator[Any]:
-    made: list[tuple[Emulator, httpx.AsyncClient]] = []
-
-    async def make(profile: str, **cfg: Any) -> tuple[Emulator, httpx.AsyncClient]:
-        emu = Emulator(tmp_path / f"s{len(made)}", EmulatorConfig.profile(profile, **cfg), clock=trio.current_time)
-        c = httpx.AsyncClient(transport=emu.transport(), base_url=API, headers=KEY)
-        made.append((emu, c))
-        return emu, c
-
-    yield make
-    for emu, c in made:
-        await c.aclose()
-        emu.close()
-
-
-async def msg(c: httpx.AsyncClient, ep: str, **body: Any) -> str | None:
-    r = await c.post(f"/{ep}.cgi", json=body)
-    return None if r.status_code == 200 else r.json()["message"]
+from tests.unit.emu_http import IP_LOCK, msg
 
 
 def test_profile_values() -> None:
