@@ -41,7 +41,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -155,6 +155,14 @@ class SharedBudget(Protocol):
 
     async def attrs_since(self, cursor: str) -> tuple[str, list[tuple[str, dict[str, int | None]]]]:
         """Attributes the *other* mounts set after ``cursor`` ("" = all kept): (new cursor, [(key, values)])."""
+        ...
+
+    async def publish_feed(self, feed: str, items: Sequence[Mapping[str, Any]]) -> None:
+        """Append small JSON items (in order) to ``feed`` for the other mounts (folder changes: listshare.py)."""
+        ...
+
+    async def feed_since(self, feed: str, cursor: str) -> tuple[str, list[dict[str, Any]]]:
+        """Items the *other* mounts appended to ``feed`` after ``cursor``; ``""`` = none, only the cursor of now."""
         ...
 
     def status(self) -> dict[str, Any]:
@@ -299,6 +307,12 @@ class MemoryBudget:
     async def attrs_since(self, cursor: str) -> tuple[str, list[tuple[str, dict[str, int | None]]]]:
         return cursor, []
 
+    async def publish_feed(self, feed: str, items: Sequence[Mapping[str, Any]]) -> None:
+        return None
+
+    async def feed_since(self, feed: str, cursor: str) -> tuple[str, list[dict[str, Any]]]:
+        return cursor or "0", []
+
     async def recall(self, key: str) -> Any | None:
         until, text = self._memo.get(key, (-math.inf, "null"))
         return json.loads(text) if until > self._clock() else None
@@ -349,18 +363,20 @@ class HostBudget:
                          "PRIMARY KEY (ns, key))")
         self._db.execute("CREATE TABLE IF NOT EXISTS attrlog (seq INTEGER PRIMARY KEY AUTOINCREMENT, ns TEXT, "
                          "origin TEXT, key TEXT, value TEXT)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS feed (seq INTEGER PRIMARY KEY AUTOINCREMENT, ns TEXT, "
+                         "feed TEXT, origin TEXT, value TEXT)")
         self._me = f"{os.getpid()}:{id(self)}"
         self._lock = trio.Lock()  # one transaction of this process at a time (one connection)
         self._charged: tuple[dict[str, float], float] = ({}, 0.0)
         self._stats = _Stats()
 
-    def _txn(self, fn: Callable[[dict[str, float], float], Any]) -> Any:
+    def _txn(self, fn: Callable[[dict[str, float], float], Any], now: float) -> Any:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             state = {n: t for n, t in db.execute("SELECT name, t FROM clock WHERE ns = ?", (self.ns,))}
             before = dict(state)
-            result = fn(state, self._clock())
+            result = fn(state, now)
             changed = [(self.ns, n, t) for n, t in state.items() if before.get(n) != t]
             gone = [(self.ns, n) for n in before if n not in state]
             if changed:
@@ -375,7 +391,7 @@ class HostBudget:
 
     async def _run(self, fn: Callable[[dict[str, float], float], Any]) -> Any:
         async with self._lock:
-            return await trio.to_thread.run_sync(self._txn, fn)
+            return await trio.to_thread.run_sync(self._txn, fn, self._clock())
 
     async def acquire(self, call: CallKind, rules: Rules) -> float:
         def go(state: dict[str, float], now: float) -> float:
@@ -415,7 +431,7 @@ class HostBudget:
         yield  # one host = one location (§3 #887 is per IP)
 
     async def remember(self, key: str, value: Any, ttl: float) -> None:
-        row = (self.ns, key, json.dumps(value), self._clock() + ttl)
+        row = (self.ns, key, json.dumps(value), self._clock() + ttl)  # in the trio thread (a test's clock)
         try:
             async with self._lock:
                 await trio.to_thread.run_sync(
@@ -451,10 +467,43 @@ class HostBudget:
             log.debug("shared attributes unreadable: %s", exc)
             return cursor, []
 
+    async def publish_feed(self, feed: str, items: Sequence[Mapping[str, Any]]) -> None:
+        rows = [(self.ns, feed, self._me, json.dumps(dict(i))) for i in items]
+
+        def put() -> None:
+            with self._db:
+                self._db.executemany("INSERT INTO feed (ns, feed, origin, value) VALUES (?, ?, ?, ?)", rows)
+                self._db.execute("DELETE FROM feed WHERE seq < (SELECT MAX(seq) FROM feed) - 100000")
+
+        try:
+            async with self._lock:
+                await trio.to_thread.run_sync(put)
+        except sqlite3.Error as exc:
+            log.debug("feed %s not shared: %s", feed, exc)
+
+    async def feed_since(self, feed: str, cursor: str) -> tuple[str, list[dict[str, Any]]]:
+        def get() -> tuple[str, list[dict[str, Any]]]:
+            if not cursor:
+                row = self._db.execute("SELECT MAX(seq) FROM feed").fetchone()
+                return str(row[0] or 0), []
+            rows = self._db.execute("SELECT seq, origin, value FROM feed WHERE ns = ? AND feed = ? AND seq > ? "
+                                    "ORDER BY seq LIMIT 5000", (self.ns, feed, int(cursor))).fetchall()
+            new = str(rows[-1][0]) if rows else cursor
+            return new, [json.loads(v) for _, o, v in rows if o != self._me]
+
+        try:
+            async with self._lock:
+                return await trio.to_thread.run_sync(get)
+        except (sqlite3.Error, ValueError) as exc:
+            log.debug("feed %s unreadable: %s", feed, exc)
+            return cursor, []
+
     async def recall(self, key: str) -> Any | None:
+        now = self._clock()
+
         def get() -> Any | None:
             row = self._db.execute("SELECT value FROM memo WHERE ns = ? AND key = ? AND until > ?",
-                                   (self.ns, key, self._clock())).fetchone()
+                                   (self.ns, key, now)).fetchone()
             return None if row is None else json.loads(row[0])
 
         try:

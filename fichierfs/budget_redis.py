@@ -26,7 +26,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -447,6 +447,39 @@ class RedisBudget:
                 f = entry.field_values
                 if f.get("o") != self._me:
                     out.append((str(f["k"]), json.loads(f["v"])))
+        return cursor, out
+
+    async def publish_feed(self, feed: str, items: Sequence[Mapping[str, Any]]) -> None:
+        if self._fallback is not None or not items:
+            return  # while the coordinator is gone, the other mounts re-list when their listing ages
+        try:
+            with trio.fail_after(self._timeout):
+                for item in items:
+                    await self._client.xadd(self._key("feed:" + feed), {"o": self._me, "v": json.dumps(dict(item))},
+                                            trim_strategy=PureToken.MAXLEN, threshold=100000,
+                                            trim_operator=PureToken.APPROXIMATELY)
+        except Exception as exc:  # noqa: BLE001
+            self._go_local(exc)
+
+    async def feed_since(self, feed: str, cursor: str) -> tuple[str, list[dict[str, Any]]]:
+        if self._fallback is not None:
+            return cursor, []
+        key = self._key("feed:" + feed)
+        try:
+            with trio.fail_after(self._timeout):
+                if not cursor:
+                    last = await self._client.xrevrange(key, count=1)
+                    return (str(last[0].identifier) if last else "0-0"), []
+                got = await self._client.xread({key: cursor}, count=5000)
+        except Exception as exc:  # noqa: BLE001
+            self._go_local(exc)
+            return cursor, []
+        out: list[dict[str, Any]] = []
+        for entries in (got or {}).values():
+            for entry in entries:
+                cursor = str(entry.identifier)
+                if entry.field_values.get("o") != self._me:
+                    out.append(json.loads(entry.field_values["v"]))
         return cursor, out
 
     # ------------------------------------------------------------------ status

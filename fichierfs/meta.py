@@ -227,6 +227,9 @@ class MetaCache:
         self._nodes[ROOT_INODE] = root
         self._by_folder[root_folder_id] = ROOT_INODE
         self.listings = 0
+        self.on_change: Callable[[dict[str, Any]], None] | None = None
+        """Told of each remote change of ours as it is made (fichierfs.listshare tells the other mounts)."""
+        self.shared_applied = 0
 
     # ------------------------------------------------------------------ lifecycle
     def attach_nursery(self, nursery: trio.Nursery | None) -> None:
@@ -751,12 +754,14 @@ class MetaCache:
         if node.file is not None and node.local_key is None:
             self._by_url[node.file.url] = node.ino
 
-    def detach(self, node: Node) -> None:
+    def detach(self, node: Node, *, tell: bool = True) -> None:
         """Take ``node`` out of its parent's children (no kernel notice: the caller is FUSE)."""
         p = self._nodes.get(node.parent)
         if p is not None and p.children.get(node.name) == node.ino:
             del p.children[node.name]
             self._touch_dir(p.ino)
+            if tell:
+                self._tell("del", node)
 
     def remove(self, node: Node) -> None:
         """unlink/rmdir: detach and forget once the kernel has no reference left."""
@@ -767,11 +772,12 @@ class MetaCache:
 
     def move(self, node: Node, new_parent: int, new_name: str, *, pinned_until: float = math.inf) -> None:
         """rename: put ``node`` at ``new_parent``/``new_name`` (an entry there must be removed first)."""
-        self.detach(node)
+        self.detach(node, tell=False)  # the "put" below moves it on the other mounts (same inode there)
         node.parent, node.name = new_parent, new_name
         self.get(new_parent).children[new_name] = node.ino
         self._touch_dir(new_parent)
         node.pinned_until = max(node.pinned_until, pinned_until)
+        self._tell("put", node)
 
     def set_remote_file(self, node: Node, rf: RemoteFile, *, pinned_until: float) -> None:
         """An upload finished (end.pl links, §6.4/§8.6): the node now is remote file ``rf``."""
@@ -781,6 +787,7 @@ class MetaCache:
         node.pinned_until = pinned_until
         self._by_url[rf.url] = node.ino
         self._touch_dir(node.parent)
+        self._tell("put", node)
 
     def set_folder_id(self, node: Node, folder_id: int) -> None:
         """mkdir answered (§2.11 ``folder_id``): a local folder becomes the remote one."""
@@ -790,6 +797,85 @@ class MetaCache:
         self._by_folder[folder_id] = node.ino
         self._touch_dir(node.parent)
         self._touch_dir(node.ino)
+        self._tell("put", node)
+
+    # ------------------------------------------------------------------ changes shared with other mounts
+    # A change of ours is told (on_change) as "put" (this entry now has this name in this folder)
+    # or "del" (it left this folder); fichierfs.listshare carries it to the other mounts of the
+    # account, which apply it to the folders they have listed (apply_shared) instead of re-listing.
+
+    def _tell(self, op: str, node: Node) -> None:
+        if self.on_change is None or self._loading:
+            return
+        parent = self._nodes.get(node.parent)
+        if parent is None or parent.folder_id is None or int(parent.folder_id) < 0:
+            return
+        if node.is_dir:
+            if node.folder_id is None or int(node.folder_id) < 0:
+                return  # not created remotely yet (mkdir pending): told once it has its id
+            key: str | int = int(node.folder_id)
+        elif node.file is not None and node.local_key is None:
+            key = str(node.file.url)
+        else:
+            return  # a local staging copy: told once its upload gives it a url
+        change: dict[str, Any] = {"op": op, "f": int(parent.folder_id), "k": key, "n": node.name, "t": node.mtime}
+        if op == "put" and node.file is not None:
+            rf = node.file
+            change["rf"] = [rf.size, None if rf.date is None else rf.date.isoformat(), rf.checksum, rf.content_type,
+                            rf.filename]
+        self.on_change(change)
+
+    def apply_shared(self, change: dict[str, Any]) -> bool:
+        """Apply a change another mount of the account told (see :meth:`_tell`) to a folder we
+        have listed; our own pending or recent changes win (as in :meth:`merge`). True if applied."""
+        folder = self.node_for_folder(int(change["f"]))
+        if folder is None or folder.listed_at is None or folder.gone or folder.ino in self._incomplete:
+            return False  # never listed here: its first listing will show it
+        now = self.clock()
+        key = change["k"]
+        if isinstance(key, int):
+            if self._is_hidden(self._hidden_folders, key, now):
+                return False
+            known = self.node_for_folder(key)
+        else:
+            if self._is_hidden(self._hidden_urls, key, now):
+                return False
+            known = self.node_for_url(FileUrl(key))
+        if known is not None and (known.pinned_until > now or known.local_key is not None):
+            return False
+        if change["op"] == "del":
+            if known is None or known.parent != folder.ino or folder.children.get(known.name) != known.ino:
+                return False
+            del folder.children[known.name]
+            self.notifier.invalidate_entry(folder.ino, known.name)
+            self._touch_dir(folder.ino, listed=True)
+            self._mark_gone(known)
+            self.shared_applied += 1
+            return True
+        name = str(change["n"])
+        if known is not None:  # moved or renamed: leave its old place
+            old = self._nodes.get(known.parent)
+            if old is not None and old.children.get(known.name) == known.ino:
+                del old.children[known.name]
+                self.notifier.invalidate_entry(old.ino, known.name)
+                self._touch_dir(old.ino, listed=True)
+        taken = folder.children.get(name)
+        if isinstance(key, int):
+            if taken is not None and (known is None or taken != known.ino):
+                name = f"{name} (dup {key})"
+            child = self._folder_node(key, folder.ino, name, float(change.get("t") or 0.0))
+        else:
+            size, date, checksum, ctype, filename = change["rf"]
+            rf = RemoteFile(FileUrl(key), str(filename), int(size), None if date is None else datetime.fromisoformat(date),
+                            checksum, ctype, folder_id=FolderId(int(change["f"])))
+            if taken is not None and (known is None or taken != known.ino):
+                name = _dup_name(name, key)
+            child = self._file_node(rf, folder.ino, name)
+        folder.children[name] = child.ino
+        self.notifier.invalidate_entry(folder.ino, name)
+        self._touch_dir(folder.ino, listed=True)
+        self.shared_applied += 1
+        return True
 
     def node_for_folder(self, folder_id: int) -> Node | None:
         ino = self._by_folder.get(folder_id)
@@ -919,6 +1005,7 @@ class MetaCache:
             "listings": self.listings,
             "window_listings": self.window_calls,
             "incomplete_folders": len(self._incomplete),
+            "shared_changes_applied": self.shared_applied,
         }
 
     def node_for_url(self, url: FileUrl) -> Node | None:

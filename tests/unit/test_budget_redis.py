@@ -211,3 +211,18 @@ async def test_mounts_of_one_host_share_the_location(redis: RedisProc) -> None:
                 t0 = trio.current_time()
                 async with c.download_lease():
                     assert trio.current_time() - t0 >= 0.15  # waited for the last of the two
+
+
+async def test_folder_changes_travel_in_order_through_the_feed(redis: RedisProc) -> None:
+    """fichierfs.listshare's feed: one mount's folder changes reach the other, in order, not played back."""
+    async with RedisBudget.connect(redis.url, NS) as a, RedisBudget.connect(redis.url, NS) as b:
+        await a.publish_feed("listing:acct", [{"op": "put", "n": "old"}])
+        cur, got = await b.feed_since("listing:acct", "")
+        assert got == []  # "" = from now: what was told before is in the listings
+        changes = [{"op": "del", "k": "u1"}, {"op": "put", "k": 7, "n": "dir"}]
+        await a.publish_feed("listing:acct", changes)
+        cur, got = await b.feed_since("listing:acct", cur)
+        assert got == changes
+        assert (await b.feed_since("listing:acct", cur))[1] == []
+        assert (await a.feed_since("listing:acct", "0-0"))[1] == []  # its own changes are not played back
+        assert (await b.feed_since("listing:other", "0-0"))[1] == []  # another account's feed
