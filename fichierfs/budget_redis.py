@@ -200,6 +200,8 @@ class RedisBudget:
         self._lease_others = 0
         self._lease_changed = trio.Event()
         self._lease_waits = 0
+        self._other_seen = -math.inf  # when a lease answer last said another location holds it
+        self._unguarded = 0  # downloads started while the coordinator was unreachable
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -333,7 +335,7 @@ class RedisBudget:
     # ------------------------------------------------------------------ download lease (§3 #887)
     @contextlib.asynccontextmanager
     async def download_lease(self, hold_after: float = 0.0) -> AsyncIterator[None]:
-        await self._take_lease()
+        await self._take_lease(hold_after)
         self._lease_users += 1
         try:
             yield
@@ -347,7 +349,7 @@ class RedisBudget:
     def _must_yield(self) -> bool:
         return self._lease_others > 0 and self._clock() - self._lease_since > self._fair_hold
 
-    async def _take_lease(self) -> None:
+    async def _take_lease(self, hold_after: float = 0.0) -> None:
         waited = False
         while True:
             if self._lease_held and not self._must_yield():
@@ -360,9 +362,19 @@ class RedisBudget:
             res = await self._script("lease", self._lease_keys(),
                                      [self._location, int(self._lease_ttl * 1000), repr(self._fair_hold), "take",
                                       self._me])
-            if res is None:  # no coordinator: cannot know who downloads; go ahead (local only)
+            if res is None:
+                # no coordinator: nobody can tell us who downloads. If another location held the
+                # lease when we last heard, let its lease and window run out first; then go ahead
+                # (the scheduler waits out a "#887" refusal and retries: Scheduler._located)
+                until = self._other_seen + self._lease_ttl + hold_after
+                if self._clock() < until:
+                    self._lease_waits += 1
+                    await trio.sleep(until - self._clock())
+                self._unguarded += 1
                 return
             held, wait_ms, others = int(res[0]), int(res[1]), int(res[2])
+            if not held:
+                self._other_seen = self._clock()
             self._lease_others = others
             if held:
                 if not self._lease_held:
@@ -494,7 +506,9 @@ class RedisBudget:
             "shared_trips": self._trips,
             "round_trips": self._round_trips,
             "round_trip_ms": round(rt * 1000, 3),
-            "download_lease": "held" if self._lease_held else "free",
+            "download_lease": ("unguarded: coordinator down, a #887 refusal is waited out" if self._fallback is not None
+                               else "held" if self._lease_held else "free"),
+            "unguarded_downloads": self._unguarded,
             "download_lease_waits": self._lease_waits,
         }
 
