@@ -12,8 +12,14 @@ The clocks (wall-clock seconds, never a process's own clock):
 
 * ``start`` — last metered call (``min_interval``); ``listing`` — last listing
   (``listing_interval``); ``folder:<id>`` — last listing of that folder
-  (``same_folder_interval``); ``all_files`` (``all_files_interval``); ``user_info``
-  (``user_info_interval``); ``breaker_until`` / ``breaker_n`` — shared flood breaker.
+  (``same_folder_interval``); ``all_files`` (``all_files_interval``); ``user_info_ip``
+  (``user_info_ip_interval``: 1 per minute per IP, §2.1) and ``user_info:<account>``
+  (``user_info_interval``: 1 per 5 min per user) — a key whose account is not known yet
+  (``fichierfs.account.identify``) charges ``user_info:*`` and waits for every account's clock
+  (a wrong guess is an IP lock #38), and every account's call waits for ``user_info:*``; a key
+  1fichier refuses (AuthError) gets its per-user charge back (:meth:`SharedBudget.release`
+  ``refused``), so a mistyped key costs the right one at most the per-IP minute;
+  ``breaker_until`` / ``breaker_n`` — shared flood breaker.
 
 Backends (all behind the one :class:`SharedBudget` protocol):
 
@@ -75,6 +81,7 @@ class Rules:
     user_info_interval: float = 310.0
     breaker_base: float = 60.0
     breaker_max: float = 1800.0
+    user_info_ip_interval: float = 65.0
 
     def scaled(self, factor: float) -> Rules:
         return Rules(*(getattr(self, f) * factor for f in self.__dataclass_fields__))
@@ -86,6 +93,7 @@ class CallKind:
 
     kind: str = "call"
     folder: Hashable | None = None  # listings of one folder share its 30 s clock
+    account: str = ""  # user/info: whose 5 min clock ("" = not known yet: "*")
 
     def clocks(self) -> list[str]:
         names = ["start"]
@@ -96,8 +104,12 @@ class CallKind:
             elif self.folder is not None:
                 names.append(f"folder:{self.folder}")
         elif self.kind == "user_info":
-            names.append("user_info")
+            names += ["user_info_ip", f"user_info:{self.account or '*'}"]
         return names
+
+    def per_user(self) -> list[str]:
+        """The clocks a refused key (AuthError) gets back: 1fichier never counted it for a user."""
+        return [c for c in self.clocks() if c.startswith("user_info:")]
 
 
 def _interval(rules: Rules, clock: str) -> float:
@@ -107,9 +119,18 @@ def _interval(rules: Rules, clock: str) -> float:
         return rules.listing_interval
     if clock == "all_files":
         return rules.all_files_interval
-    if clock == "user_info":
+    if clock == "user_info_ip":
+        return rules.user_info_ip_interval
+    if clock.startswith("user_info"):
         return rules.user_info_interval
     return rules.same_folder_interval  # folder:<id>
+
+
+def _user_info_clocks(state: Mapping[str, float], name: str) -> list[float]:
+    """The user/info clocks a call charging ``name`` must wait for (see the module docstring)."""
+    if name == "user_info:*":  # unknown account: every account's (and the old host-wide one)
+        return [t for k, t in state.items() if k.startswith("user_info:") or k == "user_info"]
+    return [state.get(name, -math.inf), state.get("user_info:*", -math.inf), state.get("user_info", -math.inf)]
 
 
 class SharedBudget(Protocol):
@@ -121,8 +142,9 @@ class SharedBudget(Protocol):
         """0 = the call may start now and is charged; else seconds to wait (nothing charged)."""
         ...
 
-    async def release(self, call: CallKind, *, reached: bool) -> None:
-        """After the charged call: move its clocks to now, or give them back if it never reached 1fichier."""
+    async def release(self, call: CallKind, *, reached: bool, refused: bool = False) -> None:
+        """After the charged call: move its clocks to now, or give them back if it never reached 1fichier
+        (``refused``: 1fichier refused the key, so the per-user clocks are given back)."""
         ...
 
     async def trip(self, rules: Rules) -> float:
@@ -186,7 +208,9 @@ def _acquire(state: dict[str, float], call: CallKind, rules: Rules, now: float) 
     """(wait, previous values of the charged clocks); ``wait == 0`` means charged."""
     ready = state.get("breaker_until", -math.inf)
     for name in call.clocks():
-        ready = max(ready, state.get(name, -math.inf) + _interval(rules, name))
+        last = max(_user_info_clocks(state, name), default=-math.inf) if name.startswith("user_info:") else \
+            state.get(name, -math.inf)
+        ready = max(ready, last + _interval(rules, name))
     if ready > now:
         return ready - now, {}
     saved = {name: state.get(name, -math.inf) for name in call.clocks()}
@@ -196,9 +220,10 @@ def _acquire(state: dict[str, float], call: CallKind, rules: Rules, now: float) 
 
 
 def _release(state: dict[str, float], call: CallKind, saved: Mapping[str, float], charged_at: float,
-             reached: bool, now: float) -> None:
+             reached: bool, now: float, refused: bool = False) -> None:
+    back = call.per_user() if refused else []  # a refused key: never counted for a user
     for name in call.clocks():
-        if reached:
+        if reached and name not in back:
             state[name] = max(state.get(name, -math.inf), now)
         elif state.get(name) == charged_at and name in saved:  # nobody charged it since: give it back
             state[name] = saved[name]
@@ -216,7 +241,7 @@ def _trip(state: dict[str, float], rules: Rules, now: float) -> float:
     return duration
 
 
-def _history(state: Mapping[str, float], now: float) -> dict[str, Any]:
+def _history(state: Mapping[str, float], now: float, account: str = "") -> dict[str, Any]:
     def age(name: str) -> float | None:
         t = state.get(name)
         return None if t is None or t == -math.inf else max(0.0, now - t)
@@ -226,7 +251,8 @@ def _history(state: Mapping[str, float], now: float) -> dict[str, Any]:
         "last_start": age("start"),
         "last_listing": age("listing"),
         "last_all_files": age("all_files"),
-        "last_user_info": age("user_info"),
+        "last_user_info": (lambda t: None if t == -math.inf else max(0.0, now - t))(
+            max(_user_info_clocks(state, f"user_info:{account or '*'}"), default=-math.inf)),
         "folders": folders,
         "breaker_open_for": max(0.0, state.get("breaker_until", -math.inf) - now),
     }
@@ -262,7 +288,7 @@ class MemoryBudget:
         self._state: dict[str, float] = {}
         self._folders_at = folders_listed_at  # fallback: every folder counts as listed at this time
         if start > -math.inf:
-            self._state.update(start=start, listing=start, user_info=start)
+            self._state.update(start=start, listing=start, user_info=start, user_info_ip=start)
         self._charged: tuple[dict[str, float], float] = ({}, 0.0)
         self._stats = _Stats()
         self._memo: dict[str, tuple[float, str]] = {}
@@ -280,9 +306,9 @@ class MemoryBudget:
         _prune(self._state, rules, now)
         return wait
 
-    async def release(self, call: CallKind, *, reached: bool) -> None:
+    async def release(self, call: CallKind, *, reached: bool, refused: bool = False) -> None:
         saved, at = self._charged
-        _release(self._state, call, saved, at, reached, self._clock())
+        _release(self._state, call, saved, at, reached, self._clock(), refused)
 
     async def trip(self, rules: Rules) -> float:
         self._stats.trips += 1
@@ -348,9 +374,10 @@ class HostBudget:
 
     kind = "host"
 
-    def __init__(self, path: Path, ns: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, ns: str, clock: Callable[[], float] = time.time, *, account: str = "") -> None:
         self.path = path
         self.ns = ns
+        self.account = account  # whose user/info clock the history shows ("" = not known yet)
         self._clock = clock
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -406,9 +433,9 @@ class HostBudget:
             self._stats.waits += 1
         return wait
 
-    async def release(self, call: CallKind, *, reached: bool) -> None:
+    async def release(self, call: CallKind, *, reached: bool, refused: bool = False) -> None:
         saved, at = self._charged
-        await self._run(lambda state, now: _release(state, call, saved, at, reached, now))
+        await self._run(lambda state, now: _release(state, call, saved, at, reached, now, refused))
 
     async def trip(self, rules: Rules) -> float:
         self._stats.trips += 1
@@ -423,7 +450,7 @@ class HostBudget:
         await self._run(go)
 
     async def history(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._run(lambda state, now: _history(state, now))
+        result: dict[str, Any] = await self._run(lambda state, now: _history(state, now, self.account))
         return result
 
     @contextlib.asynccontextmanager

@@ -297,17 +297,23 @@ class RedisBudget:
         self._charged = ("redis", res[1], list(res[2:]))
         return 0.0
 
-    async def release(self, call: CallKind, *, reached: bool) -> None:
+    async def release(self, call: CallKind, *, reached: bool, refused: bool = False) -> None:
         who, at, saved = self._charged
         if who == "local":
             if self._fallback is not None:
-                await self._fallback.release(call, reached=reached)
+                await self._fallback.release(call, reached=reached, refused=refused)
             return
         rules = Rules()
-        args: list[Any] = ["1" if reached else "0", at]
-        for c, s in zip(call.clocks(), saved, strict=False):
-            args += [repr(_interval(rules, c)), s]
-        await self._script("release", [self._key(c) for c in call.clocks()][: len(saved)], args)
+        back = call.per_user() if refused else []
+        for want in (True, False):  # the clocks moved to the end, then those given back (a refused key's)
+            pairs = [(c, s) for c, s in zip(call.clocks(), saved, strict=False)
+                     if (reached and c not in back) == want]
+            if not pairs:
+                continue
+            args: list[Any] = ["1" if want else "0", at]
+            for c, s in pairs:
+                args += [repr(_interval(rules, c)), s]
+            await self._script("release", [self._key(c) for c, _ in pairs], args)
 
     async def trip(self, rules: Rules) -> float:
         self._trips += 1

@@ -194,6 +194,7 @@ class Budgets:
     stall_limit: float = 30.0
     max_concurrent_transfers: int = 8
     location_window: float = 31.0
+    user_info_ip_interval: float = 65.0  # shared budgets only: user/info 1 per minute per IP (§2.1)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -858,7 +859,7 @@ class Scheduler:
     def _rules(self) -> Rules:
         b = self.budgets
         return Rules(b.min_interval, b.listing_interval, b.same_folder_interval, b.all_files_interval,
-                     b.user_info_interval, b.breaker_base, b.breaker_max)
+                     b.user_info_interval, b.breaker_base, b.breaker_max, b.user_info_ip_interval)
 
     @staticmethod
     def _call_kind(job: _Job) -> CallKind:
@@ -867,6 +868,10 @@ class Scheduler:
                 return CallKind("all_files")
             return CallKind("listing", job.folder)
         return CallKind("user_info" if job.endpoint == "user/info" else "call")
+
+    def _call_kind_of(self, job: _Job) -> CallKind:
+        kind = self._call_kind(job)
+        return dataclasses.replace(kind, account=self.share_scope) if kind.kind == "user_info" else kind
 
     async def _shared_acquire(self, job: _Job) -> bool:
         """Ask the shared budget; if another mount spent it, put the job back (its old place) and say False."""
@@ -879,7 +884,7 @@ class Scheduler:
                 if shares:
                     listing = await recall_listing(self.shared, f"{self.share_scope}/{job.folder}")
                     job.shared_gen = await generation(self.shared) if listing is None else None
-                wait = 0.0 if listing is not None else await self.shared.acquire(self._call_kind(job), self._rules())
+                wait = 0.0 if listing is not None else await self.shared.acquire(self._call_kind_of(job), self._rules())
         except Exception:  # noqa: BLE001 - a broken shared store must not stop the mount: go alone
             log.warning("shared API budget failed; this call goes by the local budget", exc_info=True)
             wait, listing = 0.0, None
@@ -927,7 +932,8 @@ class Scheduler:
         self._shared_busy = True
         try:
             with trio.CancelScope(shield=True):
-                await self.shared.release(self._call_kind(job), reached=reached)
+                await self.shared.release(self._call_kind_of(job), reached=reached,
+                                          refused=isinstance(job.error, AuthError))
                 if reached and job.endpoint not in METERED_READ_ONLY:
                     await changed(self.shared)  # listings published before this change are not served
                 elif (reached and job.state is _State.DONE and job.error is None and job.shared_gen is not None
