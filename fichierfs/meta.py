@@ -797,14 +797,14 @@ class MetaCache:
         self._by_folder[folder_id] = node.ino
         self._touch_dir(node.parent)
         self._touch_dir(node.ino)
-        self._tell("put", node)
+        self._tell("put", node, new=True)
 
     # ------------------------------------------------------------------ changes shared with other mounts
     # A change of ours is told (on_change) as "put" (this entry now has this name in this folder)
     # or "del" (it left this folder); fichierfs.listshare carries it to the other mounts of the
     # account, which apply it to the folders they have listed (apply_shared) instead of re-listing.
 
-    def _tell(self, op: str, node: Node) -> None:
+    def _tell(self, op: str, node: Node, *, new: bool = False) -> None:
         if self.on_change is None or self._loading:
             return
         parent = self._nodes.get(node.parent)
@@ -819,6 +819,8 @@ class MetaCache:
         else:
             return  # a local staging copy: told once its upload gives it a url
         change: dict[str, Any] = {"op": op, "f": int(parent.folder_id), "k": key, "n": node.name, "t": node.mtime}
+        if new:
+            change["new"] = True  # a folder 1fichier just created: empty, its content comes as changes
         if op == "put" and node.file is not None:
             rf = node.file
             change["rf"] = [rf.size, None if rf.date is None else rf.date.isoformat(), rf.checksum, rf.content_type,
@@ -864,6 +866,8 @@ class MetaCache:
             if taken is not None and (known is None or taken != known.ino):
                 name = f"{name} (dup {key})"
             child = self._folder_node(key, folder.ino, name, float(change.get("t") or 0.0))
+            if change.get("new") and child.listed_at is None:
+                child.listed_at = now  # just created (empty): what goes in it comes through this feed
         else:
             size, date, checksum, ctype, filename = change["rf"]
             rf = RemoteFile(FileUrl(key), str(filename), int(size), None if date is None else datetime.fromisoformat(date),

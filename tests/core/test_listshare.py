@@ -36,7 +36,8 @@ async def test_a_change_on_one_mount_updates_the_other_without_listing(emu, tmp_
         before = listings(emu)
         new = await write_file(a.fs, ROOT_INODE, "new.txt", b"new content")
         await a.fs.setattr(new, mtime_ns=MTIME_NS, mode=0o600)  # rsync -a / touch -d before the upload
-        await a.fs.mkdir(ROOT_INODE, "dir", 0o755)
+        d = (await a.fs.mkdir(ROOT_INODE, "dir", 0o755)).ino
+        await write_file(a.fs, d, "inner.txt", b"inner")
         await a.fs.mkdir(ROOT_INODE, "tmpdir", 0o755)
         await a.fs.rename(ROOT_INODE, "old.txt", ROOT_INODE, "renamed.txt")
         await a.fs.unlink(ROOT_INODE, "gone.txt")
@@ -49,6 +50,10 @@ async def test_a_change_on_one_mount_updates_the_other_without_listing(emu, tmp_
             while sorted(await names(b.fs)) != want:
                 await trio.sleep(0.2)
         assert listings(emu) == before  # B updated its listing from A's changes: 0 listing calls
+        bdir = (await b.fs.lookup(ROOT_INODE, "dir")).ino
+        with trio.fail_after(30):  # a folder A created: B knows it empty, then gets what went in it
+            while await names(b.fs, bdir) != ["inner.txt"]:
+                await trio.sleep(0.2)
         ino = (await b.fs.lookup(ROOT_INODE, "new.txt")).ino
         assert await read_all(b.fs, ino) == b"new content"
         with trio.fail_after(30):  # the times and mode set on A reach a file B never listed
