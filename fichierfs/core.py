@@ -44,12 +44,12 @@ import trio
 
 from fichierfs.api import FichierClient, Secret
 from fichierfs.attrshare import AttrShare
-from fichierfs.listshare import ListShare
 from fichierfs.budget import SharedBudget
 from fichierfs.chunks import ChunkCache
 from fichierfs.config import Options
 from fichierfs.diskcache import DiskCache
 from fichierfs.errors import AuthError, FichierError
+from fichierfs.listshare import ListShare
 from fichierfs.meta import ROOT_INODE, KernelNotifier, MetaCache
 from fichierfs.metastore import MetaStore, Snapshot
 from fichierfs.models import FileUrl

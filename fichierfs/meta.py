@@ -781,8 +781,11 @@ class MetaCache:
 
     def set_remote_file(self, node: Node, rf: RemoteFile, *, pinned_until: float) -> None:
         """An upload finished (end.pl links, §6.4/§8.6): the node now is remote file ``rf``."""
+        replaced = node.file if node.file is not None and node.file.url != rf.url else None
         if node.file is not None and self._by_url.get(node.file.url) == node.ino:
             del self._by_url[node.file.url]
+        if replaced is not None:  # new content of an existing file: the old url leaves the folder
+            self._tell_gone(node.parent, replaced.url)
         node.file, node.local_key, node.size = rf, None, rf.size
         node.pinned_until = pinned_until
         self._by_url[rf.url] = node.ino
@@ -827,6 +830,12 @@ class MetaCache:
                             rf.filename]
         self.on_change(change)
 
+    def _tell_gone(self, parent_ino: int, url: str) -> None:
+        parent = self._nodes.get(parent_ino)
+        if self.on_change is not None and parent is not None and parent.folder_id is not None \
+                and int(parent.folder_id) >= 0 and not self._loading:
+            self.on_change({"op": "del", "f": int(parent.folder_id), "k": str(url)})
+
     def apply_shared(self, change: dict[str, Any]) -> bool:
         """Apply a change another mount of the account told (see :meth:`_tell`) to a folder we
         have listed; our own pending or recent changes win (as in :meth:`merge`). True if applied."""
@@ -862,17 +871,28 @@ class MetaCache:
                 self.notifier.invalidate_entry(old.ino, known.name)
                 self._touch_dir(old.ino, listed=True)
         taken = folder.children.get(name)
+        other = self._nodes.get(taken) if taken is not None and (known is None or taken != known.ino) else None
+        if other is not None and not self._pinned_here(other.ino, folder.ino, now):
+            # the other mount's newer entry takes the name (as the newest does in a listing); the
+            # one here moves aside, and goes when its "del" comes (a replaced file's old url)
+            alt = _dup_name(name, other.file.url) if other.file is not None else f"{name} (dup {other.folder_id})"
+            del folder.children[name]
+            other.name = alt
+            folder.children[alt] = other.ino
+            self.notifier.invalidate_entry(folder.ino, alt)
+            other = None
         if isinstance(key, int):
-            if taken is not None and (known is None or taken != known.ino):
+            if other is not None:
                 name = f"{name} (dup {key})"
             child = self._folder_node(key, folder.ino, name, float(change.get("t") or 0.0))
             if change.get("new") and child.listed_at is None:
                 child.listed_at = now  # just created (empty): what goes in it comes through this feed
         else:
             size, date, checksum, ctype, filename = change["rf"]
-            rf = RemoteFile(FileUrl(key), str(filename), int(size), None if date is None else datetime.fromisoformat(date),
-                            checksum, ctype, folder_id=FolderId(int(change["f"])))
-            if taken is not None and (known is None or taken != known.ino):
+            when = None if date is None else datetime.fromisoformat(date)
+            rf = RemoteFile(FileUrl(key), str(filename), int(size), when, checksum, ctype,
+                            folder_id=FolderId(int(change["f"])))
+            if other is not None:  # our own pending entry keeps the name
                 name = _dup_name(name, key)
             child = self._file_node(rf, folder.ino, name)
         folder.children[name] = child.ino

@@ -41,6 +41,7 @@ async def test_a_change_on_one_mount_updates_the_other_without_listing(emu, tmp_
         await a.fs.mkdir(ROOT_INODE, "tmpdir", 0o755)
         await a.fs.rename(ROOT_INODE, "old.txt", ROOT_INODE, "renamed.txt")
         await a.fs.unlink(ROOT_INODE, "gone.txt")
+        await write_file(a.fs, ROOT_INODE, "keep.txt", b"kept, new content")  # in place: a new url
         await sync(a.fs)
         await a.fs.rmdir(ROOT_INODE, "tmpdir")
         await sync(a.fs)
@@ -60,6 +61,8 @@ async def test_a_change_on_one_mount_updates_the_other_without_listing(emu, tmp_
             while b.fs.getattr(ino).mtime_ns != MTIME_NS:
                 await trio.sleep(0.2)
         assert b.fs.getattr(ino).mode & 0o777 == 0o600
+        keep = (await b.fs.lookup(ROOT_INODE, "keep.txt")).ino
+        assert await read_all(b.fs, keep) == b"kept, new content"
         renamed = await b.fs.lookup(ROOT_INODE, "renamed.txt")
         assert await read_all(b.fs, renamed.ino) == b"old"
         assert b.meta.statistics()["shared_changes_applied"] >= 5
