@@ -64,6 +64,7 @@ from fichierfs.backoff import backoff
 from fichierfs.errors import FichierError, RequestRejected, ServerError, UploadFailed
 from fichierfs.models import FolderId, RemoteFile, UploadServer
 from fichierfs.names import encode
+from fichierfs.oprecords import Rm
 from fichierfs.scheduler import ApiCaller, Lane
 from fichierfs.store import FileRow, Store
 
@@ -433,7 +434,7 @@ class Uploader:
                     row = store.file(m.row.id)
                     if row is not None:
                         if row.replaces:
-                            store.add_op("rm", urls=row.replaces)
+                            store.add_op(Rm(tuple(row.replaces)))
                         store.update_file(row.id, state="empty", replaces=[], size=0, attempts=0, error=None)
                 batch.members.remove(m)
                 if m.fh is not None:
