@@ -124,6 +124,15 @@ class Staged:
             self.fd = -1
 
 
+@dataclass(frozen=True)
+class _End:
+    """What the journal step of an upload's end decided for one member (see complete_batch)."""
+
+    row: FileRow
+    rf: RemoteFile
+    outcome: str  # done | changed (rewritten meanwhile: upload again) | unlinked
+
+
 class WriteBack:
     """Staging plus the upload/ops worker (see module docstring).
 
@@ -621,51 +630,68 @@ class WriteBack:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def complete(self, sent: FileRow, rf: RemoteFile, *, started: float | None = None) -> None:
-        """Journal the end of one member's upload in one transaction, then update the cache (§8.6).
+    def complete_batch(self, done: list[tuple[FileRow, RemoteFile]], *, started: float | None = None) -> None:
+        """The members ``done`` of one batch landed as the remote files given: their ends are
+        journalled in ONE transaction (:meth:`_complete_journal` each), then the cache, the
+        figures and the staging files follow (:meth:`_complete_files`, §8.6).
 
-        ``sent`` is the row as the batch recorded it (``sent_gen``, ``sent_folder``,
+        Each ``sent`` is the row as the batch recorded it (``sent_gen``, ``sent_folder``,
         ``sent_name``). A member rewritten since (a later flush, or a write still unflushed
         into its copy-on-write staging file) is uploaded again; an unlinked one has its fresh
         copy deleted; a moved one is moved.
         """
-        rid = sent.id
+        if not done:
+            return
         now = self.clock()
         crashpoint.hit("after_end")
-        self.meta.shadow(int(sent.sent_folder if sent.sent_folder is not None else sent.folder_id),
-                         encode(sent.sent_name or sent.name), rf.size, on=False)
-        live = self.by_row.get(rid)
+        for sent, rf in done:
+            self.meta.shadow(int(sent.sent_folder if sent.sent_folder is not None else sent.folder_id),
+                             encode(sent.sent_name or sent.name), rf.size, on=False)
         with self.store.transaction():
-            row = self.store.file(rid)
-            if row is None:
-                return
-            if row.unlinked:
-                self.store.add_op(Rm((rf.url, *row.replaces)))
-                self.store.delete_file(rid)
-                self.store.drop_attrs(row.key)
-                outcome = "unlinked"
-            elif row.gen != sent.sent_gen or (live is not None and (live.cowed or live.dirty or live.writers > 0)):
-                self.store.update_file(rid, state="dirty", host=None, xid=None, replaces=[*row.replaces, rf.url],
-                                       attempts=0, error=None)
-                outcome = "changed"
-            else:
-                sent_folder = int(sent.sent_folder if sent.sent_folder is not None else sent.folder_id)
-                sent_name = sent.sent_name or sent.name
-                if row.folder_id != sent_folder or row.name != sent_name:
-                    self.store.add_op(Mv(rf.url, row.folder_id, row.name, from_folder=sent_folder,
-                                         old_name=sent_name, size=rf.size, checksum=rf.checksum, date=self.wall()))
-                if row.replaces:
-                    self.store.add_op(Rm(tuple(row.replaces)))
-                self.store.delete_file(rid)
-                self.store.rekey_attrs(row.key, rf.url)
-                outcome = "done"
+            ends = [self._complete_journal(sent, rf) for sent, rf in done]
+        for end in ends:
+            if end is not None:
+                self._complete_files(end, now, started if started is not None else now)
+
+    def _complete_journal(self, sent: FileRow, rf: RemoteFile) -> _End | None:
+        """The journal step of one member's end (inside the caller's transaction); None when its
+        row is gone."""
+        rid = sent.id
+        live = self.by_row.get(rid)
+        row = self.store.file(rid)
+        if row is None:
+            return None
+        if row.unlinked:
+            self.store.add_op(Rm((rf.url, *row.replaces)))
+            self.store.delete_file(rid)
+            self.store.drop_attrs(row.key)
+            return _End(row, rf, "unlinked")
+        if row.gen != sent.sent_gen or (live is not None and (live.cowed or live.dirty or live.writers > 0)):
+            self.store.update_file(rid, state="dirty", host=None, xid=None, replaces=[*row.replaces, rf.url],
+                                   attempts=0, error=None)
+            return _End(row, rf, "changed")
+        sent_folder = int(sent.sent_folder if sent.sent_folder is not None else sent.folder_id)
+        sent_name = sent.sent_name or sent.name
+        if row.folder_id != sent_folder or row.name != sent_name:
+            self.store.add_op(Mv(rf.url, row.folder_id, row.name, from_folder=sent_folder,
+                                 old_name=sent_name, size=rf.size, checksum=rf.checksum, date=self.wall()))
+        if row.replaces:
+            self.store.add_op(Rm(tuple(row.replaces)))
+        self.store.delete_file(rid)
+        self.store.rekey_attrs(row.key, rf.url)
+        return _End(row, rf, "done")
+
+    def _complete_files(self, end: _End, now: float, started: float) -> None:
+        """The file step of one member's end, after its journal step committed: figures, meta,
+        the staging file (dropped, or kept as the clean copy of the new url)."""
+        row, rf, rid = end.row, end.rf, end.row.id
         self.uploaded_files += 1
         self.uploaded_bytes += rf.size
-        self._recent.append((now, rf.size, started if started is not None else now))
+        self._recent.append((now, rf.size, started))
         st = self.by_row.get(rid)
-        if outcome != "done":
+        if end.outcome != "done":
             self.meta.hide_url(rf.url)
-            if outcome == "unlinked":
+            if end.outcome == "unlinked":
                 self.by_row.pop(rid, None)
                 if st is not None:
                     self._forget_staged(st)
