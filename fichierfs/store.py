@@ -233,7 +233,10 @@ class Store:
         return self._db.execute(sql, args)
 
     def commit(self) -> None:
-        """Write pending attribute changes in one durable transaction."""
+        """Write pending attribute changes in one durable transaction (none when nothing is
+        pending: every other change was committed by its own transaction already)."""
+        if not self._dirty_attrs and not self._in_tx:
+            return
         with self.transaction():
             pass
 
