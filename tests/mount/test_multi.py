@@ -184,7 +184,8 @@ def _eventually(ok: Callable[[], bool], what: str, timeout: float = 15) -> None:
 def test_rsync_from_a_second_mount_transfers_nothing(tmp_path: Path) -> None:
     """``rsync -a`` through mount A, then the same through mount B of the account (host budget, no
     option): B learns A's files from A's changes and their times from the shared attributes, so
-    its rsync transfers no file and uploads nothing — files B had never listed included."""
+    its rsync transfers no file and uploads nothing — files B had never listed included; so does
+    a mount C started afterwards (it lists, and finds the times in the shared attributes)."""
     src = tmp_path / "src"
     for d in ("x", "y"):
         (src / d).mkdir(parents=True)
@@ -212,6 +213,12 @@ def test_rsync_from_a_second_mount_transfers_nothing(tmp_path: Path) -> None:
         _wait_synced(b.path)
         assert emu.stats()["calls"]["upload.cgi"] == uploads  # B uploaded nothing
         assert emu.listings() == listed  # and listed nothing: A's new folders came as changes
+        with run_mount(emu, tmp_path / "mc") as c:  # a mount started afterwards lists, and knows the times
+            r = subprocess.run(["rsync", "-a", "--stats", f"{src}/", str(c.path / "r")], capture_output=True,
+                               text=True, check=True, timeout=60)
+            assert "Number of regular files transferred: 0" in r.stdout
+            _wait_synced(c.path)
+        assert emu.stats()["calls"]["upload.cgi"] == uploads
         assert emu.stats()["flood_locks"] == 0
 
 
