@@ -230,6 +230,8 @@ class MetaCache:
         self.on_change: Callable[[dict[str, Any]], None] | None = None
         """Told of each remote change of ours as it is made (fichierfs.listshare tells the other mounts)."""
         self.shared_applied = 0
+        self.on_merged: Callable[[int], None] | None = None
+        """Told the folder id after a listing was merged (fichierfs.listshare re-applies recent changes)."""
 
     # ------------------------------------------------------------------ lifecycle
     def attach_nursery(self, nursery: trio.Nursery | None) -> None:
@@ -611,6 +613,8 @@ class MetaCache:
                     gone = self._nodes.get(child_ino)
                     if gone is not None and gone.parent == ino:
                         self._mark_gone(gone)
+        if self.on_merged is not None and parent.folder_id is not None:
+            self.on_merged(int(parent.folder_id))
 
     def _pinned_here(self, child_ino: int, parent: int, now: float) -> bool:
         c = self._nodes.get(child_ino)

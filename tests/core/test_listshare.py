@@ -33,6 +33,7 @@ async def test_a_change_on_one_mount_updates_the_other_without_listing(emu, tmp_
                        account="acct") as b:
         assert sorted(await names(b.fs)) == ["gone.txt", "keep.txt", "old.txt"]
         assert listings(emu) == 1  # B took A's listing of the root (shared)
+        stale = await b.scheduler.call(b.client.folder_ls, 0, files=True, coalesce=False)  # before A's changes
         before = listings(emu)
         new = await write_file(a.fs, ROOT_INODE, "new.txt", b"new content")
         await a.fs.setattr(new, mtime_ns=MTIME_NS, mode=0o600)  # rsync -a / touch -d before the upload
@@ -51,6 +52,8 @@ async def test_a_change_on_one_mount_updates_the_other_without_listing(emu, tmp_
             while sorted(await names(b.fs)) != want:
                 await trio.sleep(0.2)
         assert listings(emu) == before  # B updated its listing from A's changes: 0 listing calls
+        b.meta.merge(ROOT_INODE, stale)  # a listing that left before A's changes lands after them
+        assert sorted(await names(b.fs)) == want  # A's recent changes win over it
         bdir = (await b.fs.lookup(ROOT_INODE, "dir")).ino
         with trio.fail_after(30):  # a folder A created: B knows it empty, then gets what went in it
             while await names(b.fs, bdir) != ["inner.txt"]:
