@@ -265,6 +265,8 @@ def _coordinator_line(c: Any) -> str:
     state = str(c.get("state", "ok"))
     if state == "fallback":
         state = "fallback: coordinator unreachable, conservative local budget"
+        if c.get("kind") == "redis":
+            state += "; downloads unguarded, a #887 refusal is waited out"
     return " ".join(p for p in (str(c.get("kind", "?")), where, f"({state})") if p)
 
 

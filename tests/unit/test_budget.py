@@ -236,7 +236,8 @@ def test_status_says_where_the_budget_is_shared() -> None:
 
     down = {"api": {"coordinator": {"kind": "redis", "url": "redis://nas:6379/0", "state": "fallback"}}}
     assert summarize(down)["coordinator"] == (
-        "redis redis://nas:6379/0 (fallback: coordinator unreachable, conservative local budget)")
+        "redis redis://nas:6379/0 (fallback: coordinator unreachable, conservative local budget; "
+        "downloads unguarded, a #887 refusal is waited out)")
     assert summarize({"api": {"coordinator": {"kind": "host", "state": "ok"}}})["coordinator"] == "host (ok)"
     assert summarize({"api": {}})["coordinator"] == "none"
 
