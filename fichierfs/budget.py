@@ -500,7 +500,7 @@ class HostBudget:
         def put() -> None:
             with self._db:
                 self._db.executemany("INSERT INTO feed (ns, feed, origin, value) VALUES (?, ?, ?, ?)", rows)
-                self._db.execute("DELETE FROM feed WHERE seq < (SELECT MAX(seq) FROM feed) - 100000")
+                self._db.execute("DELETE FROM feed WHERE seq < (SELECT MAX(seq) FROM feed) - 20000")
 
         try:
             async with self._lock:

@@ -474,7 +474,7 @@ class RedisBudget:
             with trio.fail_after(self._timeout):
                 for item in items:
                     await self._client.xadd(self._key("feed:" + feed), {"o": self._me, "v": json.dumps(dict(item))},
-                                            trim_strategy=PureToken.MAXLEN, threshold=100000,
+                                            trim_strategy=PureToken.MAXLEN, threshold=20000,
                                             trim_operator=PureToken.APPROXIMATELY)
         except Exception as exc:  # noqa: BLE001
             self._go_local(exc)
