@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 import trio
 
+from fichierfs.attrs import Attr, AttrOverlay, LocalAttrs, StagedSize
 from fichierfs.bigfolder import CAP, complete_listing, is_capped
 from fichierfs.errors import FichierError, Incomplete, NoEntry, NotFound
 from fichierfs.metastore import MetaStore, Snapshot
@@ -227,6 +228,8 @@ class MetaCache:
         self._nodes[ROOT_INODE] = root
         self._by_folder[root_folder_id] = ROOT_INODE
         self.listings = 0
+        self.overlay = AttrOverlay()
+        """Staged sizes and local attributes over the listings' (attrs.py): fed by the write side."""
 
     # ------------------------------------------------------------------ lifecycle
     def attach_nursery(self, nursery: trio.Nursery | None) -> None:
@@ -340,6 +343,34 @@ class MetaCache:
 
     def __len__(self) -> int:
         return len(self._nodes)
+
+    # ------------------------------------------------------------------ attributes (the one answer)
+    def attr(self, ino: int) -> Attr:
+        """The attributes inode ``ino`` shows: its listing's, under the staged size and the
+        local attributes (attrs.py). No I/O. Raises NoEntry (ENOENT) for an unknown inode."""
+        return self.attr_of(self.get(ino))
+
+    def attr_of(self, node: Node) -> Attr:
+        """:meth:`attr` of a node already in hand (readdir of a snapshot of nodes)."""
+        return self.overlay.compose(node.ino, node.key, is_dir=node.is_dir, mode=node.mode, size=node.size,
+                                    mtime=node.mtime, ttl=self.kernel_ttl(node))
+
+    def show_owner(self, uid: int, gid: int, *, read_only: bool) -> None:
+        """The owner shown where no program set one, and whether write permission is shown."""
+        self.overlay.uid, self.overlay.gid, self.overlay.read_only = uid, gid, read_only
+
+    def stage(self, node: Node | int, staged: StagedSize) -> None:
+        """The writer: ``staged`` (a staging copy, its size kept current) is this file's content now."""
+        self.overlay.stage(node if isinstance(node, int) else node.ino, staged)
+
+    def unstage(self, ino: int, staged: StagedSize | None = None) -> None:
+        """The writer: inode ``ino``'s staging copy ``staged`` is no longer its content."""
+        self.overlay.unstage(ino, staged)
+
+    def set_local_attrs(self, key: str, attrs: LocalAttrs | None) -> None:
+        """The local attribute store: ``key``'s attributes set by programs are now ``attrs``."""
+        self.overlay.set_local(key, attrs)
+
 
     # ------------------------------------------------------------------ kernel lookup counts
     def remember(self, ino: int) -> None:
