@@ -464,6 +464,9 @@ class MetaCache:
             while self._inline:
                 await self._inline.pop(0)()
             return
+        if ino not in self._completing:  # a whole listing: no earlier failed completion holds lookups back
+            self._complete_failed.discard(ino)
+            self._absent.pop(ino, None)
         self.merge(ino, listing)
 
     # ------------------------------------------------------------------ folders over 5,000 files

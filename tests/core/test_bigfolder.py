@@ -183,3 +183,25 @@ async def test_create_in_incomplete_folder_never_makes_a_silent_duplicate(emu, r
         assert fs.status()["meta"]["incomplete"] == []
         assert len(list(fs.meta.children(big.ino))) == 6 * CAP + 1
     assert sum(1 for f in emu.list_files(d) if f["filename"] == unseen) == 1
+
+
+async def test_a_whole_relist_after_a_failed_completion_answers_lookups_alone(emu, sched, autojump_clock) -> None:
+    """A completion that failed, then a re-list under the cap: the listing is whole again, so a
+    missing name is ENOENT from it, with no file/info by name."""
+    d = emu.make_folder(0, "big")
+    _fill(emu, d, 2 * CAP)
+    emu.inject("file/ls", "5xx", count=1000)
+    meta = MetaCache(sched, 0, dir_ttl=60)
+    meta.listing_cap = CAP
+    big = await meta.lookup(ROOT_INODE, "big")
+    await meta.ensure_listed(big.ino)  # inline completion (no nursery): its windows fail
+    assert big.ino in meta._complete_failed
+    for f in emu.list_files(d)[CAP // 2:]:
+        emu.remove_file(f["url"])
+    await trio.sleep(61)
+    await meta.refresh(big.ino)
+    assert len(list(meta.children(big.ino))) == CAP // 2
+    emu.reset_stats()
+    with pytest.raises(NoEntry):
+        await meta.lookup(big.ino, "missing.jpg")
+    assert emu.stats()["calls"].get("file/info", 0) == 0
