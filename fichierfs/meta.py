@@ -940,8 +940,9 @@ class MetaCache:
         completion takes one 31 s window per 5,000 files. The file it names is added to the
         partial listing (same url → same inode once complete); #469 is 1fichier's own "no such
         file in that folder": ENOENT, remembered until the folder is complete. Only when the
-        question cannot be asked (a flood lock, no network, sub-folders cut by the cap) does the
-        lookup wait for the completion, and gets EAGAIN after the stall limit.
+        question cannot be asked (a flood lock, no network, sub-folders cut by the cap, a
+        `` (dup …)`` name meta gives a duplicate) does the lookup wait for the completion, and
+        gets EAGAIN after the stall limit.
         """
         from fichierfs.names import NameError_, encode
 
@@ -951,7 +952,7 @@ class MetaCache:
             remote = encode(name)
         except NameError_:
             return None  # not a name 1fichier can hold
-        if p.ino not in self._subs_cut:
+        if p.ino not in self._subs_cut and " (dup " not in name:  # a dup name is ours (_dup_name), not 1fichier's
             try:
                 self.probes += 1
                 rf: RemoteFile = await self.scheduler.call(

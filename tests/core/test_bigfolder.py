@@ -205,3 +205,31 @@ async def test_a_whole_relist_after_a_failed_completion_answers_lookups_alone(em
     with pytest.raises(NoEntry):
         await meta.lookup(big.ino, "missing.jpg")
     assert emu.stats()["calls"].get("file/info", 0) == 0
+
+
+async def test_a_duplicate_name_not_seen_yet_waits_never_enoent(emu, client, autojump_clock) -> None:
+    """``name (dup id)`` is meta's name for a duplicate, unknown to 1fichier: file/info by name
+    cannot answer it, so its lookup waits for the folder (EAGAIN after the stall limit), then finds it."""
+    d = emu.make_folder(0, "big")
+    _fill(emu, d, 2 * CAP)
+    older = emu.put_file(d, "same.jpg", b"old", date=1_700_000_000.0)
+    emu.put_file(d, "same.jpg", b"newer", date=1_700_000_100.0)
+    dup = f"same (dup {older.rsplit('?', 1)[-1]}).jpg"
+    s = Scheduler(client, Budgets(stall_limit=5.0))
+    async with trio.open_nursery() as n:
+        await n.start(s.run)
+        meta = MetaCache(s, 0)
+        meta.listing_cap = CAP
+        meta.attach_nursery(n)
+        big = await meta.lookup(ROOT_INODE, "big")
+        await meta.ensure_listed(big.ino)
+        emu.reset_stats()
+        with pytest.raises(Incomplete):
+            await meta.lookup(big.ino, dup)
+        assert emu.stats()["calls"].get("file/info", 0) == 0
+        while big.ino in meta._incomplete:
+            await trio.sleep(5)
+        assert (await meta.lookup(big.ino, dup)).size == 3
+        assert (await meta.lookup(big.ino, "same.jpg")).size == 5
+        s.stop()
+        n.cancel_scope.cancel()
