@@ -339,7 +339,9 @@ def render_status(doc: dict[str, Any], mountpoint: Path | str | None = None, *, 
         t.add_column("next window in", justify="right")
         for f in partial:
             t.add_row(str(f.get("path", "?")), str(f.get("known", "?")),
-                      str(f.get("windows", 0)), f"{float(f.get('next_window_in') or 0):.0f} s")
+                      str(f.get("windows", 0)),
+                      "failed: re-listed at its next use" if f.get("failed")
+                      else f"{float(f.get('next_window_in') or 0):.0f} s")
         parts.append(t)
 
     def grid(title: str, rows: list[tuple[str, str]]) -> Table:

@@ -513,7 +513,7 @@ class MetaCache:
                 self.merge(ino, full)
                 if first_time:
                     log.info("%s is complete: %d files listed with %d date window(s) in %.0f s",
-                                self.path_of(ino), len(full.files), progress.windows, self.clock() - progress.started)
+                             self.path_of(ino), len(full.files), progress.windows, self.clock() - progress.started)
             except FichierError as exc:
                 self._complete_failed.add(ino)
                 if node.listed_at is not None:
@@ -542,7 +542,8 @@ class MetaCache:
         """The folders whose capped listing is being completed: path, files known so far, date
         windows done, seconds since the capped reply, and when the next window may start (each
         window is a listing of the folder: one per 31 s, §4). 1fichier gives no total count
-        (§2.2), so how many are missing is not known until the last window."""
+        (§2.2), so how many are missing is not known until the last window. A folder whose
+        completion failed is listed with ``failed`` (it is re-listed at its next use)."""
         out = []
         now = self.clock()
         for ino, pr in self._progress.items():
@@ -556,6 +557,11 @@ class MetaCache:
             out.append({"path": self.path_of(ino), "known": pr.known, "windows": pr.windows,
                         "listing_for": round(now - pr.started, 1), "next_window_in": round(nxt, 1),
                         "at_least": self.listing_cap})
+        for ino in self._complete_failed:  # partial, and no window running: re-listed at the next use
+            node = self._nodes.get(ino)
+            if node is not None and ino not in self._completing:
+                out.append({"path": self.path_of(ino), "known": len(node.children), "failed": True,
+                            "at_least": self.listing_cap})
         return out
 
     async def wait_complete(self, ino: int) -> None:

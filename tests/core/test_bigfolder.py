@@ -196,11 +196,13 @@ async def test_a_whole_relist_after_a_failed_completion_answers_lookups_alone(em
     big = await meta.lookup(ROOT_INODE, "big")
     await meta.ensure_listed(big.ino)  # inline completion (no nursery): its windows fail
     assert big.ino in meta._complete_failed
+    assert meta.statistics()["incomplete"] == [{"path": "/big", "known": CAP, "failed": True, "at_least": CAP}]
     for f in emu.list_files(d)[CAP // 2:]:
         emu.remove_file(f["url"])
     await trio.sleep(61)
     await meta.refresh(big.ino)
     assert len(list(meta.children(big.ino))) == CAP // 2
+    assert meta.statistics()["incomplete"] == []
     emu.reset_stats()
     with pytest.raises(NoEntry):
         await meta.lookup(big.ino, "missing.jpg")
