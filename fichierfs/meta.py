@@ -183,6 +183,8 @@ class _Progress:
     known: int
     windows: int
     started: float
+    lane: Lane
+    """The lane of the folder's windows; lookups by name queue in it too (never ahead of them)."""
 
 
 class MetaCache:
@@ -489,7 +491,7 @@ class MetaCache:
         self._complete_failed.discard(ino)
         self._completing.add(ino)
         window_lane = Lane.PREFETCH if lane in (Lane.INTERACTIVE, Lane.PREFETCH) else lane
-        progress = self._progress[ino] = _Progress(len(first.files), 0, self.clock())
+        progress = self._progress[ino] = _Progress(len(first.files), 0, self.clock(), window_lane)
         if first_time:
             log.warning("%s holds %d entries or more (1fichier lists %d at most, §2.2): showing the first %d "
                         "until the rest is listed in upload-date windows, one per %.0f s (§4); a name not shown "
@@ -534,6 +536,9 @@ class MetaCache:
         else:  # no nursery (tests): complete inline
             self._inline.append(run)
 
+    def _stall_limit(self) -> float:
+        return float(getattr(getattr(self.scheduler, "budgets", None), "stall_limit", 30.0))
+
     def _folder_gap(self) -> float:
         budgets = getattr(self.scheduler, "budgets", None)
         return float(getattr(budgets, "same_folder_interval", 31.0))
@@ -572,8 +577,7 @@ class MetaCache:
         """
         ev = self._incomplete.get(ino)
         if ev is not None:
-            limit = float(getattr(getattr(self.scheduler, "budgets", None), "stall_limit", 30.0))
-            with trio.move_on_after(limit):
+            with trio.move_on_after(self._stall_limit()):
                 await ev.wait()
             if not ev.is_set():
                 raise Incomplete(f"{self.path_of(ino)} is still being listed (over {CAP} files)")
@@ -959,10 +963,18 @@ class MetaCache:
         except NameError_:
             return None  # not a name 1fichier can hold
         if p.ino not in self._subs_cut and " (dup " not in name:  # a dup name is ours (_dup_name), not 1fichier's
+            progress = self._progress.get(p.ino)
+            # in the lane of the folder's windows, behind them: back-to-back lookups (cp -r of new
+            # files) must not hold the windows back (a lane is served first come, first served)
+            probe_lane = progress.lane if progress is not None else lane
             try:
                 self.probes += 1
-                rf: RemoteFile = await self.scheduler.call(
-                    self.scheduler.client.file_info_by_name, int(p.folder_id or 0), remote, lane=lane)
+                with trio.fail_after(self._stall_limit()):
+                    rf: RemoteFile = await self.scheduler.call(
+                        self.scheduler.client.file_info_by_name, int(p.folder_id or 0), remote, lane=probe_lane)
+            except trio.TooSlowError:
+                raise Incomplete(f"{self.path_of(p.ino)} is still being listed (over {CAP} files) and "
+                                 f"{name!r} could not be asked within the stall limit") from None
             except NotFound:
                 if p.ino in self._incomplete or p.ino in self._complete_failed:
                     self._absent.setdefault(p.ino, set()).add(name)

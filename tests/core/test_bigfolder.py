@@ -235,3 +235,28 @@ async def test_a_duplicate_name_not_seen_yet_waits_never_enoent(emu, client, aut
         assert (await meta.lookup(big.ino, "same.jpg")).size == 5
         s.stop()
         n.cancel_scope.cancel()
+
+
+async def test_lookups_by_name_never_starve_the_folders_windows(emu, sched, autojump_clock) -> None:
+    """`cp -r` of many new files into a folder being completed: each create asks one name, one
+    after the other, at the real budgets; the folder's date windows still run at their own pace
+    (31 s apart), so the names stop costing a call once it is complete."""
+    d = emu.make_folder(0, "big")
+    _fill(emu, d, 4 * CAP)
+    meta = MetaCache(sched, 0)
+    meta.listing_cap = CAP
+    done_at: list[float] = []
+    async with trio.open_nursery() as n:
+        meta.attach_nursery(n)
+        big = await meta.lookup(ROOT_INODE, "big")
+        t0 = trio.current_time()
+        await meta.ensure_listed(big.ino)
+        for i in range(600):  # 300 s of back-to-back file/info calls if every one asked
+            with pytest.raises(NoEntry):
+                await meta.lookup(big.ino, f"new{i:04}.jpg")
+            if big.ino not in meta._incomplete and not done_at:
+                done_at.append(trio.current_time() - t0)
+        # 5 windows 31 s apart, as without lookups (159 s), not held back until the lookups stop
+        assert done_at and done_at[0] < 5 * 31 + 30
+        assert emu.stats()["calls"].get("file/info", 0) < 450  # once complete, the listing answers
+        n.cancel_scope.cancel()
