@@ -387,7 +387,6 @@ class MetaCache:
         """The local attribute store: ``key``'s attributes set by programs are now ``attrs``."""
         self.overlay.set_local(key, attrs)
 
-
     # ------------------------------------------------------------------ kernel lookup counts
     def remember(self, ino: int) -> None:
         """The kernel got a reference to ``ino`` (lookup, create, readdirplus entry)."""
