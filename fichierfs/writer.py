@@ -363,6 +363,10 @@ class WriteBack:
 
     def opened(self, st: Staged, *, writing: bool) -> None:
         st.handles += 1
+        # hold the inode now: the upload may end before the first read and rename the staging
+        # copy into a clean copy; a lazy open would then re-create an EMPTY staging file
+        # (read of 0 bytes right after a write: tests/core/test_write.py)
+        st.open_fd()
         if writing:
             st.writers += 1
 

@@ -255,3 +255,18 @@ async def test_meta_answers_attr_alone_through_write_and_upload(rig: Rig, emu, a
         assert fs.meta.overlay.staged_size(ino) == 10 and fs.meta.attr(ino).size == 10
         await fs.unlink(ROOT_INODE, "m.bin")
         assert fs.meta.overlay.staged_size(ino) is None
+
+
+async def test_a_read_handle_opened_before_the_upload_ends_reads_the_bytes(rig: Rig, emu, autojump_clock) -> None:
+    """Opened for reading while the file is still local, read after its upload renamed the
+    staging copy into a clean copy: the handle still reads the file (found by a flaky
+    `cp -r` + `sha256sum` in the mount tier: the read re-created an EMPTY staging file)."""
+    data = os.urandom(70_000)
+    async with rig.mount() as fs:
+        ino = await write_file(fs, ROOT_INODE, "r.bin", data)
+        fh = await fs.open(ino, os.O_RDONLY)
+        await sync(fs)  # uploaded: staging/<row> is now clean/<n>
+        assert fs.meta.overlay.staged_size(ino) is None
+        assert await fs.read(fh, 0, len(data) + 10) == data
+        fs.release(fh)
+        assert await read_all(fs, ino) == data
