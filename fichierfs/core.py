@@ -194,6 +194,7 @@ async def build_core(
                     if snapshot is not None:
                         meta.reserve_inodes(snapshot.max_ino)  # before the replay creates inodes
                     store = Store(store_dir / "store.db")
+                    store.feed(meta.set_local_attrs)  # meta answers getattr; the journal keeps them durable
                     writer = WriteBack(
                         scheduler,
                         store,

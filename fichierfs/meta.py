@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 import trio
 
+from fichierfs.attrs import Attr, AttrOverlay, LocalAttrs, StagedSize
 from fichierfs.bigfolder import CAP, complete_listing, is_capped
 from fichierfs.errors import FichierError, Incomplete, NoEntry, NotFound
 from fichierfs.metastore import MetaStore, Snapshot
@@ -177,6 +178,15 @@ def _dup_name(name: str, url: str) -> str:
     return f"{name} (dup {ident})"
 
 
+@dataclass(slots=True)
+class _Progress:
+    known: int
+    windows: int
+    started: float
+    lane: Lane
+    """The lane of the folder's windows; lookups by name queue in it too (never ahead of them)."""
+
+
 class MetaCache:
     """The inode table plus folder listings (see module docstring).
 
@@ -219,6 +229,13 @@ class MetaCache:
         """Folders first listed from a capped reply, still being completed (bigfolder.py)."""
         self._complete_failed: set[int] = set()
         self._completing: set[int] = set()
+        self._progress: dict[int, _Progress] = {}
+        """Completion progress of each incomplete folder (status document, log)."""
+        self._subs_cut: set[int] = set()
+        self._absent: dict[int, set[str]] = {}
+        """Names ``file/info`` said are not in an incomplete folder (until it is complete)."""
+        self.probes = 0
+        """``file/info`` calls made by name for lookups in incomplete folders."""
         self._inline: list[Callable[[], Any]] = []
         self.window_calls = 0
         self.listing_cap = CAP
@@ -232,6 +249,8 @@ class MetaCache:
         self.shared_applied = 0
         self.on_merged: Callable[[int], None] | None = None
         """Told the folder id after a listing was merged (fichierfs.listshare re-applies recent changes)."""
+        self.overlay = AttrOverlay()
+        """Staged sizes and local attributes over the listings' (attrs.py): fed by the write side."""
 
     # ------------------------------------------------------------------ lifecycle
     def attach_nursery(self, nursery: trio.Nursery | None) -> None:
@@ -346,6 +365,33 @@ class MetaCache:
     def __len__(self) -> int:
         return len(self._nodes)
 
+    # ------------------------------------------------------------------ attributes (the one answer)
+    def attr(self, ino: int) -> Attr:
+        """The attributes inode ``ino`` shows: its listing's, under the staged size and the
+        local attributes (attrs.py). No I/O. Raises NoEntry (ENOENT) for an unknown inode."""
+        return self.attr_of(self.get(ino))
+
+    def attr_of(self, node: Node) -> Attr:
+        """:meth:`attr` of a node already in hand (readdir of a snapshot of nodes)."""
+        return self.overlay.compose(node.ino, node.key, is_dir=node.is_dir, mode=node.mode, size=node.size,
+                                    mtime=node.mtime, ttl=self.kernel_ttl(node))
+
+    def show_owner(self, uid: int, gid: int, *, read_only: bool) -> None:
+        """The owner shown where no program set one, and whether write permission is shown."""
+        self.overlay.uid, self.overlay.gid, self.overlay.read_only = uid, gid, read_only
+
+    def stage(self, node: Node | int, staged: StagedSize) -> None:
+        """The writer: ``staged`` (a staging copy, its size kept current) is this file's content now."""
+        self.overlay.stage(node if isinstance(node, int) else node.ino, staged)
+
+    def unstage(self, ino: int, staged: StagedSize | None = None) -> None:
+        """The writer: inode ``ino``'s staging copy ``staged`` is no longer its content."""
+        self.overlay.unstage(ino, staged)
+
+    def set_local_attrs(self, key: str, attrs: LocalAttrs | None) -> None:
+        """The local attribute store: ``key``'s attributes set by programs are now ``attrs``."""
+        self.overlay.set_local(key, attrs)
+
     # ------------------------------------------------------------------ kernel lookup counts
     def remember(self, ino: int) -> None:
         """The kernel got a reference to ``ino`` (lookup, create, readdirplus entry)."""
@@ -424,6 +470,9 @@ class MetaCache:
             while self._inline:
                 await self._inline.pop(0)()
             return
+        if ino not in self._completing:  # a whole listing: no earlier failed completion holds lookups back
+            self._complete_failed.discard(ino)
+            self._absent.pop(ino, None)
         self.merge(ino, listing)
 
     # ------------------------------------------------------------------ folders over 5,000 files
@@ -437,12 +486,25 @@ class MetaCache:
         node = self.get(ino)
         if ino in self._completing:
             return
-        if node.listed_at is None or ino in self._incomplete:
+        first_time = node.listed_at is None or ino in self._incomplete
+        if first_time:
             self._incomplete.setdefault(ino, trio.Event())
             self.merge(ino, first)
+        if len(first.sub_folders) >= self.listing_cap:
+            self._subs_cut.add(ino)  # sub-folders cut too: a name's absence cannot be asked by file/info
         self._complete_failed.discard(ino)
         self._completing.add(ino)
         window_lane = Lane.PREFETCH if lane in (Lane.INTERACTIVE, Lane.PREFETCH) else lane
+        progress = self._progress[ino] = _Progress(len(first.files), 0, self.clock(), window_lane)
+        if first_time:
+            log.warning("%s holds %d entries or more (1fichier lists %d at most, §2.2): showing the first %d "
+                        "until the rest is listed in upload-date windows, one per %.0f s (§4); a name not shown "
+                        "yet is asked by name; `fichierfs status` shows the progress",
+                        self.path_of(ino), self.listing_cap, self.listing_cap,
+                        len(first.sub_folders) + len(first.files), self._folder_gap())
+
+        def on_progress(known: int, windows: int) -> None:
+            progress.known, progress.windows = known, windows
 
         async def file_ls(folder_id: int, after: str | None, before: str | None) -> tuple[RemoteFile, ...]:
             got: tuple[RemoteFile, ...] = await self.scheduler.call(
@@ -452,8 +514,12 @@ class MetaCache:
 
         async def run() -> None:
             try:
-                full, _calls = await complete_listing(int(node.folder_id or 0), first, file_ls, self.listing_cap)
+                full, _calls = await complete_listing(int(node.folder_id or 0), first, file_ls, self.listing_cap,
+                                                      on_progress)
                 self.merge(ino, full)
+                if first_time:
+                    log.info("%s is complete: %d files listed with %d date window(s) in %.0f s",
+                             self.path_of(ino), len(full.files), progress.windows, self.clock() - progress.started)
             except FichierError as exc:
                 self._complete_failed.add(ino)
                 if node.listed_at is not None:
@@ -462,6 +528,9 @@ class MetaCache:
                         self.path_of(ino), CAP, exc)
             finally:
                 self._completing.discard(ino)
+                self._progress.pop(ino, None)
+                self._absent.pop(ino, None)
+                self._subs_cut.discard(ino)
                 ev = self._incomplete.pop(ino, None)
                 if ev is not None:
                     ev.set()
@@ -471,6 +540,39 @@ class MetaCache:
         else:  # no nursery (tests): complete inline
             self._inline.append(run)
 
+    def _stall_limit(self) -> float:
+        return float(getattr(getattr(self.scheduler, "budgets", None), "stall_limit", 30.0))
+
+    def _folder_gap(self) -> float:
+        budgets = getattr(self.scheduler, "budgets", None)
+        return float(getattr(budgets, "same_folder_interval", 31.0))
+
+    def incomplete(self) -> list[dict[str, Any]]:
+        """The folders whose capped listing is being completed: path, files known so far, date
+        windows done, seconds since the capped reply, and when the next window may start (each
+        window is a listing of the folder: one per 31 s, §4). 1fichier gives no total count
+        (§2.2), so how many are missing is not known until the last window. A folder whose
+        completion failed is listed with ``failed`` (it is re-listed at its next use)."""
+        out = []
+        now = self.clock()
+        for ino, pr in self._progress.items():
+            node = self._nodes.get(ino)
+            if node is None or ino not in self._incomplete:
+                continue
+            try:
+                nxt = float(self.scheduler.next_allowed("file/ls", int(node.folder_id or 0)))
+            except Exception:  # noqa: BLE001 - a status figure only
+                nxt = 0.0
+            out.append({"path": self.path_of(ino), "known": pr.known, "windows": pr.windows,
+                        "listing_for": round(now - pr.started, 1), "next_window_in": round(nxt, 1),
+                        "at_least": self.listing_cap})
+        for ino in self._complete_failed:  # partial, and no window running: re-listed at the next use
+            node = self._nodes.get(ino)
+            if node is not None and ino not in self._completing:
+                out.append({"path": self.path_of(ino), "known": len(node.children), "failed": True,
+                            "at_least": self.listing_cap})
+        return out
+
     async def wait_complete(self, ino: int) -> None:
         """Wait until folder ``ino``'s capped listing is complete (at most the stall limit).
 
@@ -479,8 +581,7 @@ class MetaCache:
         """
         ev = self._incomplete.get(ino)
         if ev is not None:
-            limit = float(getattr(getattr(self.scheduler, "budgets", None), "stall_limit", 30.0))
-            with trio.move_on_after(limit):
+            with trio.move_on_after(self._stall_limit()):
                 await ev.wait()
             if not ev.is_set():
                 raise Incomplete(f"{self.path_of(ino)} is still being listed (over {CAP} files)")
@@ -948,11 +1049,65 @@ class MetaCache:
             raise NoEntry(f"inode {parent} is not a folder")
         node = self.get_nowait(parent, name)
         if node is None and (parent in self._incomplete or parent in self._complete_failed):
-            await self.wait_complete(parent)  # never ENOENT for a file not seen yet
-            node = self.get_nowait(parent, name)
+            node = await self._lookup_unseen(p, name, lane)  # never ENOENT for a file not seen yet
         if node is None:
             raise NoEntry(f"{name!r} not in folder inode {parent}")
         return node
+
+    async def _lookup_unseen(self, p: Node, name: str, lane: Lane) -> Node | None:
+        """A name not seen (yet) in folder ``p``, whose capped listing is being completed.
+
+        Rule (NOTES.md, issue 13): ask 1fichier for that very name — ONE ``file/info`` by
+        ``folder_id`` + ``filename`` (§2.4): the general 3/s budget, never a listing's 30 s per
+        folder, so it answers in about a second even at the real limits, where the folder's
+        completion takes one 31 s window per 5,000 files. The file it names is added to the
+        partial listing (same url → same inode once complete); #469 is 1fichier's own "no such
+        file in that folder": ENOENT, remembered until the folder is complete. Only when the
+        question cannot be asked (a flood lock, no network, sub-folders cut by the cap, a
+        `` (dup …)`` name meta gives a duplicate) does the lookup wait for the completion, and
+        gets EAGAIN after the stall limit.
+        """
+        from fichierfs.names import NameError_, encode
+
+        if name in self._absent.get(p.ino, ()):
+            return None
+        try:
+            remote = encode(name)
+        except NameError_:
+            return None  # not a name 1fichier can hold
+        if p.ino not in self._subs_cut and " (dup " not in name:  # a dup name is ours (_dup_name), not 1fichier's
+            progress = self._progress.get(p.ino)
+            # in the lane of the folder's windows, behind them: back-to-back lookups (cp -r of new
+            # files) must not hold the windows back (a lane is served first come, first served)
+            probe_lane = progress.lane if progress is not None else lane
+            try:
+                self.probes += 1
+                with trio.fail_after(self._stall_limit()):
+                    rf: RemoteFile = await self.scheduler.call(
+                        self.scheduler.client.file_info_by_name, int(p.folder_id or 0), remote, lane=probe_lane)
+            except trio.TooSlowError:
+                raise Incomplete(f"{self.path_of(p.ino)} is still being listed (over {CAP} files) and "
+                                 f"{name!r} could not be asked within the stall limit") from None
+            except NotFound:
+                if p.ino in self._incomplete or p.ino in self._complete_failed:
+                    self._absent.setdefault(p.ino, set()).add(name)
+                return self.get_nowait(p.ino, name)
+            except FichierError as exc:
+                log.info("%s: %r could not be asked by name (%s): waiting for the folder's listing",
+                         self.path_of(p.ino), name, exc)
+            else:
+                known = self.get_nowait(p.ino, name)  # completed (or created) meanwhile
+                if known is not None:
+                    return known
+                if rf.folder_id is not None and int(rf.folder_id) != int(p.folder_id or 0):
+                    return None
+                if self._is_hidden(self._hidden_urls, rf.url, self.clock()):
+                    return None  # deleted here, the delete is pending
+                node = self._file_node(rf, p.ino, name)
+                p.children[name] = node.ino
+                return node
+        await self.wait_complete(p.ino)
+        return self.get_nowait(p.ino, name)
 
     async def resolve_path(self, path: str, *, lane: Lane = Lane.INTERACTIVE) -> Node:
         """Walk ``/a/b`` from the root (used once at mount for ``--remote-folder``).
@@ -1034,6 +1189,8 @@ class MetaCache:
             "window_listings": self.window_calls,
             "incomplete_folders": len(self._incomplete),
             "shared_changes_applied": self.shared_applied,
+            "incomplete": self.incomplete(),
+            "lookups_by_name": self.probes,
         }
 
     def node_for_url(self, url: FileUrl) -> Node | None:

@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parents[2] / "fichierfs"
 # module → rank; a module may import only modules of a LOWER rank (same-rank helpers allowed
 # where listed in SIDEWAYS).
 RANK = {
-    "errors": 0, "models": 0, "names": 0, "config": 0, "log": 0, "storm": 0, "private": 0,
+    "errors": 0, "models": 0, "names": 0, "config": 0, "log": 0, "storm": 0, "private": 0, "attrs": 0,
     "api": 1, "keys": 2,
     "budget": 2, "budget_redis": 2,
     "scheduler": 3, "metastore": 3, "bigfolder": 3,
