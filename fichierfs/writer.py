@@ -499,6 +499,8 @@ class WriteBack:
         """unlink of ``node`` (POSIX checks done by vfs): a local file is dropped (or deleted once
         its upload lands); a remote one is deleted by the batcher (one file/rm per run)."""
         st = self.staged(node.ino)
+        log.debug("delete %r (ino %d): %s", node.name, node.ino,
+                  f"local row {st.row}" if st is not None else node.file.url if node.file else "NOTHING")
         if st is not None:
             self.unlink_local(st)
         elif node.file is not None:
@@ -783,6 +785,7 @@ class WriteBack:
                 self._path(rid).unlink(missing_ok=True)
             return
         log.info("uploaded %r (%d bytes) → %s", row.name, rf.size, rf.url)
+        log.debug("uploaded row %d ino %s folder %d → %s", rid, st.ino if st else None, row.folder_id, rf.url)
         for u in row.replaces:
             self.meta.hide_url(u)
         node = self.meta.node(st.ino) if st is not None else None
@@ -921,6 +924,7 @@ class WriteBack:
             log.log(logging.INFO if attempts < 3 else logging.WARNING, "%s failed (attempt %d): %s",
                     kind, attempts, exc)
             return
+        log.debug("done: %s %s", kind, [o.data for o in batch])
         self.store.delete_ops(seqs)
         for s in seqs:
             self._op_not_before.pop(s, None)
@@ -1008,6 +1012,7 @@ class WriteBack:
                 self.store.add_op("dmv", folder_id=new_id, parent=cur.parent, name=cur.name,
                                   from_parent=d.parent, old_name=d.name)
         self._dir_not_before.pop(did, None)
+        log.debug("mkdir %r (local %d) → folder %d", d.name, did, new_id)
         node = self.meta.node_for_folder(did)
         if node is not None:
             self.meta.set_folder_id(node, new_id)

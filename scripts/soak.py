@@ -145,6 +145,7 @@ class Soak:
         self.files: dict[str, bytes] = {}  # model: relative path under soak/ → content
         self.dirs: set[str] = {""}  # model: relative dirs ("" = soak/ itself)
         self.n = 0
+        self.log_level = "info"
         self.env = {**os.environ, "FICHIER_API_KEY": KEY}
         self.ops_log = open(work / "ops.log", "a")  # noqa: SIM115 - every program and event, for replaying a failure
 
@@ -206,7 +207,7 @@ class Soak:
         t0 = time.monotonic()
         cmd = [PY, "-m", "fichierfs", "mount", "-f", "--api-url", self.url, "--budget-scale", str(MOUNT_SCALE),
                "--cache-dir", str(self.cache), "--log-file", str(self.work / "mount.log"),
-               "--write-back-delay", "0.5", str(self.mnt)]
+               "--write-back-delay", "0.5", "--log-level", self.log_level, str(self.mnt)]
         self.mount_proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL,
                                            stderr=open(self.work / "mount.err", "ab"), cwd=ROOT)  # noqa: SIM115
         deadline = time.monotonic() + 120
@@ -597,11 +598,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="at the end, how long every pending change may take to upload")
     ap.add_argument("--restart-every", type=float, default=60.0, metavar="S",
                     help="mean seconds between emulator restarts")
+    ap.add_argument("--log-level", default="info,fichierfs.writer=debug",
+                    help="the mount's --log-level (mount.log in the work dir)")
     args = ap.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else 60 * (args.minutes if args.minutes is not None else 10)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     work = Path(tempfile.mkdtemp(prefix="fichierfs-soak."))
     soak = Soak(work, random.Random(seed))
+    soak.log_level = args.log_level
     soak.say(f"seed {seed}, {seconds:.0f} s of workload, work dir {work}")
     fig: Figures | None = None
     try:

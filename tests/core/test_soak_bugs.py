@@ -277,3 +277,16 @@ async def test_replayed_move_of_a_replaced_copy_shows_the_new_copy(rig: Rig, emu
     files = emu.list_files(a)
     assert [f["filename"] for f in files] == ["m.bin"], files
     assert emu.read_file(files[0]["url"]) == new
+
+
+@pytest.mark.parametrize("kind", ["truncate", "5xx", "reset"])
+async def test_a_download_cut_short_is_retried_not_eio(rig: Rig, emu: Any, autojump_clock: Any, kind: str) -> None:
+    """Soak bug 10 (part): a ranged GET whose body was cut short (or a 5xx, a reset) surfaced
+    EIO to `cat` and to an append (its copy-in reads the file): it is tried again."""
+    data = os.urandom(600_000)
+    emu.put_file(0, "f.bin", data)
+    async with rig.mount(run_writer=False) as fs:
+        node = await fs.lookup(ROOT_INODE, "f.bin")
+        emu.inject("download", kind)
+        assert await read_all(fs, node.ino) == data
+    assert emu.stats()["calls"]["download"] >= 2
