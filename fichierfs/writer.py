@@ -1030,7 +1030,9 @@ class WriteBack:
     def statistics(self) -> dict[str, Any]:
         """The ``writeback`` section of the status document (contract with ``fichierfs status``).
 
-        Keys: pending, pending_bytes, uploading [{path, bytes_done, size}], uploaded_files,
+        Keys: pending (journal entries: pending_files + pending_changes), pending_files (files
+        to upload, in flight included: the one count ``status`` and ``sync`` show as files),
+        pending_changes (namespace ops and local folders), pending_bytes, uploading [{path, bytes_done, size}], uploaded_files,
         uploaded_bytes, rate (bytes/s over the last 60 s), failed, errors [{path, error,
         attempts}], journal (entries), ops (namespace ops pending), local_folders.
         """
@@ -1054,8 +1056,11 @@ class WriteBack:
             uploading.append({"path": what, "files": len(b.members), "bytes_done": b.bytes_done, "size": b.size,
                               "phase": b.phase})
         refused = [f for f in files if f.state == "refused"]
+        to_upload = len(pending_files) - len(refused)
         return {
-            "pending": len(pending_files) - len(refused) + len(ops) + len(dirs),
+            "pending": to_upload + len(ops) + len(dirs),
+            "pending_files": to_upload,
+            "pending_changes": len(ops) + len(dirs),
             "pending_bytes": sum(f.size for f in pending_files if f.state != "refused"),
             "uploading": uploading,
             "uploaded_files": self.uploaded_files,

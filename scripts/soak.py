@@ -434,7 +434,18 @@ class Soak:
             except OSError as exc:
                 return subprocess.CompletedProcess(["read", rel], 1, "", str(exc))
             if got != self.files[rel]:
-                self.fig.read_mismatches.append(f"{rel}: {len(got)} bytes read, {len(self.files[rel])} expected")
+                try:
+                    shown = os.stat(self.p(rel)).st_size
+                except OSError as exc:
+                    shown = -exc.errno if exc.errno else -1
+                try:
+                    again = _read(self.p(rel))
+                except OSError:
+                    again = b""
+                what = (f"{rel}: {len(got)} bytes read, {len(self.files[rel])} expected (stat: {shown}, read "
+                        f"again: {len(again)} bytes, {'right' if again == self.files[rel] else 'wrong'})")
+                self.fig.read_mismatches.append(what)
+                self.event(f"read mismatch {what}")
             return subprocess.CompletedProcess(["read", rel], 0, "", "")
         return "read", [rel], do_read
 
