@@ -510,7 +510,9 @@ class Uploader:
                 self.wb.meta.shadow(int(row.sent_folder if row.sent_folder is not None else row.folder_id),
                                     encode(row.sent_name or row.name), row.size, on=False)
                 if self.wb.store.file(row.id) is not None:
-                    self.wb.store.update_file(row.id, state="dirty", host=None, xid=None)
+                    st = self.wb.by_row.get(row.id)
+                    self.wb.store.update_file(row.id, state="dirty", host=None, xid=None,
+                                              size=st.size if st is not None else row.size)
 
     def _failed(self, rows: list[FileRow], exc: FichierError, *, whole_batch: bool) -> None:
         """A batch (or some of its members) failed with ``exc``: back-off, split, refuse or stop."""

@@ -375,8 +375,15 @@ class WriteBack:
         row = self.store.file(st.row)
         if row is None:
             return
-        state = "dirty" if st.size > 0 else ("empty" if not row.replaces else "dirty")
-        self.store.update_file(st.row, size=st.size, gen=row.gen + 1, state=state)
+        if row.state == "posting":
+            # rewritten while its POST is in flight (copy on write): the row keeps what was sent
+            # (state, size) until the batch's result is known, only ``gen`` says it changed.
+            # Found by the fault soak: "dirty" here forgot the POST, and after a kill the POSTed
+            # copy was never looked for (a stray file: ENOTEMPTY, `rm -r` stuck, a duplicate).
+            self.store.update_file(st.row, gen=row.gen + 1)
+        else:
+            state = "dirty" if st.size > 0 else ("empty" if not row.replaces else "dirty")
+            self.store.update_file(st.row, size=st.size, gen=row.gen + 1, state=state)
         st.due = self.clock() + self.delay
         self.poke()
 
@@ -757,7 +764,7 @@ class WriteBack:
                 outcome = "unlinked"
             elif row.gen != sent.sent_gen or (live is not None and (live.cowed or live.dirty or live.writers > 0)):
                 self.store.update_file(rid, state="dirty", host=None, xid=None, replaces=[*row.replaces, rf.url],
-                                       attempts=0, error=None)
+                                       attempts=0, error=None, size=live.size if live is not None else row.size)
                 outcome = "changed"
             else:
                 sent_folder = int(sent.sent_folder if sent.sent_folder is not None else sent.folder_id)

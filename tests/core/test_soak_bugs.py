@@ -3,6 +3,7 @@ over the in-process emulator: a "kill -9" is the end of one rig mount without dr
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -290,3 +291,68 @@ async def test_a_download_cut_short_is_retried_not_eio(rig: Rig, emu: Any, autoj
         emu.inject("download", kind)
         assert await read_all(fs, node.ino) == data
     assert emu.stats()["calls"]["download"] >= 2
+
+
+@pytest.mark.parametrize("move", [False, True], ids=["overwrite", "overwrite-then-move"])
+async def test_rewrite_flushed_during_the_post_then_kill_leaves_no_stray_copy(rig: Rig, emu: Any, autojump_clock: Any,
+                                                                             move: bool) -> None:
+    """`cp new a/f.bin` (O_TRUNC, write, close) while the first content's POST is in flight,
+    maybe `mv a/f.bin b/m.bin`, then a kill before end.pl. The close's flush journaled the
+    rewrite as a plain "dirty" row and forgot the POST: after the remount the POSTed copy was
+    never looked for (an extra file in `a`, shown there, or a duplicate f.bin). Soak: rmdir of
+    the emptied folder got ENOTEMPTY after the remount; an `rm -r` left a file and its folders
+    (folder/rm "not empty" for ever)."""
+    a = emu.make_folder(0, "a")
+    b = emu.make_folder(0, "b")
+    first, new = os.urandom(30_000), os.urandom(20_000)
+    posted, gate = trio.Event(), trio.Event()
+    with pytest.raises(BaseException):
+        async with rig.mount() as fs:
+            client = fs.scheduler.client
+            orig = client.upload_post
+
+            @functools.wraps(orig)
+            async def gated(*args: Any, **kw: Any) -> Any:
+                got = await orig(*args, **kw)  # the POST lands …
+                posted.set()
+                await gate.wait()  # … and the kill comes before end.pl
+                return got
+
+            client.upload_post = gated  # type: ignore[method-assign]
+            na = await fs.lookup(ROOT_INODE, "a")
+            nb = await fs.lookup(ROOT_INODE, "b")
+            assert await names(fs, na.ino) == [] and await names(fs, nb.ino) == []
+            ino = await write_file(fs, na.ino, "f.bin", first)
+            with trio.fail_after(600):
+                await posted.wait()
+            fh = await fs.open(ino, os.O_WRONLY | os.O_TRUNC)
+            fs.write(fh, 0, new)
+            await fs.flush(fh)
+            fs.release(fh)
+            if move:
+                await fs.rename(na.ino, "f.bin", nb.ino, "m.bin")
+            raise Crash("kill -9")
+    assert len(emu.list_files(a)) == 1  # the first content landed in a
+    where, name = (b, "m.bin") if move else (a, "f.bin")
+    async with rig.mount(run_writer=False) as fs:
+        na = await fs.lookup(ROOT_INODE, "a")
+        nb = await fs.lookup(ROOT_INODE, "b")
+        assert await names(fs, na.ino) == ([] if move else ["f.bin"])
+        assert await names(fs, nb.ino) == (["m.bin"] if move else [])
+        await trio.sleep(31)  # a fresh listing of `a` shows the POSTed copy: still hidden
+        await fs.meta.refresh(na.ino)
+        assert await names(fs, na.ino) == ([] if move else ["f.bin"])
+        if move:
+            await fs.rmdir(ROOT_INODE, "a")  # the soak's ENOTEMPTY
+        node = await fs.lookup(nb.ino if move else na.ino, name)
+        assert await read_all(fs, node.ino) == new
+    async with rig.mount() as fs:
+        with trio.fail_after(600):
+            await sync(fs)
+    if move:
+        assert all(f["name"] != "a" for f in emu.list_folders(0))
+    else:
+        assert emu.list_files(b) == []
+    files = emu.list_files(where)
+    assert [f["filename"] for f in files] == [name], files
+    assert emu.read_file(files[0]["url"]) == new
