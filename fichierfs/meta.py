@@ -214,6 +214,8 @@ class MetaCache:
         self._preset: dict[int | str, int] = {}
         self.store: MetaStore | None = None
         self._dirty: set[int] = set()
+        self._marked: set[int] = set()
+        """Folders marked dirty in the DB (``MetaStore.mark_dirty``) since their view was last queued."""
         self._loading = False
         self._incomplete: dict[int, trio.Event] = {}
         """Folders first listed from a capped reply, still being completed (bigfolder.py)."""
@@ -487,13 +489,17 @@ class MetaCache:
         """Folder ``ino``'s shown content changed: persist it at the next :meth:`persist_dirty`.
 
         A change of ours (not a listing) is also marked in the DB at once, the first time
-        until the view is written: after a crash in between, that folder is re-listed before
-        it is served, so the persisted view never hides what the journal says is done."""
+        since the view was last queued: after a crash in between, that folder is re-listed
+        before it is served, so the persisted view never hides what the journal says is done.
+        (Keyed on its own set, not on "queued for persisting": a re-listing queues the folder
+        too, and a change of ours right after it went unmarked — found by the fault soak: an
+        upload finished just after a re-list, a kill, and the file was invisible.)"""
         if self.store is not None and not self._loading:
-            if not listed and ino not in self._dirty:
+            if not listed and ino not in self._marked:
                 node = self._nodes.get(ino)
                 if node is not None and node.folder_id is not None and int(node.folder_id) >= 0:
                     self.store.mark_dirty(int(node.folder_id))
+                    self._marked.add(ino)
             self._dirty.add(ino)
 
     def persist_dirty(self) -> int:
@@ -539,6 +545,7 @@ class MetaCache:
             listing = FolderListing(FolderId(fid), "", None, tuple(subs), tuple(files))
             listed_at = node.listed_at if math.isfinite(node.listed_at) else now - 1e9
             self.store.put_listing(fid, listing, inodes, wall - (now - listed_at))
+            self._marked.discard(ino)  # the next change marks it again (and drops this snapshot)
             n += 1
         return n
 

@@ -244,8 +244,10 @@ class MetaStore:
     def mark_dirty(self, folder_id: int) -> None:
         """Folder ``folder_id`` changed in memory (written now, synchronously: one small row; WAL
         without fsync, so it survives a kill -9): until its view is written again, a crash
-        makes the next mount re-list it before serving it."""
+        makes the next mount re-list it before serving it. A view of it still queued is
+        older than this change: it is dropped (written, it would clear the mark)."""
         with self._lock:
+            self._queue.pop(folder_id, None)
             try:
                 self._db.execute("UPDATE folders SET dirty=1 WHERE folder_id=?", (folder_id,))
             except sqlite3.Error as exc:

@@ -356,3 +356,38 @@ async def test_rewrite_flushed_during_the_post_then_kill_leaves_no_stray_copy(ri
     files = emu.list_files(where)
     assert [f["filename"] for f in files] == [name], files
     assert emu.read_file(files[0]["url"]) == new
+
+
+async def test_upload_done_right_after_a_relisting_survives_a_kill(rig: Rig, emu: Any, autojump_clock: Any) -> None:
+    """A folder re-listed, then one of our uploads into it finishes (its journal row is gone),
+    then a kill before the listing is persisted again (about once a second): the persisted view
+    (the re-listing, without the new file) was not marked dirty, so the next mount served it
+    and the file was invisible. Soak: `rm -r` of its folder left the file and its folders
+    (folder/rm "not empty" for ever); after a rewrite, `mv` moved the old, deleted copy (#469)."""
+    a = emu.make_folder(0, "a")
+    emu.put_file(a, "x.bin", b"x" * 100)
+    data = os.urandom(5_000)
+    with pytest.raises(BaseException):
+        async with rig.mount() as fs:
+            na = await fs.lookup(ROOT_INODE, "a")
+            assert await names(fs, na.ino) == ["x.bin"]
+            await trio.sleep(5)  # a's listing is persisted
+            assert fs.writer is not None
+            orig = fs.writer.complete
+
+            async def complete(*args: Any, **kw: Any) -> None:
+                await fs.meta.refresh(na.ino)  # a background re-list lands first …
+                await orig(*args, **kw)  # … then the upload is journaled done …
+                fs.meta.store = None  # … and the mount dies before the next persist (no final one)
+                raise Crash("kill -9")
+
+            fs.writer.complete = complete  # type: ignore[method-assign]
+            await write_file(fs, na.ino, "new.bin", data)
+            with trio.fail_after(600):
+                await sync(fs)
+    assert sorted(f["filename"] for f in emu.list_files(a)) == ["new.bin", "x.bin"]
+    async with rig.mount(run_writer=False) as fs:
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == ["new.bin", "x.bin"]
+        node = await fs.lookup(na.ino, "new.bin")
+        assert await read_all(fs, node.ino) == data
