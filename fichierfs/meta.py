@@ -274,6 +274,8 @@ class MetaCache:
                 self._preset = {}
                 self._loading = False
             node.listed_at = None if p.dirty else now - max(0.0, now_wall - p.listed_wall)
+            if p.dirty:
+                log.debug("persisted listing of folder %d is dirty: re-listed before it is served", p.folder_id)
             n += 1
         return n
 
@@ -605,6 +607,10 @@ class MetaCache:
         if had_listing:  # names that appeared: drop any negative entry the kernel cached
             for name in new.keys() - old.keys():
                 self.notifier.invalidate_entry(ino, name)
+        if log.isEnabledFor(logging.DEBUG):
+            gone_names = sorted(n for n, c in old.items() if new.get(n) != c)
+            log.debug("merged %s listing of folder %s (inode %d): %d entries%s", "persisted" if self._loading else "a",
+                      parent.folder_id, ino, len(new), f", gone or changed: {gone_names[:20]}" if gone_names else "")
         kept: set[int] | None = None
         for name, child_ino in old.items():
             if new.get(name) != child_ino:

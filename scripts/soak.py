@@ -530,6 +530,15 @@ class Soak:
             if res.returncode != 0:
                 self.fig.op_failures.append(f"{kind} {paths}: {res.stderr.strip()[-300:]}")
                 self.say(f"{kind} failed: {res.stderr.strip()[-300:]}")
+                for rel in paths:  # what the mount shows around it, for the evidence
+                    parent = rel.rpartition("/")[0]
+                    try:
+                        shown = sorted(os.listdir(self.p(parent)))
+                    except OSError as exc:
+                        shown = [f"<{exc}>"]
+                    model = sorted({k[len(parent) + 1:].split("/")[0] for k in [*self.files, *self.dirs]
+                                    if k.startswith(parent + "/" if parent else "") and k != parent})
+                    self.event(f"  {parent or '.'}: mount shows {shown}; model has {model}")
                 self.reconcile(paths)
             if now >= next_kill:
                 self.kill_mount()
@@ -609,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="at the end, how long every pending change may take to upload")
     ap.add_argument("--restart-every", type=float, default=60.0, metavar="S",
                     help="mean seconds between emulator restarts")
-    ap.add_argument("--log-level", default="info,fichierfs.writer=debug",
+    ap.add_argument("--log-level", default="info,fichierfs.writer=debug,fichierfs.meta=debug",
                     help="the mount's --log-level (mount.log in the work dir)")
     args = ap.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else 60 * (args.minutes if args.minutes is not None else 10)
