@@ -850,15 +850,31 @@ class WriteBack:
         dirs = self.store.dirs()
         busy_folders = {f.folder_id for f in files} | {f.sent_folder for f in files if f.sent_folder is not None}
         busy_folders |= {d.parent for d in dirs} | {d.id for d in dirs}
+        # moves out of a folder (also those journaled after its rmdir: an upload POSTed to it
+        # under its old place, then moved and the folder removed) empty it: its rmdir waits
+        busy_folders |= {int(o.data["from_folder"]) for o in ops if o.kind == "mv"}
+        busy_folders |= {int(o.data["from_parent"]) for o in ops if o.kind == "dmv"}
+        deleting = any(o.kind == "rm" for o in ops)
         blocked: set[_Entity] = set()
         batch: list[OpRow] = []
+        earlier_rmdir = False
         for op in ops:
             ents = _entities(op)
+            if op.kind == "rmdir":
+                # folder/rm of a folder not empty yet is refused (#366): wait for the deletes (their
+                # folders are not recorded), the moves out, sub-folders' removals and uploads. A
+                # waiting rmdir blocks nobody: what follows it is what empties the folder (found by
+                # the fault soak: the move out of a just-POSTed file waited behind the rmdir for ever)
+                if (deleting or earlier_rmdir or bool(ents & blocked) or op.data["folder_id"] in busy_folders
+                        or self._op_not_before.get(op.seq, -math.inf) > now):
+                    earlier_rmdir = True
+                    if batch:
+                        break
+                    continue
             waiting = (
                 any(isinstance(e, int) and e < 0 for e in ents)
                 or bool(ents & blocked)
                 or self._op_not_before.get(op.seq, -math.inf) > now
-                or (op.kind == "rmdir" and op.data["folder_id"] in busy_folders)
             )
             if waiting:
                 blocked |= ents

@@ -391,3 +391,43 @@ async def test_upload_done_right_after_a_relisting_survives_a_kill(rig: Rig, emu
         assert await names(fs, na.ino) == ["new.bin", "x.bin"]
         node = await fs.lookup(na.ino, "new.bin")
         assert await read_all(fs, node.ino) == data
+
+
+async def test_rmdir_of_the_folder_a_file_was_posted_to_does_not_block_its_move_out(rig: Rig, emu: Any,
+                                                                                     autojump_clock: Any) -> None:
+    """`rsync` into a/, `mv a/f.bin b/m.bin` and `rm -r a` while f.bin's POST (to a/, under its
+    old name) is in flight: the upload's move out of `a` is journaled AFTER the rmdir of `a`.
+    The rmdir (refused "not empty" #366 while the file is there) blocked every later op on `a`,
+    the move out included: #366 for ever, the file left in `a`. Soak: an extra file and folders."""
+    a = emu.make_folder(0, "a")
+    b = emu.make_folder(0, "b")
+    data = os.urandom(30_000)
+    posted, gate = trio.Event(), trio.Event()
+    async with rig.mount() as fs:
+        client = fs.scheduler.client
+        orig = client.upload_post
+
+        @functools.wraps(orig)
+        async def gated(*args: Any, **kw: Any) -> Any:
+            posted.set()
+            await gate.wait()
+            return await orig(*args, **kw)
+
+        client.upload_post = gated  # type: ignore[method-assign]
+        na = await fs.lookup(ROOT_INODE, "a")
+        nb = await fs.lookup(ROOT_INODE, "b")
+        assert await names(fs, na.ino) == [] and await names(fs, nb.ino) == []
+        await write_file(fs, na.ino, "f.bin", data)
+        with trio.fail_after(600):
+            await posted.wait()
+        await fs.rename(na.ino, "f.bin", nb.ino, "m.bin")
+        await fs.rmdir(ROOT_INODE, "a")
+        gate.set()
+        with trio.fail_after(600):
+            await sync(fs)
+        assert await names(fs) == ["b"]
+    assert [f["name"] for f in emu.list_folders(0)] == ["b"]
+    files = emu.list_files(b)
+    assert [f["filename"] for f in files] == ["m.bin"], files
+    assert emu.read_file(files[0]["url"]) == data
+    assert emu.stats()["calls"].get("folder/rm", 0) == 1  # no "not empty" refusal on the way
