@@ -618,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="at the end, how long every pending change may take to upload")
     ap.add_argument("--restart-every", type=float, default=60.0, metavar="S",
                     help="mean seconds between emulator restarts")
-    ap.add_argument("--log-level", default="info,fichierfs.writer=debug,fichierfs.meta=debug",
+    ap.add_argument("--log-level", default="info,fichierfs.writer=debug,fichierfs.nsops=debug,fichierfs.meta=debug",
                     help="the mount's --log-level (mount.log in the work dir)")
     args = ap.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else 60 * (args.minutes if args.minutes is not None else 10)

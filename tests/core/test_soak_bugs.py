@@ -373,15 +373,22 @@ async def test_upload_done_right_after_a_relisting_survives_a_kill(rig: Rig, emu
             assert await names(fs, na.ino) == ["x.bin"]
             await trio.sleep(5)  # a's listing is persisted
             assert fs.writer is not None
-            orig = fs.writer.complete
+            client = fs.scheduler.client
+            end_pl, complete = client.upload_end, fs.writer.complete_batch
 
-            async def complete(*args: Any, **kw: Any) -> None:
+            @functools.wraps(end_pl)
+            async def upload_end(*args: Any, **kw: Any) -> Any:
+                got = await end_pl(*args, **kw)
                 await fs.meta.refresh(na.ino)  # a background re-list lands first …
-                await orig(*args, **kw)  # … then the upload is journaled done …
+                return got
+
+            def complete_batch(*args: Any, **kw: Any) -> None:
+                complete(*args, **kw)  # … then the upload is journaled done …
                 fs.meta.store = None  # … and the mount dies before the next persist (no final one)
                 raise Crash("kill -9")
 
-            fs.writer.complete = complete  # type: ignore[method-assign]
+            client.upload_end = upload_end  # type: ignore[method-assign]
+            fs.writer.complete_batch = complete_batch  # type: ignore[method-assign]
             await write_file(fs, na.ino, "new.bin", data)
             with trio.fail_after(600):
                 await sync(fs)
