@@ -406,7 +406,7 @@ async def test_rmdir_of_the_folder_a_file_was_posted_to_does_not_block_its_move_
     old name) is in flight: the upload's move out of `a` is journaled AFTER the rmdir of `a`.
     The rmdir (refused "not empty" #366 while the file is there) blocked every later op on `a`,
     the move out included: #366 for ever, the file left in `a`. Soak: an extra file and folders."""
-    a = emu.make_folder(0, "a")
+    emu.make_folder(0, "a")
     b = emu.make_folder(0, "b")
     data = os.urandom(30_000)
     posted, gate = trio.Event(), trio.Event()
