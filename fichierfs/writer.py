@@ -745,8 +745,9 @@ class WriteBack:
         Keys: pending (journal entries: pending_files + pending_changes), pending_files (files
         to upload, in flight included: the one count ``status`` and ``sync`` show as files),
         pending_changes (namespace ops and local folders), pending_bytes, uploading [{path,
-        bytes_done, size}], uploaded_files, uploaded_bytes, rate (bytes/s over the last 60 s), failed, errors [{path, error,
-        attempts}], journal (entries), ops (namespace ops pending), local_folders.
+        bytes_done, size}], uploaded_files, uploaded_bytes, rate (bytes/s over the last 60 s),
+        failed, errors [{path, error, attempts}], journal (entries), ops (namespace ops pending),
+        local_folders.
         """
         now = self.clock()
         while self._recent and self._recent[0][0] < now - 60:
