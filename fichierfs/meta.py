@@ -596,9 +596,16 @@ class MetaCache:
             other = new.get(name)
             if other is not None and other != child_ino:
                 o = self._nodes[other]
-                alt = _dup_name(name, o.file.url) if o.file is not None else f"{name} (dup {o.folder_id})"
-                o.name = alt
-                new[alt] = other
+                c = self._nodes[child_ino]
+                if o.is_dir and c.is_dir and int(c.folder_id or 0) < 0:
+                    # our folder/mkdir landed, its answer lost (a kill): ONE folder, which the
+                    # writer adopts ("already exists"). Found by the fault soak: shown twice, the
+                    # "(dup N)" name was persisted for it, and after a kill the folder was ENOENT
+                    self._mark_gone(o)
+                else:
+                    alt = _dup_name(name, o.file.url) if o.file is not None else f"{name} (dup {o.folder_id})"
+                    o.name = alt
+                    new[alt] = other
             new[name] = child_ino
         had_listing = parent.listed_at is not None
         parent.children = new
@@ -796,9 +803,18 @@ class MetaCache:
         self._touch_dir(node.parent)
 
     def set_folder_id(self, node: Node, folder_id: int) -> None:
-        """mkdir answered (§2.11 ``folder_id``): a local folder becomes the remote one."""
+        """mkdir answered (§2.11 ``folder_id``): a local folder becomes the remote one (a node a
+        listing made for that folder meanwhile — an adopted folder — is dropped: one entry)."""
         if node.folder_id is not None and self._by_folder.get(int(node.folder_id)) == node.ino:
             del self._by_folder[int(node.folder_id)]
+        other = self._nodes.get(self._by_folder.get(folder_id, 0))
+        if other is not None and other is not node:
+            p = self._nodes.get(other.parent)
+            if p is not None and p.children.get(other.name) == other.ino:
+                del p.children[other.name]
+                self.notifier.invalidate_entry(p.ino, other.name)
+                self._touch_dir(p.ino)
+            self._mark_gone(other)
         node.folder_id = FolderId(folder_id)
         self._by_folder[folder_id] = node.ino
         self._touch_dir(node.parent)

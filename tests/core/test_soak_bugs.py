@@ -438,3 +438,41 @@ async def test_rmdir_of_the_folder_a_file_was_posted_to_does_not_block_its_move_
     assert [f["filename"] for f in files] == ["m.bin"], files
     assert emu.read_file(files[0]["url"]) == data
     assert emu.stats()["calls"].get("folder/rm", 0) == 1  # no "not empty" refusal on the way
+
+
+async def test_folder_made_before_a_kill_and_listed_before_its_adoption_shows_once(rig: Rig, emu: Any,
+                                                                                   autojump_clock: Any) -> None:
+    """`mkdir a/d`, its folder/mkdir lands, kill before its answer is journaled. After the
+    remount a listing of `a` (showing the remote `d`) comes before the writer's retry ("already
+    exists", the folder adopted): `d` was shown twice ("d" the local node, "d (dup N)" the
+    listed one), and the dup name could be the one persisted for the folder: after the next
+    kill, `a/d` was ENOENT (soak: a whole rsync tree vanished from the mount)."""
+    a = emu.make_folder(0, "a")
+    with pytest.raises(BaseException):
+        async with rig.mount(run_writer=False) as fs:
+            na = await fs.lookup(ROOT_INODE, "a")
+            assert await names(fs, na.ino) == []
+            await fs.mkdir(na.ino, "d", 0o755)
+            raise Crash("kill -9")
+    d = emu.make_folder(a, "d")  # the folder/mkdir had landed
+    with pytest.raises(BaseException):
+        async with rig.mount(run_writer=False) as fs:
+            await trio.sleep(31)  # one listing per folder per 30 s (§4)
+            na = await fs.lookup(ROOT_INODE, "a")
+            await fs.meta.refresh(na.ino)  # a listing of `a` before the writer runs
+            assert await names(fs, na.ino) == ["d"]
+            assert fs.writer is not None
+            async with trio.open_nursery() as nursery:
+                await nursery.start(fs.writer.run)
+                with trio.fail_after(600):
+                    await sync(fs)
+                nursery.cancel_scope.cancel()
+            assert await names(fs, na.ino) == ["d"]
+            nd = await fs.lookup(na.ino, "d")
+            assert int(nd.folder_id or 0) == d
+            await trio.sleep(5)  # the view of `a` is persisted
+            raise Crash("kill -9")
+    async with rig.mount(run_writer=False) as fs:
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == ["d"]
+    assert [f["name"] for f in emu.list_folders(a)] == ["d"]
