@@ -596,8 +596,8 @@ class MetaCache:
             other = new.get(name)
             if other is not None and other != child_ino:
                 o = self._nodes[other]
-                c = self._nodes[child_ino]
-                if o.is_dir and c.is_dir and int(c.folder_id or 0) < 0:
+                mine = self._nodes[child_ino]
+                if o.is_dir and mine.is_dir and int(mine.folder_id or 0) < 0:
                     # our folder/mkdir landed, its answer lost (a kill): ONE folder, which the
                     # writer adopts ("already exists"). Found by the fault soak: shown twice, the
                     # "(dup N)" name was persisted for it, and after a kill the folder was ENOENT
