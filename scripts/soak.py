@@ -530,12 +530,17 @@ class Soak:
             if res.returncode != 0:
                 self.fig.op_failures.append(f"{kind} {paths}: {res.stderr.strip()[-300:]}")
                 self.say(f"{kind} failed: {res.stderr.strip()[-300:]}")
-                for rel in paths:  # what the mount shows around it, for the evidence
+                for rel in paths:  # what the mount shows around it (the nearest folder it shows)
                     parent = rel.rpartition("/")[0]
-                    try:
-                        shown = sorted(os.listdir(self.p(parent)))
-                    except OSError as exc:
-                        shown = [f"<{exc}>"]
+                    while True:
+                        try:
+                            shown = sorted(os.listdir(self.p(parent)))
+                            break
+                        except OSError as exc:
+                            if not parent:
+                                shown = [f"<{exc}>"]
+                                break
+                            parent = parent.rpartition("/")[0]
                     model = sorted({k[len(parent) + 1:].split("/")[0] for k in [*self.files, *self.dirs]
                                     if k.startswith(parent + "/" if parent else "") and k != parent})
                     self.event(f"  {parent or '.'}: mount shows {shown}; model has {model}")
