@@ -11,8 +11,8 @@ One task (:meth:`NamespaceOps.run`) works through the journal in order:
   folder one ``file/mv`` (§2.6); a move with a rename, an ``rmdir`` and a ``dmv`` go alone;
 * an op waits while it depends on something not done yet (a local folder, files still
   uploading into a folder it removes), and a waiting op blocks later ops on the same objects;
-  an ``rmdir`` waits for every delete, every move out of its folder and every earlier
-  removal, and blocks nobody (what follows it is what empties the folder);
+  an ``rmdir`` waits for the moves out of its folder and blocks nobody (what follows it
+  is what empties the folder);
 * failures back off (fichierfs.backoff) and keep their place; an op refused because it was
   already done before a crash (#312/#313, "already exists") is checked and counted as done.
 
@@ -156,20 +156,18 @@ class NamespaceOps:
         # under its old place, then moved and the folder removed) empty it: its rmdir waits
         busy_folders |= {o.op.from_folder for o in ops if isinstance(o.op, Mv)}
         busy_folders |= {o.op.from_parent for o in ops if isinstance(o.op, Dmv)}
-        deleting = any(isinstance(o.op, Rm) for o in ops)
         blocked: set[_Entity] = set()
         batch: list[OpRow] = []
-        earlier_rmdir = False
         for row in ops:
             ents = _entities(row)
             if isinstance(row.op, Rmdir):
-                # folder/rm of a folder not empty yet is refused (#366): wait for the deletes (their
-                # folders are not recorded), the moves out, sub-folders' removals and uploads. A
-                # waiting rmdir blocks nobody: what follows it is what empties the folder (found by
-                # the fault soak: the move out of a just-POSTed file waited behind the rmdir for ever)
-                if (deleting or earlier_rmdir or bool(ents & blocked) or row.op.folder_id in busy_folders
+                # folder/rm of a folder not empty yet is refused (#366): it waits for the moves out
+                # and the uploads, and blocks nobody while it waits (or backs off after #366): what
+                # follows it is what empties the folder — a move out journaled after it, or the
+                # removal of a sub-folder whose mkdir landed after the user removed it. Found by
+                # the fault soak: the move out of a just-POSTed file waited behind it for ever.
+                if (bool(ents & blocked) or row.op.folder_id in busy_folders
                         or self.op_not_before.get(row.seq, -math.inf) > now):
-                    earlier_rmdir = True
                     if batch:
                         break
                     continue

@@ -476,3 +476,37 @@ async def test_folder_made_before_a_kill_and_listed_before_its_adoption_shows_on
         na = await fs.lookup(ROOT_INODE, "a")
         assert await names(fs, na.ino) == ["d"]
     assert [f["name"] for f in emu.list_folders(a)] == ["d"]
+
+
+async def test_removal_of_a_subfolder_journaled_after_its_parents_does_not_wait_behind_it(
+        rig: Rig, emu: Any, autojump_clock: Any) -> None:
+    """`mkdir a/d`, `rmdir a/d` while d's folder/mkdir is in flight, then `rmdir a`: d's removal
+    is journaled when its mkdir answers, AFTER a's. a's folder/rm is refused "not empty" until
+    d is gone; d's removal must not wait behind it (a 30-second soak left hundreds of removals
+    queued behind one such folder)."""
+    a = emu.make_folder(0, "a")
+    made, gate = trio.Event(), trio.Event()
+    async with rig.mount() as fs:
+        client = fs.scheduler.client
+        orig = client.folder_mkdir
+
+        @functools.wraps(orig)
+        async def gated(*args: Any, **kw: Any) -> Any:
+            got = await orig(*args, **kw)
+            made.set()
+            await gate.wait()
+            return got
+
+        client.folder_mkdir = gated  # type: ignore[method-assign]
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == []
+        await fs.mkdir(na.ino, "d", 0o755)
+        with trio.fail_after(600):
+            await made.wait()
+        await fs.rmdir(na.ino, "d")
+        await fs.rmdir(ROOT_INODE, "a")
+        gate.set()
+        with trio.fail_after(600):
+            await sync(fs)
+        assert await names(fs) == []
+    assert emu.list_folders(0) == []
