@@ -484,7 +484,7 @@ async def test_removal_of_a_subfolder_journaled_after_its_parents_does_not_wait_
     is journaled when its mkdir answers, AFTER a's. a's folder/rm is refused "not empty" until
     d is gone; d's removal must not wait behind it (a 30-second soak left hundreds of removals
     queued behind one such folder)."""
-    a = emu.make_folder(0, "a")
+    emu.make_folder(0, "a")
     made, gate = trio.Event(), trio.Event()
     async with rig.mount() as fs:
         client = fs.scheduler.client
