@@ -41,7 +41,8 @@ def test_short_fault_soak(tmp_path: Path) -> None:
     assert out.exists(), res.stderr[-3000:]
     fig = json.loads(out.read_text())
     summary = {k: fig[k] for k in ("lost", "duplicated", "extra", "wrong_content", "missing_dirs", "extra_dirs",
-                                   "read_mismatches", "flood_locks", "floods_injected", "op_failures")}
+                                   "read_mismatches", "view_errors", "flood_locks", "floods_injected",
+                                   "op_failures")}
     assert fig["kills_between"] + fig["kills_during"] >= 2, fig
     assert fig["emulator_restarts"] >= 1, fig
     assert sum(fig["faults_injected"].values()) >= 10, fig
@@ -49,6 +50,7 @@ def test_short_fault_soak(tmp_path: Path) -> None:
     assert not fig["lost"] and not fig["duplicated"] and not fig["wrong_content"], summary
     assert not fig["extra"] and not fig["missing_dirs"] and not fig["extra_dirs"], summary
     assert not fig["read_mismatches"], summary
+    assert not fig["view_errors"], summary  # a program refused with no kill during it
     assert not fig["undrained"], summary
     assert not fig["crashes"], fig["crashes"]
     assert fig["flood_locks"] <= fig["floods_injected"], summary
