@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import stat as stat_mod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -50,6 +50,9 @@ from fichierfs.scheduler import ApiCaller, Lane
 __all__ = ["ROOT_INODE", "Node", "KernelNotifier", "NullNotifier", "RecordingNotifier", "MetaCache", "NoEntry"]
 
 log = logging.getLogger(__name__)
+
+_ORPHAN_BASE = 1_000_000_000
+"""An orphan's parent is ``-abs(folder id) - _ORPHAN_BASE`` until its folder is listed."""
 
 ROOT_INODE = 1
 
@@ -749,7 +752,7 @@ class MetaCache:
         self._register(node)
         if node.is_dir and node.folder_id is not None and node.folder_id < 0:
             node.listed_at = self.clock()
-        node.parent = -abs(parent_folder) - 1_000_000_000  # placeholder: not a real inode until attached
+        node.parent = -abs(parent_folder) - _ORPHAN_BASE  # placeholder: not a real inode until attached
         self._orphans.setdefault(parent_folder, []).append(node.ino)
         return node
 
@@ -800,7 +803,30 @@ class MetaCache:
         node.file, node.local_key, node.size = rf, None, rf.size
         node.pinned_until = pinned_until
         self._by_url[rf.url] = node.ino
-        self._touch_dir(node.parent)
+        self._touch_parent(node)
+
+    def _touch_parent(self, node: Node) -> None:
+        """The folder holding ``node`` changed; for an orphan (its folder not loaded yet: its
+        parent is a placeholder, see :meth:`add_orphan`) that is the folder it waits for."""
+        if node.parent in self._nodes:
+            self._touch_dir(node.parent)
+        elif node.parent <= -_ORPHAN_BASE:
+            self.folders_changed([-node.parent - _ORPHAN_BASE])
+
+    def folders_changed(self, folder_ids: Iterable[int]) -> None:
+        """Something the journal held for these folders is done (an upload, a move, a mkdir) and
+        the journal forgets it: a loaded folder's view is persisted again; the persisted view of
+        one not loaded by this mount (its entry waited as an orphan) is marked dirty, re-listed
+        before it is served. Found by the fault soak: an upload finished into a folder not loaded
+        yet, a kill, and its stale persisted view hid the file."""
+        if self.store is None:
+            return
+        for fid in folder_ids:
+            node = self.node_for_folder(fid)
+            if node is not None and node.listed_at is not None:
+                self._touch_dir(node.ino)
+            elif fid >= 0:
+                self.store.mark_dirty(fid)
 
     def set_folder_id(self, node: Node, folder_id: int) -> None:
         """mkdir answered (§2.11 ``folder_id``): a local folder becomes the remote one (a node a
@@ -817,7 +843,7 @@ class MetaCache:
             self._mark_gone(other)
         node.folder_id = FolderId(folder_id)
         self._by_folder[folder_id] = node.ino
-        self._touch_dir(node.parent)
+        self._touch_parent(node)
         self._touch_dir(node.ino)
 
     def node_for_folder(self, folder_id: int) -> Node | None:

@@ -296,7 +296,13 @@ class MetaStore:
     @staticmethod
     def _write_listing(db: sqlite3.Connection, fid: int, listing: FolderListing, wall: float,
                        inodes: dict[int | str, int]) -> None:
-        db.execute("UPDATE folders SET listed=?, dirty=0 WHERE folder_id=?", (wall, fid))
+        # the row may not exist yet (its parent's listing comes later in this flush, or never
+        # came): create it, else the listing was lost while its sub-folders' were kept (found by
+        # the fault soak: a stale sub-folder listing became reachable later, a file invisible)
+        db.execute(
+            "INSERT INTO folders (folder_id, parent, ino, name, created, listed, dirty) "
+            "VALUES (?, NULL, 0, '', 0, ?, 0) ON CONFLICT(folder_id) DO UPDATE SET listed=excluded.listed, dirty=0",
+            (fid, wall))
         keep = [int(s.id) for s in listing.sub_folders]
         old = {r[0] for r in db.execute("SELECT folder_id FROM folders WHERE parent=?", (fid,))}
         gone = old - set(keep)

@@ -235,6 +235,7 @@ class NamespaceOps:
                 node = wb.meta.node_for_folder(fid)
                 if node is not None:
                     wb.meta.pin(node, wb.clock() + wb.settle)
+                wb.meta.folders_changed({first.parent, first.from_parent})
         except FichierError as exc:
             attempts = batch[0].attempts + 1
             for o in batch:
@@ -279,6 +280,8 @@ class NamespaceOps:
             node = wb.meta.node_for_url(FileUrl(o.url))
             if node is not None:
                 wb.meta.pin(node, now + wb.settle)
+        # the journal forgets these moves: views persisted before them must not come back
+        wb.meta.folders_changed({f for o in batch for f in (o.folder_id, o.from_folder)})
 
     async def _already_there(self, batch: list[Mv]) -> bool:
         wb = self.wb

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import functools
 import os
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 import trio
 
 from fichierfs import crashpoint
-from fichierfs.meta import ROOT_INODE
+from fichierfs.meta import ROOT_INODE, MetaCache
+from fichierfs.metastore import MetaStore
+from fichierfs.models import FileUrl, FolderId, RemoteFile
 from tests.core.write_rig import Rig, names, read_all, sync, write_file
 
 
@@ -510,3 +513,58 @@ async def test_removal_of_a_subfolder_journaled_after_its_parents_does_not_wait_
             await sync(fs)
         assert await names(fs) == []
     assert emu.list_folders(0) == []
+
+
+async def test_a_listing_written_before_its_folders_row_is_kept(emu: Any, sched: Any, autojump_clock: Any,
+                                                                 tmp_path: Any) -> None:
+    """Listings persisted in one flush in child-first order: the child's and the parent's
+    listings were dropped (their folder rows did not exist yet) while the rows were created
+    by the parents' listings. Soak: a folder stayed unlisted in the DB, its sub-folder's stale
+    listing became reachable later, and a file uploaded meanwhile was invisible after a kill."""
+    a = emu.make_folder(0, "a")
+    b = emu.make_folder(a, "b")
+    emu.put_file(b, "f.bin", b"x")
+    store = MetaStore(tmp_path / "metadata.db", "id-1")
+    store.set_root(0, ROOT_INODE)
+    ls = {f: await sched.call(sched.client.folder_ls, f, files=True) for f in (b, a, 0)}
+    url = ls[b].files[0].url
+    store.put_listing(b, ls[b], {url: 4})  # child first
+    store.put_listing(a, ls[a], {b: 3})
+    store.put_listing(0, ls[0], {a: 2})
+    assert store.flush() == 3
+    store.close()
+    snap = MetaStore(tmp_path / "metadata.db", "id-1").load()
+    assert snap is not None
+    assert sorted(p.folder_id for p in snap.folders) == sorted([0, a, b])
+
+
+async def test_an_upload_done_into_a_folder_not_loaded_marks_its_persisted_view(emu: Any, sched: Any,
+                                                                                 autojump_clock: Any,
+                                                                                 tmp_path: Any) -> None:
+    """A file of the journal waits (an orphan) for its folder's first listing; its upload
+    finishes before that, and the folder's persisted view (listed, clean, without the file) is
+    served after the next kill: the file was invisible (soak: `mv …/sub/s.txt` ENOENT)."""
+    a = emu.make_folder(0, "a")
+    db = tmp_path / "metadata.db"
+    store = MetaStore(db, "id-1")
+    meta = MetaCache(sched, 0)
+    meta.attach_store(store)
+    na = await meta.lookup(ROOT_INODE, "a")
+    await meta.ensure_listed(na.ino)
+    meta.persist_dirty()
+    store.flush()
+    store.close()
+    store = MetaStore(db, "id-1")
+    meta = MetaCache(sched, 0)  # a new mount that has not loaded `a`
+    meta.attach_store(store)
+    node = meta.add_orphan(a, "new.bin", is_dir=False, local_key="local:1", size=3)
+    assert node is not None
+    url = emu.put_file(a, "new.bin", b"new")  # the upload landed
+    rf = RemoteFile(FileUrl(url), "new.bin", 3, datetime.now(timezone.utc), "", folder_id=FolderId(a))
+    meta.set_remote_file(node, rf, pinned_until=1e9)
+    meta.persist_dirty()
+    store.flush()
+    store.close()
+    snap = MetaStore(db, "id-1").load()
+    assert snap is not None
+    assert [p.dirty for p in snap.folders if p.folder_id == a] == [True]  # re-listed before it is served
