@@ -421,15 +421,16 @@ class WriteBack:
         row = self.store.file(st.row)
         if row is None:
             return
+        # uploading, or POSTed before a kill and not resolved yet: the POST may have landed, so
+        # the row stays (unlinked) until the upload's end deletes the fresh copy (found by the
+        # fault soak: the row was dropped while its resolution waited, the copy stayed for ever)
+        landing = st.row in self.uploader.inflight or row.state == "posting"
         with self.store.transaction():
-            if st.row in self.uploader.inflight:
+            if landing:
                 self.store.update_file(st.row, unlinked=True)
             else:
-                if row.replaces:
-                    self.store.add_op(Rm(tuple(row.replaces)))
-                self.store.delete_file(st.row)
-                self.store.drop_attrs(row.key)
-        if st.row not in self.uploader.inflight:
+                self.drop_row(row)
+        if not landing:
             self.by_row.pop(st.row, None)
             if st.handles > 0:
                 # POSIX unlink-while-open: keep the data reachable through an open fd, or a
@@ -441,6 +442,24 @@ class WriteBack:
                 st.close_fd()
                 self._forget_staged(st)
         self.poke()
+
+    def drop_row(self, row: FileRow) -> None:
+        """Journal step of dropping a local file (inside a transaction): its replaced copies are
+        deleted, its row and attributes go."""
+        if row.replaces:
+            self.store.add_op(Rm(tuple(row.replaces)))
+        self.store.delete_file(row.id)
+        self.store.drop_attrs(row.key)
+
+    def forget_row(self, rid: int) -> None:
+        """File step after :meth:`drop_row` of a row no handle can reach any more (unlinked)."""
+        st = self.by_row.pop(rid, None)
+        if st is not None and st.handles == 0:
+            st.close_fd()
+            self._forget_staged(st)
+        if st is None or st.handles == 0:
+            self._path(rid).unlink(missing_ok=True)
+        self.snapshot_path(rid).unlink(missing_ok=True)
 
     def rename_local(self, st: Staged, folder_id: int, name: str, *, also_replaces: list[str] = ()) -> None:  # type: ignore[assignment]
         """A local file moved: its row gets the new place (the upload carries the name)."""

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from fichierfs import crashpoint
+from fichierfs.budget import MemoryBudget
 from fichierfs.meta import ROOT_INODE, MetaCache
 from fichierfs.metastore import MetaStore
 from fichierfs.models import FileUrl, FolderId, RemoteFile
@@ -568,3 +569,82 @@ async def test_an_upload_done_into_a_folder_not_loaded_marks_its_persisted_view(
     snap = MetaStore(db, "id-1").load()
     assert snap is not None
     assert [p.dirty for p in snap.folders if p.folder_id == a] == [True]  # re-listed before it is served
+
+
+async def test_the_search_for_a_post_cut_by_a_kill_lists_afresh(rig: Rig, emu: Any, autojump_clock: Any) -> None:
+    """A folder listed (and its listing shared with the host's other mounts) while a file's POST
+    to it was in flight; the POST lands and the mount is killed before it tells the others its
+    listing is out of date; end.pl has forgotten the upload. After the remount the search for
+    the POSTed copy was served that shared, older listing: not found, and the file was sent
+    again — a duplicate, or (deleted meanwhile) a stray copy: soak, `rm -r` left m291.bin."""
+    shared = MemoryBudget(trio.current_time)
+    a = emu.make_folder(0, "a")
+    data = os.urandom(20_000)
+    started, gate = trio.Event(), trio.Event()
+    with pytest.raises(BaseException):
+        async with rig.mount(shared=shared) as fs:
+            client = fs.scheduler.client
+            orig = client.upload_post
+
+            @functools.wraps(orig)
+            async def gated(*args: Any, **kw: Any) -> Any:
+                started.set()
+                await gate.wait()
+                await orig(*args, **kw)  # the POST lands …
+                raise Crash("kill -9")  # … and the mount dies before anything else
+
+            client.upload_post = gated  # type: ignore[method-assign]
+            na = await fs.lookup(ROOT_INODE, "a")
+            assert await names(fs, na.ino) == []
+            await write_file(fs, na.ino, "f.bin", data)
+            with trio.fail_after(600):
+                await started.wait()
+            await trio.sleep(31)
+            await fs.meta.refresh(na.ino)  # a listing during the POST, shared with the other mounts
+            gate.set()
+            with trio.fail_after(600):
+                await sync(fs)
+    emu._uploads.clear()  # end.pl has forgotten the upload: only the listing can tell
+    assert [f["filename"] for f in emu.list_files(a)] == ["f.bin"]
+    async with rig.mount(shared=shared) as fs:
+        with trio.fail_after(600):
+            await sync(fs)
+    files = emu.list_files(a)
+    assert [f["filename"] for f in files] == ["f.bin"], files
+    assert emu.read_file(files[0]["url"]) == data
+
+
+async def test_unlink_of_a_file_whose_post_is_not_resolved_yet_leaves_no_copy(rig: Rig, emu: Any,
+                                                                               autojump_clock: Any) -> None:
+    """The POST lands, a kill before end.pl; after the remount the file is removed before the
+    writer has looked for the POSTed copy: the row was dropped (not uploading right now) and
+    the copy stayed for ever (soak: `rm -r` left a file and its folders, #366)."""
+    a = emu.make_folder(0, "a")
+    with pytest.raises(BaseException):
+        async with rig.mount() as fs:
+            client = fs.scheduler.client
+            orig = client.upload_post
+
+            @functools.wraps(orig)
+            async def landed(*args: Any, **kw: Any) -> Any:
+                await orig(*args, **kw)
+                raise Crash("kill -9")
+
+            client.upload_post = landed  # type: ignore[method-assign]
+            na = await fs.lookup(ROOT_INODE, "a")
+            assert await names(fs, na.ino) == []
+            await write_file(fs, na.ino, "f.bin", os.urandom(5_000))
+            with trio.fail_after(600):
+                await sync(fs)
+    assert [f["filename"] for f in emu.list_files(a)] == ["f.bin"]
+    async with rig.mount(run_writer=False) as fs:
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == ["f.bin"]
+        await fs.unlink(na.ino, "f.bin")
+        assert await names(fs, na.ino) == []
+    async with rig.mount() as fs:
+        with trio.fail_after(600):
+            await sync(fs)
+        na = await fs.lookup(ROOT_INODE, "a")
+        assert await names(fs, na.ino) == []
+    assert emu.list_files(a) == []
