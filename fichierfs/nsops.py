@@ -92,9 +92,12 @@ class NamespaceOps:
     def rmdir_local(self, folder_id: int) -> None:
         """rmdir of a folder not created remotely yet (or being created)."""
         store = self.wb.store
-        if folder_id in self.mkdir_inflight:
+        d = store.dir(folder_id)
+        if folder_id in self.mkdir_inflight or (d is not None and d.attempts > 0):
             # durable: a restart before mkdir's answer must not bring the folder back
-            # (found by tests/model: mkdir, rmdir, restart → the folder reappeared)
+            # (found by tests/model: mkdir, rmdir, restart → the folder reappeared). A failed
+            # try may have made it too (its answer lost): it is made or adopted, then removed
+            # (found by the fault soak: the folder of a lost answer stayed for ever, #366)
             self.cancelled_dirs.add(folder_id)
             store.update_dir(folder_id, cancelled=1)
             return

@@ -13,6 +13,7 @@ import trio
 
 from fichierfs import crashpoint
 from fichierfs.budget import MemoryBudget
+from fichierfs.errors import ServerError
 from fichierfs.meta import ROOT_INODE, MetaCache
 from fichierfs.metastore import MetaStore
 from fichierfs.models import FileUrl, FolderId, RemoteFile
@@ -648,3 +649,38 @@ async def test_unlink_of_a_file_whose_post_is_not_resolved_yet_leaves_no_copy(ri
         na = await fs.lookup(ROOT_INODE, "a")
         assert await names(fs, na.ino) == []
     assert emu.list_files(a) == []
+
+
+async def test_rmdir_of_a_local_folder_whose_mkdir_may_have_landed_removes_it(rig: Rig, emu: Any,
+                                                                               autojump_clock: Any) -> None:
+    """folder/mkdir reached 1fichier but its answer was lost and every retry failed (the
+    emulator restarting); the user then removed the folder, still local for the mount: its row
+    was simply dropped and the folder made by the first try stayed for ever (soak: its parent's
+    removal refused "not empty" #366 until the drain timed out)."""
+    calls = []
+    async with rig.mount() as fs:
+        client = fs.scheduler.client
+        orig = client.folder_mkdir
+
+        @functools.wraps(orig)
+        async def flaky(*args: Any, **kw: Any) -> Any:
+            calls.append(args)
+            if len(calls) == 1:
+                await orig(*args, **kw)  # made, and the answer lost
+            if len(calls) <= 5:  # the first try and the scheduler's 4 retries
+                raise ServerError("folder/mkdir: connection failed (ConnectError)")
+            return await orig(*args, **kw)
+
+        client.folder_mkdir = flaky  # type: ignore[method-assign]
+        await fs.mkdir(ROOT_INODE, "d", 0o755)
+        assert fs.writer is not None
+        with trio.fail_after(600):
+            while not any(d.attempts for d in fs.writer.store.dirs()):
+                await trio.sleep(0.1)
+        assert [f["name"] for f in emu.list_folders(0)] == ["d"]
+        await fs.rmdir(ROOT_INODE, "d")
+        assert await names(fs) == []
+        with trio.fail_after(600):
+            await sync(fs)
+        assert await names(fs) == []
+    assert emu.list_folders(0) == []

@@ -42,7 +42,6 @@ from tests.mount.conftest import ROOT
 # Not reproduced since: 3 (h11 "Too much data for declared Content-Length": the POST reads a snapshot
 # inode since the uploader split) and 10's "read of 0 bytes right after a write" (a read mismatch is
 # now logged in ops.log with the size `stat` shows and a second read).
-@pytest.mark.xfail(reason="write-back bugs 3, 8, 10 above (not yet found in the code)", strict=False)
 @pytest.mark.timeout(300)
 def test_short_fault_soak(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
