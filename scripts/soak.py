@@ -504,9 +504,9 @@ class Soak:
         last_report = time.monotonic()
         while time.monotonic() < end:
             now = time.monotonic()
-            if now >= next_fault:
+            while now >= next_fault:  # every fault due since the last program (a slow one, a loaded host)
                 self.inject()
-                next_fault = now + self.rng.uniform(0.5, 3)
+                next_fault += self.rng.uniform(0.5, 3)
             if now >= next_restart:
                 self.say("restarting the emulator on its state")
                 self.stop_emulator()
