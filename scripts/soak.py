@@ -455,7 +455,19 @@ class Soak:
         return "read", [rel], do_read
 
     def reconcile(self, paths: list[str]) -> None:
-        """After a kill during a program: take what the remounted file system shows for ``paths``."""
+        """After a kill during a program (or a refused one): take what the mount shows for
+        ``paths``; EAGAIN (the mount's answer while the API is flood-locked) is waited out."""
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                self._reconcile(paths)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
+    def _reconcile(self, paths: list[str]) -> None:
         for rel in paths:
             p = self.p(rel)
             for k in [k for k in self.files if k == rel or k.startswith(rel + "/")]:
