@@ -27,6 +27,9 @@ from fichierfs.metastore import MetaStore
 from fichierfs.models import FileUrl, FolderId, RemoteFile
 from fichierfs.scheduler import ApiCaller, Lane
 
+_ORPHAN_BASE = 1_000_000_000
+"""An orphan's parent is ``-abs(folder id) - _ORPHAN_BASE`` until its folder is listed."""
+
 ROOT_INODE = 1
 
 
@@ -193,6 +196,8 @@ class InodeTable:
         self._preset: dict[int | str, int] = {}
         self.store: MetaStore | None = None
         self._dirty: set[int] = set()
+        self._marked: set[int] = set()
+        """Folders marked dirty in the DB (``MetaStore.mark_dirty``) since their view was last queued."""
         self._loading = False
         self._incomplete: dict[int, trio.Event] = {}
         """Folders first listed from a capped reply, still being completed (bigfolder.py)."""

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from fichierfs.inodes import (
+    _ORPHAN_BASE,
     Node,
 )
 from fichierfs.metashare import SharedChanges
@@ -64,7 +65,7 @@ class LocalChanges(SharedChanges):
         self._register(node)
         if node.is_dir and node.folder_id is not None and node.folder_id < 0:
             node.listed_at = self.clock()
-        node.parent = -abs(parent_folder) - 1_000_000_000  # placeholder: not a real inode until attached
+        node.parent = -abs(parent_folder) - _ORPHAN_BASE  # placeholder: not a real inode until attached
         self._orphans.setdefault(parent_folder, []).append(node.ino)
         return node
 
@@ -114,15 +115,32 @@ class LocalChanges(SharedChanges):
         node.file, node.local_key, node.size = rf, None, rf.size
         node.pinned_until = pinned_until
         self._by_url[rf.url] = node.ino
-        self._touch_dir(node.parent)
+        self._touch_parent(node)
         self._tell("put", node)
 
+    def _touch_parent(self, node: Node) -> None:
+        """The folder holding ``node`` changed; for an orphan (its folder not loaded yet: its
+        parent is a placeholder, see :meth:`add_orphan`) that is the folder it waits for."""
+        if node.parent in self._nodes:
+            self._touch_dir(node.parent)
+        elif node.parent <= -_ORPHAN_BASE:
+            self.folders_changed([-node.parent - _ORPHAN_BASE])
+
     def set_folder_id(self, node: Node, folder_id: int) -> None:
-        """mkdir answered (§2.11 ``folder_id``): a local folder becomes the remote one."""
+        """mkdir answered (§2.11 ``folder_id``): a local folder becomes the remote one (a node a
+        listing made for that folder meanwhile — an adopted folder — is dropped: one entry)."""
         if node.folder_id is not None and self._by_folder.get(int(node.folder_id)) == node.ino:
             del self._by_folder[int(node.folder_id)]
+        other = self._nodes.get(self._by_folder.get(folder_id, 0))
+        if other is not None and other is not node:
+            p = self._nodes.get(other.parent)
+            if p is not None and p.children.get(other.name) == other.ino:
+                del p.children[other.name]
+                self.notifier.invalidate_entry(p.ino, other.name)
+                self._touch_dir(p.ino)
+            self._mark_gone(other)
         node.folder_id = FolderId(folder_id)
         self._by_folder[folder_id] = node.ino
-        self._touch_dir(node.parent)
+        self._touch_parent(node)
         self._touch_dir(node.ino)
         self._tell("put", node, new=True)

@@ -11,7 +11,9 @@ urls/folders are left out. Duplicate names are shown deterministically (module d
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Iterable
 
 from fichierfs.inodes import (
     ROOT_INODE,
@@ -25,6 +27,8 @@ from fichierfs.inodes import (
 from fichierfs.metastore import MetaStore, Snapshot
 from fichierfs.models import FolderId, FolderListing, RemoteFile, RemoteFolder
 from fichierfs.names import decode
+
+log = logging.getLogger("fichierfs.meta")  # one logger for the metadata cache, whatever part logs
 
 
 class ListingMerge(InodeTable):
@@ -69,6 +73,8 @@ class ListingMerge(InodeTable):
                 self._preset = {}
                 self._loading = False
             node.listed_at = None if p.dirty else now - max(0.0, now_wall - p.listed_wall)
+            if p.dirty:
+                log.debug("persisted listing of folder %d is dirty: re-listed before it is served", p.folder_id)
             n += 1
         return n
 
@@ -117,9 +123,16 @@ class ListingMerge(InodeTable):
             other = new.get(name)
             if other is not None and other != child_ino:
                 o = self._nodes[other]
-                alt = _dup_name(name, o.file.url) if o.file is not None else f"{name} (dup {o.folder_id})"
-                o.name = alt
-                new[alt] = other
+                mine = self._nodes[child_ino]
+                if o.is_dir and mine.is_dir and int(mine.folder_id or 0) < 0:
+                    # our folder/mkdir landed, its answer lost (a kill): ONE folder, which the
+                    # writer adopts ("already exists"). Found by the fault soak: shown twice, the
+                    # "(dup N)" name was persisted for it, and after a kill the folder was ENOENT
+                    self._mark_gone(o)
+                else:
+                    alt = _dup_name(name, o.file.url) if o.file is not None else f"{name} (dup {o.folder_id})"
+                    o.name = alt
+                    new[alt] = other
             new[name] = child_ino
         had_listing = parent.listed_at is not None
         parent.children = new
@@ -128,6 +141,10 @@ class ListingMerge(InodeTable):
         if had_listing:  # names that appeared: drop any negative entry the kernel cached
             for name in new.keys() - old.keys():
                 self.notifier.invalidate_entry(ino, name)
+        if log.isEnabledFor(logging.DEBUG):
+            gone_names = sorted(n for n, c in old.items() if new.get(n) != c)
+            log.debug("merged %s listing of folder %s (inode %d): %d entries%s", "persisted" if self._loading else "a",
+                      parent.folder_id, ino, len(new), f", gone or changed: {gone_names[:20]}" if gone_names else "")
         kept: set[int] | None = None
         for name, child_ino in old.items():
             if new.get(name) != child_ino:
@@ -157,13 +174,17 @@ class ListingMerge(InodeTable):
         """Folder ``ino``'s shown content changed: persist it at the next :meth:`persist_dirty`.
 
         A change of ours (not a listing) is also marked in the DB at once, the first time
-        until the view is written: after a crash in between, that folder is re-listed before
-        it is served, so the persisted view never hides what the journal says is done."""
+        since the view was last queued: after a crash in between, that folder is re-listed
+        before it is served, so the persisted view never hides what the journal says is done.
+        (Keyed on its own set, not on "queued for persisting": a re-listing queues the folder
+        too, and a change of ours right after it went unmarked — found by the fault soak: an
+        upload finished just after a re-list, a kill, and the file was invisible.)"""
         if self.store is not None and not self._loading:
-            if not listed and ino not in self._dirty:
+            if not listed and ino not in self._marked:
                 node = self._nodes.get(ino)
                 if node is not None and node.folder_id is not None and int(node.folder_id) >= 0:
                     self.store.mark_dirty(int(node.folder_id))
+                    self._marked.add(ino)
             self._dirty.add(ino)
 
     def persist_dirty(self) -> int:
@@ -209,5 +230,21 @@ class ListingMerge(InodeTable):
             listing = FolderListing(FolderId(fid), "", None, tuple(subs), tuple(files))
             listed_at = node.listed_at if math.isfinite(node.listed_at) else now - 1e9
             self.store.put_listing(fid, listing, inodes, wall - (now - listed_at))
+            self._marked.discard(ino)  # the next change marks it again (and drops this snapshot)
             n += 1
         return n
+
+    def folders_changed(self, folder_ids: Iterable[int]) -> None:
+        """Something the journal held for these folders is done (an upload, a move, a mkdir) and
+        the journal forgets it: a loaded folder's view is persisted again; the persisted view of
+        one not loaded by this mount (its entry waited as an orphan) is marked dirty, re-listed
+        before it is served. Found by the fault soak: an upload finished into a folder not loaded
+        yet, a kill, and its stale persisted view hid the file."""
+        if self.store is None:
+            return
+        for fid in folder_ids:
+            node = self.node_for_folder(fid)
+            if node is not None and node.listed_at is not None:
+                self._touch_dir(node.ino)
+            elif fid >= 0:
+                self.store.mark_dirty(fid)
