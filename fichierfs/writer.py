@@ -42,6 +42,10 @@ Improvement over design §11: the journal lives in SQLite (one small durable tra
 namespace change) rather than an append-only log, because entries are updated in place
 (renames of pending files, local folder ids resolved) and a log would need compaction.
 
+Parts of WriteBack in their own modules: :class:`~fichierfs.staged.Staged` (a staged file's
+state), :mod:`fichierfs.writespace` (df figures, ENOSPC) and :mod:`fichierfs.writestatus` (the
+status section, waiting until drained), both bases of WriteBack.
+
 Concurrency: all state is touched from the trio thread only; disk copies, fsync and
 whirlpool run in worker threads (``trio.to_thread``).
 """
@@ -50,29 +54,31 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import os
 import shutil
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, TypeVarTuple
+from typing import TypeVar, TypeVarTuple
 
 import trio
 
 from fichierfs import crashpoint
 from fichierfs.errors import FichierError
 from fichierfs.meta import MetaCache, Node
-from fichierfs.models import FileUrl, RemoteFile
+from fichierfs.models import RemoteFile
 from fichierfs.names import decode, encode
 from fichierfs.nsops import NamespaceOps
-from fichierfs.oprecords import Dmv, Mv, Op, Rm, Rmdir, describe
+from fichierfs.oprecords import Dmv, Mv, Op, Rm, Rmdir
 from fichierfs.replay import replay_journal
 from fichierfs.scheduler import ApiCaller
+from fichierfs.staged import Staged
 from fichierfs.store import FileRow, Store
 from fichierfs.uploader import MAX_FILE_SIZE, Uploader, whirlpool_of
+from fichierfs.writespace import SpaceAccounting
+from fichierfs.writestatus import WriteStatus
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -84,46 +90,6 @@ log = logging.getLogger(__name__)
 _COPY = 4 << 20  # bytes per piece when filling a staging file
 
 
-@dataclass(eq=False)
-class Staged:
-    """In-memory state of one local file (a ``files`` row, see store.py).
-
-    Attributes:
-        row: the journal row id (``staging/<row>``).
-        ino: its inode.
-        path: the staging file.
-        size: bytes now (may be ahead of the row's ``size`` until the next flush).
-        writers: open write handles; the file is not uploaded while > 0.
-        handles: open handles of any kind that use the staging copy (fd kept open meanwhile).
-        dirty: written since the last flush.
-        due: clock time after which it may be uploaded.
-    """
-
-    row: int
-    ino: int
-    path: Path
-    size: int = 0
-    writers: int = 0
-    handles: int = 0
-    dirty: bool = False
-    due: float = math.inf
-    fd: int = -1
-    inflight: bool = False
-    """Its staging file is part of an upload batch in flight (the POST reads that inode)."""
-    cowed: bool = False
-    """Changed while in flight: the staging file was copied on write; upload it again."""
-
-    def open_fd(self) -> int:
-        if self.fd < 0:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        return self.fd
-
-    def close_fd(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
 @dataclass(frozen=True)
 class _End:
     """What the journal step of an upload's end decided for one member (see complete_batch)."""
@@ -133,7 +99,7 @@ class _End:
     outcome: str  # done | changed (rewritten meanwhile: upload again) | unlinked
 
 
-class WriteBack:
+class WriteBack(SpaceAccounting, WriteStatus):
     """Staging plus the upload/ops worker (see module docstring).
 
     Args:
@@ -195,13 +161,8 @@ class WriteBack:
         self._wakeup = trio.Event()
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self._recent: deque[tuple[float, int, float]] = deque()  # (done, bytes, batch start)
-        self.uploaded_files = 0
-        self.uploaded_bytes = 0
-        self.deleted_bytes = 0
-        self._url_size: dict[str, int] = {}  # sizes of urls queued for deletion (df)
-        self._space: tuple[int, int, int, int] | None = None  # (total, used, uploaded, deleted) at user/info
-        self._pending_sum: tuple[float, int] = (-math.inf, 0)
+        self._init_status()
+        self._init_space()
 
     # ================================================================== staging (vfs side)
     def staged(self, ino: int) -> Staged | None:
@@ -591,53 +552,6 @@ class WriteBack:
         log.info("retry now: every upload, namespace change and folder creation is tried again")
         self.poke()
 
-    # ================================================================== space (df, ENOSPC)
-    def note_size(self, url: str) -> None:
-        """Remember the size of a remote file about to be deleted (df counts it as freed)."""
-        if url not in self._url_size:
-            node = self.meta.node_for_url(FileUrl(url))
-            if node is not None and node.file is not None:
-                self._url_size[url] = int(node.file.size)
-
-    def deleted(self, urls: list[str]) -> None:
-        """``urls`` were deleted (file/rm): df counts their sizes as freed."""
-        freed = sum(self._url_size.pop(u, 0) for u in urls)
-        self.deleted_bytes += freed
-        if freed:
-            self.uploader.space_freed()
-
-    def account_space(self, total: int, used: int) -> None:
-        """A fresh ``user/info`` answer: the base of :meth:`space` (uploads and deletes since
-        are added to it by this mount)."""
-        self._space = (total, used, self.uploaded_bytes, self.deleted_bytes)
-
-    def pending_bytes(self) -> int:
-        """Bytes staged and not uploaded yet (recomputed at most once a second)."""
-        now = self.clock()
-        if now - self._pending_sum[0] >= 1.0:
-            total = sum(st.size for st in self.by_row.values())
-            self._pending_sum = (now, total)
-        return self._pending_sum[1]
-
-    def space(self) -> tuple[int, int] | None:
-        """(total, used) as this mount knows it: the last user/info figure + bytes uploaded
-        since − bytes deleted since + bytes staged and not uploaded yet; None before user/info."""
-        if self._space is None:
-            return None
-        total, used, up0, del0 = self._space
-        used = used + (self.uploaded_bytes - up0) - (self.deleted_bytes - del0) + self.pending_bytes()
-        return total, max(0, used)
-
-    def _check_space(self, st: Staged, growth: int) -> None:
-        """ENOSPC when the account is known to be full (an over-quota refusal, or growth
-        beyond the known free space)."""
-        if growth <= 0:
-            return
-        if self.uploader.over_quota is not None:
-            raise OSError(errno.ENOSPC, f"the 1fichier account is full ({self.uploader.over_quota})")
-        sp = self.space()
-        if sp is not None and sp[1] + growth > sp[0]:
-            raise OSError(errno.ENOSPC, "the 1fichier account has no space left for this write")
 
     # ================================================================== replay
     def replay(self) -> None:
@@ -779,85 +693,4 @@ class WriteBack:
             p.unlink(missing_ok=True)
             total -= s
 
-    # ================================================================== status
-    def pending(self) -> int:
-        """Files and ops not done yet (empty local files without old copies are not pending)."""
-        return self.store.journal_size()
 
-    def statistics(self) -> dict[str, Any]:
-        """The ``writeback`` section of the status document (contract with ``fichierfs status``).
-
-        Keys: pending (journal entries: pending_files + pending_changes), pending_files (files
-        to upload, in flight included: the one count ``status`` and ``sync`` show as files),
-        pending_changes (namespace ops and local folders), pending_bytes, uploading [{path,
-        bytes_done, size}], uploaded_files, uploaded_bytes, rate (bytes/s over the last 60 s),
-        failed, errors [{path, error, attempts}], journal (entries), ops (namespace ops pending),
-        local_folders.
-        """
-        now = self.clock()
-        while self._recent and self._recent[0][0] < now - 60:
-            self._recent.popleft()
-        files = self.store.files()
-        ops = self.store.ops()
-        dirs = self.store.dirs()
-        pending_files = [f for f in files if f.state != "empty" or f.replaces]
-        errors = [{"path": self._row_path(f), "error": f.error, "attempts": f.attempts}
-                  for f in files if f.error and f.state != "refused"]
-        errors += [{"path": describe(o.op), "error": o.error, "attempts": o.attempts} for o in ops if o.error]
-        errors += [{"path": d.name, "error": d.error, "attempts": d.attempts} for d in dirs if d.error]
-        up = self.uploader.statistics()
-        uploading = []
-        for b in self.uploader.batches:
-            first = b.members[0].row.name if b.members else "?"
-            what = first if len(b.members) == 1 else f"{len(b.members)} files ({first}, …)"
-            uploading.append({"path": what, "files": len(b.members), "bytes_done": b.bytes_done, "size": b.size,
-                              "phase": b.phase})
-        refused = [f for f in files if f.state == "refused"]
-        to_upload = len(pending_files) - len(refused)
-        return {
-            "pending": to_upload + len(ops) + len(dirs),
-            "pending_files": to_upload,
-            "pending_changes": len(ops) + len(dirs),
-            "pending_bytes": sum(f.size for f in pending_files if f.state != "refused"),
-            "uploading": uploading,
-            "uploaded_files": self.uploaded_files,
-            "uploaded_bytes": self.uploaded_bytes,
-            "rate": self._rate(now),
-            "failed": len(errors),
-            "errors": errors,
-            "refused": [{"path": self._row_path(f), "error": f.error} for f in refused],
-            "over_quota": up["over_quota"],
-            "batches": up["batches"],
-            "posts": up["posts"],
-            "journal": len(files) + len(ops) + len(dirs),
-            "journal_commits": self.store.commits,
-            "journal_commit_seconds": round(self.store.commit_seconds, 3),
-            "journal_commit_max": round(self.store.commit_max, 4),
-            "ops": len(ops),
-            "local_folders": len(dirs),
-        }
-
-    def _rate(self, now: float) -> float:
-        """Bytes/s of the uploads finished in the last 60 s, over the time they actually took
-        (from the start of the first of their batches to now), so a burst after a remount is
-        not averaged over 60 s; 0 (no meaningful rate yet) with less than 2 s of history."""
-        if not self._recent:
-            return 0.0
-        span = now - min(t0 for _, _, t0 in self._recent)
-        if span < 2.0:
-            return 0.0
-        return sum(b for _, b, _ in self._recent) / span
-
-    def _row_path(self, row: FileRow) -> str:
-        st = self.by_row.get(row.id)
-        if st is not None:
-            try:
-                return self.meta.path_of(st.ino)
-            except FichierError:
-                pass
-        return row.name
-
-    async def wait_drained(self) -> None:
-        """Wait until nothing is pending (``fichierfs sync``, ``umount --wait``, tests)."""
-        while self.pending() > 0:
-            await self._changed.wait()

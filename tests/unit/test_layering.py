@@ -21,6 +21,8 @@ RANK = {
     "meta": 4, "account": 4, "chunks": 4, "diskcache": 4, "reader": 5, "journal": 4, "writer": 5, "store": 4,
     "attrshare": 5, "listshare": 5,
     "backoff": 0, "crashpoint": 0, "oprecords": 0, "uploader": 4.5, "nsops": 4.5, "replay": 4.5,
+    # WriteBack's parts (its bases) and the staged file's state
+    "staged": 4.4, "writespace": 4.6, "writestatus": 4.6,
     "vfs": 6, "control": 6,
     "ops": 7, "core": 7,
     "mount": 8,
