@@ -530,6 +530,8 @@ def _mount_failure(exc: FichierError, options: Options) -> str:
                 "(Paramètres → API)")
     if isinstance(exc, NoEntry) and options.remote_folder.strip("/"):
         return f"the remote folder {options.remote_folder} does not exist on this account ({exc})"
+    if "connection failed" in str(exc):  # name the address tried: a wrong --api-url or port is the usual cause
+        return f"{options.api_url} could not be reached ({exc}): check --api-url and the network"
     return str(exc)
 
 

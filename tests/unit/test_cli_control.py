@@ -226,6 +226,15 @@ def test_refresh_recursive_says_first_that_it_takes_minutes(monkeypatch: pytest.
     assert capsys.readouterr().err == ""
 
 
+def test_a_mount_that_cannot_connect_names_the_address() -> None:
+    from fichierfs.config import Options
+    from fichierfs.errors import ServerError
+
+    text = cli._mount_failure(ServerError("user/info: connection failed (ConnectError)"),
+                              Options(api_url="http://127.0.0.1:1/v1"))
+    assert text.startswith("http://127.0.0.1:1/v1 could not be reached") and "ConnectError" in text
+
+
 def test_sync_cli_with_fake_documents(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import fichierfs.control as control
 
