@@ -165,6 +165,10 @@ async def build_core(
                         scheduler.import_history(await shared.history(), 0.0)
                         st = shared.status()
                         log.info("API budget shared (%s) through %s", st.get("kind"), st.get("url") or st.get("path"))
+                        if st.get("state") == "fallback" and say is not None:  # else a silent 2-minute start
+                            say(f"WARNING: coordinator {st.get('url')} unreachable: conservative local budget until "
+                                "it is back (every folder counts as just listed: a first listing may wait about "
+                                "2 minutes)")
                     await nursery.start(scheduler.run)
                     meta.attach_nursery(nursery)
                     reader = ReadManager(

@@ -122,6 +122,7 @@ async def test_unreachable_at_start_is_fallback_not_failure() -> None:
     from tests.redis_rig import free_port
 
     async with RedisBudget.connect(f"redis://127.0.0.1:{free_port()}/0", NS, retry_every=10) as a:
+        assert a.status()["state"] == "fallback"  # known at once: the mount announces it before any call
         assert await a.acquire(CALL, R) > 0  # conservative: as if someone had just called
         assert a.status()["state"] == "fallback"
 
