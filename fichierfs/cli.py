@@ -634,13 +634,13 @@ def _umount(mountpoint: Path, timeout: float, *, wait: bool = False, drain_timeo
             left = wait_drained(lambda: read_status(target), timeout=drain_timeout,
                                 progress=sys.stderr.isatty())
             if not left.drained:
-                print(f"fichierfs: {left.pending} upload(s) still pending after {drain_timeout} s; "
+                print(f"fichierfs: {left.left_text()} still pending after {drain_timeout} s; "
                       f"{target} stays mounted", file=sys.stderr)
                 return 1
         else:
             left = Backlog.of(read_status(target))
             if not left.drained:
-                print(f"fichierfs: {left.pending} file(s) ({human_bytes(left.pending_bytes)}) not uploaded yet: "
+                print(f"fichierfs: {left.left_text()} ({human_bytes(left.pending_bytes)}) not uploaded yet: "
                       "they are kept in the cache and uploaded at the next mount "
                       "('fichierfs umount --wait' uploads them first)", file=sys.stderr)
     except MountGone as exc:  # a dead daemon: unmounting is all that is left to do
@@ -726,7 +726,7 @@ def _sync(mountpoint: Path, *, timeout: float | None, quiet: bool, retry_now: bo
             print(f"  {r.get('path')}: {r.get('error')}", file=sys.stderr)
         return 1
     if not left.drained:
-        print(f"fichierfs: {left.pending} upload(s) still pending after {timeout} s", file=sys.stderr)
+        print(f"fichierfs: {left.left_text()} still pending after {timeout} s", file=sys.stderr)
         return 1
     if not quiet:
         print(f"fichierfs: everything written to {target} is uploaded", file=sys.stderr)

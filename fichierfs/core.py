@@ -49,6 +49,7 @@ from fichierfs.chunks import ChunkCache
 from fichierfs.config import Options
 from fichierfs.diskcache import DiskCache
 from fichierfs.errors import AuthError, FichierError
+from fichierfs.listshare import ListShare
 from fichierfs.meta import ROOT_INODE, KernelNotifier, MetaCache
 from fichierfs.metastore import MetaStore, Snapshot
 from fichierfs.models import FileUrl
@@ -211,12 +212,16 @@ async def build_core(
                         clean_bytes=options.clean_cache,
                     )
                     attrshare: AttrShare | None = None
+                    listshare: ListShare | None = None
                     if shared is not None:  # times and modes set on one mount are seen on the others
                         attrshare = AttrShare(store, shared, on_applied=lambda key: _forget_attrs(meta, key))
                         await nursery.start(attrshare.run)
                     if writer_retry is not None:
                         writer.retry_base, writer.retry_max = writer_retry
                     writer.replay()  # before the first listing, so that it is merged over the journal
+                    if shared is not None:  # ... and its changes of folders (after the replay: not told again)
+                        listshare = ListShare(meta, shared, account)
+                        await nursery.start(listshare.run)
                     served = snapshot is not None and await serve_persisted(meta, scheduler, snapshot)
                     snapshot = None  # the nodes hold what they need; let the loaded listings go (RSS)
                     if list_root and not served:
@@ -248,6 +253,8 @@ async def build_core(
                     )
                     if attrshare is not None:
                         fs.status_sources["attrshare"] = attrshare.statistics
+                    if listshare is not None:
+                        fs.status_sources["listshare"] = listshare.statistics
                     if options.thumbnails != "allow":
                         fs.policy = ProcessPolicy(options.thumbnails)
                         fs.status_sources["storm"] = fs.policy.statistics

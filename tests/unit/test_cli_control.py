@@ -528,3 +528,20 @@ def test_sync_stops_at_once_when_the_account_is_full() -> None:
     b = wait_drained(lambda: doc, console=Console(file=io.StringIO()), sleep=lambda s: pytest.fail("slept"))
     assert not b.drained and b.blocked and "full" in b.blocked and b.blocked_files == ["a.bin", "b.bin"]
     assert "stopped: the 1fichier account is full" in _render(doc)
+
+
+def test_status_and_sync_count_pending_files_the_same_way() -> None:
+    """One definition of "pending file(s)": files to upload (in flight included); deletes, moves
+    and folders are "other changes" (status showed 305 file(s) while sync counted 243/260)."""
+    doc = {"writeback": {"pending": 305, "pending_files": 260, "pending_changes": 45, "pending_bytes": 1 << 20,
+                         "uploading": [], "uploaded_files": 0, "uploaded_bytes": 0}}
+    out = _render(doc)
+    assert "260 file(s), 1.0 MiB to upload, 45 other change(s)" in out and "305" not in out
+    buf = io.StringIO()
+    now = [0.0]
+    wait_drained(lambda: doc, console=Console(file=buf, width=160, color_system=None), sleep=lambda s: None,
+                 clock=lambda: now.__setitem__(0, now[0] + 1) or now[0], timeout=1.5)
+    assert "0/260 + 45 other change(s)" in buf.getvalue()
+    assert Backlog.of(doc).left_text() == "260 file(s) and 45 other change(s)"
+    old = Backlog.of({"writeback": {"pending": 4}})  # a document from an older mount
+    assert old.pending_files == 4 and old.pending_changes == 0 and not old.drained
