@@ -49,6 +49,7 @@ from fichierfs.chunks import ChunkCache
 from fichierfs.config import Options
 from fichierfs.diskcache import DiskCache
 from fichierfs.errors import AuthError, FichierError
+from fichierfs.listshare import ListShare
 from fichierfs.meta import ROOT_INODE, KernelNotifier, MetaCache
 from fichierfs.metastore import MetaStore, Snapshot
 from fichierfs.models import FileUrl
@@ -165,6 +166,10 @@ async def build_core(
                         scheduler.import_history(await shared.history(), 0.0)
                         st = shared.status()
                         log.info("API budget shared (%s) through %s", st.get("kind"), st.get("url") or st.get("path"))
+                        if st.get("state") == "fallback" and say is not None:  # else a silent 2-minute start
+                            say(f"WARNING: coordinator {st.get('url')} unreachable: conservative local budget until "
+                                "it is back (every folder counts as just listed: a first listing may wait about "
+                                "2 minutes)")
                     await nursery.start(scheduler.run)
                     meta.attach_nursery(nursery)
                     reader = ReadManager(
@@ -207,17 +212,22 @@ async def build_core(
                         clean_bytes=options.clean_cache,
                     )
                     attrshare: AttrShare | None = None
+                    listshare: ListShare | None = None
                     if shared is not None:  # times and modes set on one mount are seen on the others
                         attrshare = AttrShare(store, shared, on_applied=lambda key: _forget_attrs(meta, key))
                         await nursery.start(attrshare.run)
                     if writer_retry is not None:
                         writer.retry_base, writer.retry_max = writer_retry
                     writer.replay()  # before the first listing, so that it is merged over the journal
+                    if shared is not None:  # ... and its changes of folders (after the replay: not told again)
+                        listshare = ListShare(meta, shared, account)
+                        await nursery.start(listshare.run)
                     served = snapshot is not None and await serve_persisted(meta, scheduler, snapshot)
                     snapshot = None  # the nodes hold what they need; let the loaded listings go (RSS)
                     if list_root and not served:
                         wait = scheduler.next_allowed(client.folder_ls, int(meta.get(ROOT_INODE).folder_id or 0))
-                        if wait > 1:
+                        fallback = shared is not None and shared.status().get("state") == "fallback"
+                        if wait > 1 and not fallback:  # in fallback the WARNING above said it (and waits longer)
                             text = (f"waiting {wait:.0f} s before listing {options.remote_folder}: 1fichier allows "
                                     "one listing of a folder per 30 s (§4), and the previous mount listed it recently")
                             (say or log.info)(text)
@@ -244,6 +254,8 @@ async def build_core(
                     )
                     if attrshare is not None:
                         fs.status_sources["attrshare"] = attrshare.statistics
+                    if listshare is not None:
+                        fs.status_sources["listshare"] = listshare.statistics
                     if options.thumbnails != "allow":
                         fs.policy = ProcessPolicy(options.thumbnails)
                         fs.status_sources["storm"] = fs.policy.statistics

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import stat as stat_mod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -51,6 +51,9 @@ from fichierfs.scheduler import ApiCaller, Lane
 __all__ = ["ROOT_INODE", "Node", "KernelNotifier", "NullNotifier", "RecordingNotifier", "MetaCache", "NoEntry"]
 
 log = logging.getLogger(__name__)
+
+_ORPHAN_BASE = 1_000_000_000
+"""An orphan's parent is ``-abs(folder id) - _ORPHAN_BASE`` until its folder is listed."""
 
 ROOT_INODE = 1
 
@@ -224,6 +227,8 @@ class MetaCache:
         self._preset: dict[int | str, int] = {}
         self.store: MetaStore | None = None
         self._dirty: set[int] = set()
+        self._marked: set[int] = set()
+        """Folders marked dirty in the DB (``MetaStore.mark_dirty``) since their view was last queued."""
         self._loading = False
         self._incomplete: dict[int, trio.Event] = {}
         """Folders first listed from a capped reply, still being completed (bigfolder.py)."""
@@ -244,6 +249,11 @@ class MetaCache:
         self._nodes[ROOT_INODE] = root
         self._by_folder[root_folder_id] = ROOT_INODE
         self.listings = 0
+        self.on_change: Callable[[dict[str, Any]], None] | None = None
+        """Told of each remote change of ours as it is made (fichierfs.listshare tells the other mounts)."""
+        self.shared_applied = 0
+        self.on_merged: Callable[[int], None] | None = None
+        """Told the folder id after a listing was merged (fichierfs.listshare re-applies recent changes)."""
         self.overlay = AttrOverlay()
         """Staged sizes and local attributes over the listings' (attrs.py): fed by the write side."""
 
@@ -291,6 +301,8 @@ class MetaCache:
                 self._preset = {}
                 self._loading = False
             node.listed_at = None if p.dirty else now - max(0.0, now_wall - p.listed_wall)
+            if p.dirty:
+                log.debug("persisted listing of folder %d is dirty: re-listed before it is served", p.folder_id)
             n += 1
         return n
 
@@ -588,13 +600,17 @@ class MetaCache:
         """Folder ``ino``'s shown content changed: persist it at the next :meth:`persist_dirty`.
 
         A change of ours (not a listing) is also marked in the DB at once, the first time
-        until the view is written: after a crash in between, that folder is re-listed before
-        it is served, so the persisted view never hides what the journal says is done."""
+        since the view was last queued: after a crash in between, that folder is re-listed
+        before it is served, so the persisted view never hides what the journal says is done.
+        (Keyed on its own set, not on "queued for persisting": a re-listing queues the folder
+        too, and a change of ours right after it went unmarked — found by the fault soak: an
+        upload finished just after a re-list, a kill, and the file was invisible.)"""
         if self.store is not None and not self._loading:
-            if not listed and ino not in self._dirty:
+            if not listed and ino not in self._marked:
                 node = self._nodes.get(ino)
                 if node is not None and node.folder_id is not None and int(node.folder_id) >= 0:
                     self.store.mark_dirty(int(node.folder_id))
+                    self._marked.add(ino)
             self._dirty.add(ino)
 
     def persist_dirty(self) -> int:
@@ -640,6 +656,7 @@ class MetaCache:
             listing = FolderListing(FolderId(fid), "", None, tuple(subs), tuple(files))
             listed_at = node.listed_at if math.isfinite(node.listed_at) else now - 1e9
             self.store.put_listing(fid, listing, inodes, wall - (now - listed_at))
+            self._marked.discard(ino)  # the next change marks it again (and drops this snapshot)
             n += 1
         return n
 
@@ -688,9 +705,16 @@ class MetaCache:
             other = new.get(name)
             if other is not None and other != child_ino:
                 o = self._nodes[other]
-                alt = _dup_name(name, o.file.url) if o.file is not None else f"{name} (dup {o.folder_id})"
-                o.name = alt
-                new[alt] = other
+                mine = self._nodes[child_ino]
+                if o.is_dir and mine.is_dir and int(mine.folder_id or 0) < 0:
+                    # our folder/mkdir landed, its answer lost (a kill): ONE folder, which the
+                    # writer adopts ("already exists"). Found by the fault soak: shown twice, the
+                    # "(dup N)" name was persisted for it, and after a kill the folder was ENOENT
+                    self._mark_gone(o)
+                else:
+                    alt = _dup_name(name, o.file.url) if o.file is not None else f"{name} (dup {o.folder_id})"
+                    o.name = alt
+                    new[alt] = other
             new[name] = child_ino
         had_listing = parent.listed_at is not None
         parent.children = new
@@ -699,6 +723,10 @@ class MetaCache:
         if had_listing:  # names that appeared: drop any negative entry the kernel cached
             for name in new.keys() - old.keys():
                 self.notifier.invalidate_entry(ino, name)
+        if log.isEnabledFor(logging.DEBUG):
+            gone_names = sorted(n for n, c in old.items() if new.get(n) != c)
+            log.debug("merged %s listing of folder %s (inode %d): %d entries%s", "persisted" if self._loading else "a",
+                      parent.folder_id, ino, len(new), f", gone or changed: {gone_names[:20]}" if gone_names else "")
         kept: set[int] | None = None
         for name, child_ino in old.items():
             if new.get(name) != child_ino:
@@ -709,6 +737,8 @@ class MetaCache:
                     gone = self._nodes.get(child_ino)
                     if gone is not None and gone.parent == ino:
                         self._mark_gone(gone)
+        if self.on_merged is not None and parent.folder_id is not None:
+            self.on_merged(int(parent.folder_id))
 
     def _pinned_here(self, child_ino: int, parent: int, now: float) -> bool:
         c = self._nodes.get(child_ino)
@@ -830,7 +860,7 @@ class MetaCache:
         self._register(node)
         if node.is_dir and node.folder_id is not None and node.folder_id < 0:
             node.listed_at = self.clock()
-        node.parent = -abs(parent_folder) - 1_000_000_000  # placeholder: not a real inode until attached
+        node.parent = -abs(parent_folder) - _ORPHAN_BASE  # placeholder: not a real inode until attached
         self._orphans.setdefault(parent_folder, []).append(node.ino)
         return node
 
@@ -852,12 +882,14 @@ class MetaCache:
         if node.file is not None and node.local_key is None:
             self._by_url[node.file.url] = node.ino
 
-    def detach(self, node: Node) -> None:
+    def detach(self, node: Node, *, tell: bool = True) -> None:
         """Take ``node`` out of its parent's children (no kernel notice: the caller is FUSE)."""
         p = self._nodes.get(node.parent)
         if p is not None and p.children.get(node.name) == node.ino:
             del p.children[node.name]
             self._touch_dir(p.ino)
+            if tell:
+                self._tell("del", node)
 
     def remove(self, node: Node) -> None:
         """unlink/rmdir: detach and forget once the kernel has no reference left."""
@@ -868,29 +900,166 @@ class MetaCache:
 
     def move(self, node: Node, new_parent: int, new_name: str, *, pinned_until: float = math.inf) -> None:
         """rename: put ``node`` at ``new_parent``/``new_name`` (an entry there must be removed first)."""
-        self.detach(node)
+        self.detach(node, tell=False)  # the "put" below moves it on the other mounts (same inode there)
         node.parent, node.name = new_parent, new_name
         self.get(new_parent).children[new_name] = node.ino
         self._touch_dir(new_parent)
         node.pinned_until = max(node.pinned_until, pinned_until)
+        self._tell("put", node)
 
     def set_remote_file(self, node: Node, rf: RemoteFile, *, pinned_until: float) -> None:
         """An upload finished (end.pl links, §6.4/§8.6): the node now is remote file ``rf``."""
+        replaced = node.file if node.file is not None and node.file.url != rf.url else None
         if node.file is not None and self._by_url.get(node.file.url) == node.ino:
             del self._by_url[node.file.url]
+        if replaced is not None:  # new content of an existing file: the old url leaves the folder
+            self._tell_gone(node.parent, replaced.url)
         node.file, node.local_key, node.size = rf, None, rf.size
         node.pinned_until = pinned_until
         self._by_url[rf.url] = node.ino
-        self._touch_dir(node.parent)
+        self._touch_parent(node)
+        self._tell("put", node)
+
+    def _touch_parent(self, node: Node) -> None:
+        """The folder holding ``node`` changed; for an orphan (its folder not loaded yet: its
+        parent is a placeholder, see :meth:`add_orphan`) that is the folder it waits for."""
+        if node.parent in self._nodes:
+            self._touch_dir(node.parent)
+        elif node.parent <= -_ORPHAN_BASE:
+            self.folders_changed([-node.parent - _ORPHAN_BASE])
+
+    def folders_changed(self, folder_ids: Iterable[int]) -> None:
+        """Something the journal held for these folders is done (an upload, a move, a mkdir) and
+        the journal forgets it: a loaded folder's view is persisted again; the persisted view of
+        one not loaded by this mount (its entry waited as an orphan) is marked dirty, re-listed
+        before it is served. Found by the fault soak: an upload finished into a folder not loaded
+        yet, a kill, and its stale persisted view hid the file."""
+        if self.store is None:
+            return
+        for fid in folder_ids:
+            node = self.node_for_folder(fid)
+            if node is not None and node.listed_at is not None:
+                self._touch_dir(node.ino)
+            elif fid >= 0:
+                self.store.mark_dirty(fid)
 
     def set_folder_id(self, node: Node, folder_id: int) -> None:
-        """mkdir answered (§2.11 ``folder_id``): a local folder becomes the remote one."""
+        """mkdir answered (§2.11 ``folder_id``): a local folder becomes the remote one (a node a
+        listing made for that folder meanwhile — an adopted folder — is dropped: one entry)."""
         if node.folder_id is not None and self._by_folder.get(int(node.folder_id)) == node.ino:
             del self._by_folder[int(node.folder_id)]
+        other = self._nodes.get(self._by_folder.get(folder_id, 0))
+        if other is not None and other is not node:
+            p = self._nodes.get(other.parent)
+            if p is not None and p.children.get(other.name) == other.ino:
+                del p.children[other.name]
+                self.notifier.invalidate_entry(p.ino, other.name)
+                self._touch_dir(p.ino)
+            self._mark_gone(other)
         node.folder_id = FolderId(folder_id)
         self._by_folder[folder_id] = node.ino
-        self._touch_dir(node.parent)
+        self._touch_parent(node)
         self._touch_dir(node.ino)
+        self._tell("put", node, new=True)
+
+    # ------------------------------------------------------------------ changes shared with other mounts
+    # A change of ours is told (on_change) as "put" (this entry now has this name in this folder)
+    # or "del" (it left this folder); fichierfs.listshare carries it to the other mounts of the
+    # account, which apply it to the folders they have listed (apply_shared) instead of re-listing.
+
+    def _tell(self, op: str, node: Node, *, new: bool = False) -> None:
+        if self.on_change is None or self._loading:
+            return
+        parent = self._nodes.get(node.parent)
+        if parent is None or parent.folder_id is None or int(parent.folder_id) < 0:
+            return
+        if node.is_dir:
+            if node.folder_id is None or int(node.folder_id) < 0:
+                return  # not created remotely yet (mkdir pending): told once it has its id
+            key: str | int = int(node.folder_id)
+        elif node.file is not None and node.local_key is None:
+            key = str(node.file.url)
+        else:
+            return  # a local staging copy: told once its upload gives it a url
+        change: dict[str, Any] = {"op": op, "f": int(parent.folder_id), "k": key, "n": node.name, "t": node.mtime}
+        if new:
+            change["new"] = True  # a folder 1fichier just created: empty, its content comes as changes
+        if op == "put" and node.file is not None:
+            rf = node.file
+            change["rf"] = [rf.size, None if rf.date is None else rf.date.isoformat(), rf.checksum, rf.content_type,
+                            rf.filename]
+        self.on_change(change)
+
+    def _tell_gone(self, parent_ino: int, url: str) -> None:
+        parent = self._nodes.get(parent_ino)
+        if self.on_change is not None and parent is not None and parent.folder_id is not None \
+                and int(parent.folder_id) >= 0 and not self._loading:
+            self.on_change({"op": "del", "f": int(parent.folder_id), "k": str(url)})
+
+    def apply_shared(self, change: dict[str, Any]) -> bool:
+        """Apply a change another mount of the account told (see :meth:`_tell`) to a folder we
+        have listed; our own pending or recent changes win (as in :meth:`merge`). True if applied."""
+        folder = self.node_for_folder(int(change["f"]))
+        if folder is None or folder.listed_at is None or folder.gone or folder.ino in self._incomplete:
+            return False  # never listed here: its first listing will show it
+        now = self.clock()
+        key = change["k"]
+        if isinstance(key, int):
+            if self._is_hidden(self._hidden_folders, key, now):
+                return False
+            known = self.node_for_folder(key)
+        else:
+            if self._is_hidden(self._hidden_urls, key, now):
+                return False
+            known = self.node_for_url(FileUrl(key))
+        if known is not None and (known.pinned_until > now or known.local_key is not None):
+            return False
+        if change["op"] == "del":
+            if known is None or known.parent != folder.ino or folder.children.get(known.name) != known.ino:
+                return False
+            del folder.children[known.name]
+            self.notifier.invalidate_entry(folder.ino, known.name)
+            self._touch_dir(folder.ino, listed=True)
+            self._mark_gone(known)
+            self.shared_applied += 1
+            return True
+        name = str(change["n"])
+        if known is not None:  # moved or renamed: leave its old place
+            old = self._nodes.get(known.parent)
+            if old is not None and old.children.get(known.name) == known.ino:
+                del old.children[known.name]
+                self.notifier.invalidate_entry(old.ino, known.name)
+                self._touch_dir(old.ino, listed=True)
+        taken = folder.children.get(name)
+        other = self._nodes.get(taken) if taken is not None and (known is None or taken != known.ino) else None
+        if other is not None and not self._pinned_here(other.ino, folder.ino, now):
+            # the other mount's newer entry takes the name (as the newest does in a listing); the
+            # one here moves aside, and goes when its "del" comes (a replaced file's old url)
+            alt = _dup_name(name, other.file.url) if other.file is not None else f"{name} (dup {other.folder_id})"
+            del folder.children[name]
+            other.name = alt
+            folder.children[alt] = other.ino
+            self.notifier.invalidate_entry(folder.ino, alt)
+            other = None
+        if isinstance(key, int):
+            if other is not None:
+                name = f"{name} (dup {key})"
+            child = self._folder_node(key, folder.ino, name, float(change.get("t") or 0.0))
+            if change.get("new") and child.listed_at is None:
+                child.listed_at = now  # just created (empty): what goes in it comes through this feed
+        else:
+            size, date, checksum, ctype, filename = change["rf"]
+            when = None if date is None else datetime.fromisoformat(date)
+            rf = RemoteFile(FileUrl(key), str(filename), int(size), when, checksum, ctype,
+                            folder_id=FolderId(int(change["f"])))
+            if other is not None:  # our own pending entry keeps the name
+                name = _dup_name(name, key)
+            child = self._file_node(rf, folder.ino, name)
+        folder.children[name] = child.ino
+        self.notifier.invalidate_entry(folder.ino, name)
+        self._touch_dir(folder.ino, listed=True)
+        self.shared_applied += 1
+        return True
 
     def node_for_folder(self, folder_id: int) -> Node | None:
         ino = self._by_folder.get(folder_id)
@@ -1074,6 +1243,7 @@ class MetaCache:
             "listings": self.listings,
             "window_listings": self.window_calls,
             "incomplete_folders": len(self._incomplete),
+            "shared_changes_applied": self.shared_applied,
             "incomplete": self.incomplete(),
             "lookups_by_name": self.probes,
         }

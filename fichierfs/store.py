@@ -20,7 +20,8 @@ docs/1fichier-api.md §6 limits, §8.8). Key ``local:<id>``.
     id         INTEGER PRIMARY KEY; the staging file is ``staging/<id>``
     folder_id  destination folder (negative: a local folder not yet created, see ``dirs``)
     name       the local (decoded) name
-    size       bytes of the staged copy at the last flush
+    size       bytes of the staged copy at the last flush (while ``posting``: the bytes sent; a flush
+               during the POST only bumps ``gen``)
     gen        bumped by every flush that changed data; an upload records the gen it sent
     state      ``dirty``  waiting for its quiet delay, then uploaded;
                ``empty``  0 bytes: kept locally (and listed) until it has content;
