@@ -660,6 +660,8 @@ def _umount(mountpoint: Path, timeout: float, *, wait: bool = False, drain_timeo
         print(f"fichierfs: {target} is unmounted, but its daemon (pid {pid}) is still finishing; "
               "a new mount of the same folder is refused until it has exited", file=sys.stderr)
         return 1
+    if wait:  # as sync does: say it, also when not on a terminal (scripts, systemd logs)
+        print(f"fichierfs: everything written to {target} is uploaded; unmounted", file=sys.stderr)
     return 0
 
 
