@@ -25,7 +25,7 @@ import errno as _errno
 
 from fichierfs.errors import BadName
 
-__all__ = ["encode", "encode_new", "decode", "BadName", "NameError_", "MAX_NAME_CHARS", "MAX_NAME_BYTES"]
+__all__ = ["encode", "decode", "BadName", "NameError_", "MAX_NAME_CHARS", "MAX_NAME_BYTES"]
 
 NameError_ = BadName
 """The old name of :class:`fichierfs.errors.BadName` (kept for imports)."""
@@ -39,11 +39,6 @@ ENAMETOOLONG. statfs still reports 255, what programs expect of a POSIX file sys
 
 MAX_NAME_BYTES = MAX_NAME_CHARS
 """Old name of :data:`MAX_NAME_CHARS` (kept for importers)."""
-
-LOCAL_NAME_MAX = 255
-"""Linux's NAME_MAX: bytes of UTF-8 in one local path component (what statfs reports). The FUSE
-kernel module lets names of up to 1024 bytes reach us, so a NEW name is checked here (a remote name
-read from a listing may be longer locally — 250 "é" — and is still shown)."""
 
 QUOTE = "\u201b"
 _FULL = 0xFEE0
@@ -120,21 +115,6 @@ def encode(name: str) -> str:
             f"name {shown!r} is {len(result)} characters once encoded for 1fichier; "
             f"1fichier allows at most {MAX_NAME_CHARS} (§7)", _errno.ENAMETOOLONG)
     return result
-
-
-def encode_new(name: str) -> str:
-    """:func:`encode` for a name being created locally (create, mkdir, rename's target).
-
-    Raises:
-        BadName: as :func:`encode`, and ENAMETOOLONG over :data:`LOCAL_NAME_MAX` bytes of UTF-8: such a
-            file could be copied to no local disk.
-    """
-    remote = encode(name)
-    size = len(name.encode("utf-8", "surrogateescape"))
-    if size > LOCAL_NAME_MAX:
-        raise BadName(f"name {name[:40] + '…'!r} is {size} bytes; Linux allows {LOCAL_NAME_MAX} per name",
-                      _errno.ENAMETOOLONG)
-    return remote
 
 
 def decode(remote: str) -> str:

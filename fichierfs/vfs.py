@@ -50,7 +50,7 @@ from fichierfs.attrs import Attr
 from fichierfs.chunks import ChunkCache
 from fichierfs.errors import FichierError, FsError, NoEntry
 from fichierfs.meta import ROOT_INODE, MetaCache, Node
-from fichierfs.names import encode_new
+from fichierfs.names import encode
 from fichierfs.scheduler import ApiCaller, Lane
 from fichierfs.storm import ProcessPolicy
 from fichierfs.writer import Staged, WriteBack
@@ -459,7 +459,7 @@ class Filesystem:
         """
         writer = self._writable()
         p = await self._dir(parent)
-        encode_new(name)
+        encode(name)
         existing = await self._child(parent, name)
         if existing is not None:
             if flags & os.O_EXCL:
@@ -489,7 +489,7 @@ class Filesystem:
         """
         writer = self._writable()
         p = await self._dir(parent)
-        encode_new(name)
+        encode(name)
         if await self._child(parent, name) is not None:
             raise FsError(errno.EEXIST)
         local_id = writer.mkdir(int(p.folder_id or 0), name)
@@ -555,7 +555,7 @@ class Filesystem:
         await self._dir(parent_old)
         pn = await self._dir(parent_new)
         node = await self.meta.lookup(parent_old, name_old)
-        encode_new(name_new)
+        encode(name_new)
         target = await self._child(parent_new, name_new)
         if target is node:
             return
