@@ -348,6 +348,10 @@ def render_status(doc: dict[str, Any], mountpoint: Path | str | None = None, *, 
         head.append(breaker if breaker != "closed" else "ok", style=style)
     if breaker != "closed" and api.get("breaker_closes_in"):
         head.append(f", flood lock: resumes in {float(api['breaker_closes_in']):.0f} s", style=style)
+    coord = api.get("coordinator")
+    if isinstance(coord, dict) and coord.get("state") == "fallback":
+        where = coord.get("url") or coord.get("kind", "?")
+        head.append(f" · coordinator {where} unreachable: conservative local budget", style="bold yellow")
     partial = [f for f in (meta.get("incomplete") or []) if isinstance(f, dict)]
     if partial:
         head.append(f" · {len(partial)} folder(s) still being listed (5,000 files or more)", style="bold yellow")
@@ -369,9 +373,9 @@ def render_status(doc: dict[str, Any], mountpoint: Path | str | None = None, *, 
     def grid(title: str, rows: list[tuple[str, str]]) -> Table:
         t = Table(title=title, box=box.SIMPLE, title_justify="left", show_header=False, padding=(0, 2))
         t.add_column(style="dim")
-        t.add_column(justify="right")
+        t.add_column(justify="right", overflow="fold")  # a value is never cut ("redis://127.0.0.1:…")
         t.add_column(style="dim")
-        t.add_column(justify="right")
+        t.add_column(justify="right", overflow="fold")
         for i in range(0, len(rows), 2):
             a, c = rows[i], rows[i + 1] if i + 1 < len(rows) else ("", "")
             t.add_row(a[0], a[1], c[0], c[1])
@@ -433,12 +437,16 @@ def render_status(doc: dict[str, Any], mountpoint: Path | str | None = None, *, 
     ]))
 
     cache = reader.get("cache") or {}
+    disk = reader.get("disk")
+    disk_rows = [("disk cache", f"{human_bytes(disk.get('cached_bytes'))} / {human_bytes(disk.get('limit'))}"),
+                 ("disk cache hits", str(disk.get("hits", "-")))] if isinstance(disk, dict) else []
     parts.append(grid("Caches", [
         ("folders listed", str(meta.get("folders_listed", "-"))), ("entries", str(meta.get("inodes", "-"))),
         ("download links", str(reader.get("token_calls", "-"))),
         ("downloaded", human_bytes(reader.get("downloaded_bytes"))),
         ("memory cache", f"{human_bytes(cache.get('cached_bytes'))} / {human_bytes(cache.get('budget'))}"),
         ("open files", str(reader.get("open_handles", "-"))),
+        *disk_rows,
     ]))
     if verbose:
         rest = Table(title="All counters", box=box.SIMPLE, title_justify="left", show_header=False)

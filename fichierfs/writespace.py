@@ -64,10 +64,13 @@ class SpaceAccounting:
 
     def space(self) -> tuple[int, int] | None:
         """(total, used) as this mount knows it: the last user/info figure + bytes uploaded
-        since − bytes deleted since + bytes staged and not uploaded yet; None before user/info."""
+        since − bytes deleted since + bytes staged and not uploaded yet; None before user/info.
+        While an upload is refused for lack of space, used = total: df agrees with ENOSPC."""
         if self._space is None:
             return None
         total, used, up0, del0 = self._space
+        if self.uploader.over_quota is not None:
+            return total, total
         used = used + (self.uploaded_bytes - up0) - (self.deleted_bytes - del0) + self.pending_bytes()
         return total, max(0, used)
 
