@@ -107,11 +107,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import trio
+import trio.lowlevel
 from cachetools import TTLCache
 
 from fichierfs.chunks import Chunk, ChunkCache, FetchRange, Window
@@ -238,6 +241,8 @@ class ReadManager:
         self._random_resets = 0
         self._random_reads = 0
         self._disk_bytes = 0
+        self._adopted_files = 0
+        self._adopted_bytes = 0
         self._random_fetched = 0
         # random handles fetch pages, not chunks: their own small cache, 1/8 of the budget (≤ 32 MiB)
         small_budget = max(16 * RANDOM_UNIT_MAX, min(cache.budget // 8, 32 * MiB))
@@ -301,6 +306,55 @@ class ReadManager:
         st.handles += 1
         self._handles += 1
         return Reader(self, st)
+
+    def has_local(self, file_url: str, size: int, checksum: str = "") -> bool:
+        """True when reading every byte of this file version needs no download (memory or disk cache)."""
+        disk = self.disk
+        key = disk.key(file_url, checksum) if disk is not None else ""
+        for i in range(-(-size // self.chunk_size)):
+            if (file_url, i) not in self.cache and (disk is None or (key, i) not in disk):
+                return False
+        return True
+
+    def adopt(self, file_url: str, checksum: str, path: Path, size: int) -> None:
+        """Copy a local file whose content is this file version (the writer's clean copy of a file just
+        uploaded, whirlpool ``checksum`` known) into the on-disk read cache, so that reading it back, also after
+        a remount, costs no download-link call and no byte from 1fichier (issue 15). No await: the file is
+        opened now (the writer may drop its copy at once) and copied chunk by chunk in a background task (a
+        checkpoint between chunks); nothing happens without a disk cache or a running manager, or when the
+        file is larger than the cache's limit."""
+        disk = self.disk
+        if disk is None or self._nursery is None or not checksum or size > disk.limit:
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            log.debug("cannot adopt %s: %s", path, exc)
+            return
+        try:
+            if os.fstat(fd).st_size != size:
+                raise OSError("size changed")
+            self._nursery.start_soon(self._adopt, disk, disk.key(file_url, checksum), fd, size)
+        except (OSError, RuntimeError):
+            os.close(fd)
+
+    async def _adopt(self, disk: DiskCache, key: str, fd: int, size: int) -> None:
+        cs = self.chunk_size
+        try:
+            for i in range(-(-size // cs)):
+                if (key, i) not in disk:
+                    data = os.pread(fd, cs, i * cs)
+                    if len(data) != min(cs, size - i * cs) or not disk.put(key, i, data):
+                        disk.invalidate(key)  # never a partial or short version
+                        return
+                    self._adopted_bytes += len(data)
+                await trio.lowlevel.checkpoint()
+            self._adopted_files += 1
+        except OSError as exc:
+            log.warning("disk cache: cannot copy an uploaded file in: %s", exc)
+            disk.invalidate(key)
+        finally:
+            os.close(fd)
 
     def forget(self, file_url: str) -> None:
         """Drop the file's link and cached chunks (it was deleted or replaced remotely)."""
@@ -471,6 +525,8 @@ class ReadManager:
             "random_reads": self._random_reads,
             "random_fetched_bytes": self._random_fetched,
             "disk_read_bytes": self._disk_bytes,
+            "adopted_files": self._adopted_files,
+            "adopted_bytes": self._adopted_bytes,
             "disk": self.disk.statistics() if self.disk is not None else None,
             "cache": self.cache.statistics(),
             "pages": self.pages.statistics(),
