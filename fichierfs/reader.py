@@ -114,7 +114,6 @@ from types import TracebackType
 from typing import Any
 
 import trio
-import trio.lowlevel
 from cachetools import TTLCache
 
 from fichierfs.chunks import Chunk, ChunkCache, FetchRange, Window
@@ -150,6 +149,9 @@ RANDOM_UNIT_MAX = 64 * 1024
 """Bytes: the largest unit a random read is rounded to (the unit follows the handle's request size)."""
 RANDOM_BACK_TO_SEQ = 2
 """Chunks of strictly contiguous reads that turn a random handle sequential again."""
+DISK_QUEUE_MAX = 32 * MiB
+"""Bytes of downloaded chunks waiting for the disk cache's writer thread; beyond it a chunk is not stored (the
+cache is best effort; the bytes stay referenced until written, so this bounds the extra memory)."""
 
 
 SchedulerLike = ApiCaller
@@ -242,6 +244,12 @@ class ReadManager:
         self._random_reads = 0
         self._disk_bytes = 0
         self._adopted_files = 0
+        self._disk_queue: list[tuple[str, int, Chunk]] = []
+        self._disk_queued = 0
+        self._disk_skipped = 0
+        self._disk_wake = trio.Event()
+        self._disk_idle = trio.Event()
+        self._disk_idle.set()
         self._adopted_bytes = 0
         self._random_fetched = 0
         # random handles fetch pages, not chunks: their own small cache, 1/8 of the budget (≤ 32 MiB)
@@ -254,11 +262,14 @@ class ReadManager:
             raise RuntimeError("ReadManager is already running")
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
+        self._nursery.start_soon(self._disk_writer)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
+        if exc_type is None:
+            await self.flush_disk()
         nursery, cm = self._nursery, self._nursery_cm
         self._nursery = self._nursery_cm = None
         assert nursery is not None and cm is not None
@@ -276,6 +287,7 @@ class ReadManager:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._disk_writer)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
@@ -340,21 +352,72 @@ class ReadManager:
 
     async def _adopt(self, disk: DiskCache, key: str, fd: int, size: int) -> None:
         cs = self.chunk_size
+
+        def copy(i: int, n: int) -> bool:  # in a worker thread: file system only
+            data = os.pread(fd, n, i * cs)
+            return len(data) == n and disk.write(key, i, data)
+
         try:
             for i in range(-(-size // cs)):
-                if (key, i) not in disk:
-                    data = os.pread(fd, cs, i * cs)
-                    if len(data) != min(cs, size - i * cs) or not disk.put(key, i, data):
-                        disk.invalidate(key)  # never a partial or short version
+                n = min(cs, size - i * cs)
+                if disk.reserve(key, i, n):
+                    ok = False
+                    try:
+                        ok = await trio.to_thread.run_sync(copy, i, n)
+                    finally:
+                        disk.commit(key, i, ok)
+                    if not ok:
+                        disk.invalidate(key)  # never a partial version
                         return
-                    self._adopted_bytes += len(data)
-                await trio.lowlevel.checkpoint()
+                    self._adopted_bytes += n
+                elif (key, i) not in disk:
+                    return  # no room (or being written by a download): the rest would be evicted first anyway
             self._adopted_files += 1
-        except OSError as exc:
-            log.warning("disk cache: cannot copy an uploaded file in: %s", exc)
-            disk.invalidate(key)
         finally:
             os.close(fd)
+
+    def _store(self, disk: DiskCache, key: str, index: int, data: Chunk) -> None:
+        """Hand a downloaded chunk to the disk cache's writer thread (written at once without a nursery)."""
+        if self._nursery is None:
+            disk.put(key, index, data)
+            return
+        if self._disk_queued + len(data) > DISK_QUEUE_MAX:
+            self._disk_skipped += 1  # the disk is slower than the network: keep memory bounded instead
+            return
+        if disk.reserve(key, index, len(data)):
+            self._disk_queue.append((key, index, data))
+            self._disk_queued += len(data)
+            self._disk_wake.set()
+            if self._disk_idle.is_set():
+                self._disk_idle = trio.Event()
+
+    async def flush_disk(self) -> None:
+        """Wait until every downloaded chunk handed to the disk cache is written."""
+        await self._disk_idle.wait()
+
+    async def _disk_writer(self) -> None:
+        """Write queued chunks into the disk cache in a worker thread, off the event loop (issue 15.5)."""
+        disk = self.disk
+        if disk is None:
+            return
+        while True:
+            await self._disk_wake.wait()
+            self._disk_wake = trio.Event()
+            while self._disk_queue:
+                batch, self._disk_queue = self._disk_queue, []
+                done = [False] * len(batch)
+
+                def work(batch: list[tuple[str, int, Chunk]] = batch, done: list[bool] = done) -> None:
+                    for n, (key, index, data) in enumerate(batch):
+                        done[n] = disk.write(key, index, data)
+
+                try:
+                    await trio.to_thread.run_sync(work)
+                finally:
+                    for n, (key, index, data) in enumerate(batch):
+                        disk.commit(key, index, done[n])
+                        self._disk_queued -= len(data)
+            self._disk_idle.set()
 
     def forget(self, file_url: str) -> None:
         """Drop the file's link and cached chunks (it was deleted or replaced remotely)."""
@@ -427,7 +490,7 @@ class ReadManager:
                 got = await self._download(st, i * cs, min(j * cs, st.size), lane, cs)
                 if disk is not None and key is not None:
                     for n, piece in enumerate(got):
-                        disk.put(key, i + n, piece)
+                        self._store(disk, key, i + n, piece)
                 out.extend(got)
                 i = j
             return out
@@ -527,6 +590,7 @@ class ReadManager:
             "disk_read_bytes": self._disk_bytes,
             "adopted_files": self._adopted_files,
             "adopted_bytes": self._adopted_bytes,
+            "disk_skipped": self._disk_skipped,
             "disk": self.disk.statistics() if self.disk is not None else None,
             "cache": self.cache.statistics(),
             "pages": self.pages.statistics(),
