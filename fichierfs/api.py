@@ -424,10 +424,16 @@ class FichierClient:
         return pieces[0] if pieces else b""  # one piece of the whole size, or b"" for HTTP 416
 
     @endpoint("download")
-    async def download_chunks(self, link: DownloadLink, start: int, end: int, chunk_size: int) -> list[bytearray]:
+    async def download_chunks(
+        self, link: DownloadLink, start: int, end: int, chunk_size: int,
+        on_chunk: Callable[[int, bytearray], None] | None = None,
+    ) -> list[bytearray]:
         """Like :meth:`download_range`, but the bytes arrive cut into ``chunk_size`` pieces (the last may be
         shorter), each a buffer allocated once at its final size and filled in place: no growing buffer, no
-        second copy to cut a window into cache chunks (issue 15.5). Same errors as :meth:`download_range`."""
+        second copy to cut a window into cache chunks (issue 15.5). ``on_chunk(i, piece)`` is called as soon
+        as piece ``i`` (counted from ``start``) is full, before the rest arrives (the read path hands it to
+        its readers at once); every piece is also in the returned list. Same errors as
+        :meth:`download_range`."""
         if start < 0 or end <= start or chunk_size <= 0:
             raise ValueError(f"bad range [{start}, {end}) / chunk size {chunk_size}")
         what = f"download of {link.file_url}"
@@ -463,6 +469,8 @@ class FichierClient:
                         src, fill, got = src[n:], fill + n, got + n
                         if fill == len(cur):
                             out.append(cur)
+                            if on_chunk is not None:
+                                on_chunk(len(out) - 1, cur)
                             if got < want:
                                 cur = bytearray(min(chunk_size, want - got))
                                 view, fill = memoryview(cur), 0

@@ -150,8 +150,9 @@ RANDOM_UNIT_MAX = 64 * 1024
 RANDOM_BACK_TO_SEQ = 2
 """Chunks of strictly contiguous reads that turn a random handle sequential again."""
 DISK_QUEUE_MAX = 32 * MiB
-"""Bytes of downloaded chunks waiting for the disk cache's writer thread; beyond it a chunk is not stored (the
-cache is best effort; the bytes stay referenced until written, so this bounds the extra memory)."""
+"""Bytes of downloaded chunks waiting for the disk cache's writer thread before a download waits (at most 1/8
+of the memory budget): the queued bytes stay referenced until written, so this bounds the memory they add to
+the budget (plus the one window in flight)."""
 
 
 SchedulerLike = ApiCaller
@@ -246,10 +247,12 @@ class ReadManager:
         self._adopted_files = 0
         self._disk_queue: list[tuple[str, int, Chunk]] = []
         self._disk_queued = 0
-        self._disk_skipped = 0
+        self._disk_waits = 0
         self._disk_wake = trio.Event()
         self._disk_idle = trio.Event()
         self._disk_idle.set()
+        self._disk_room_event = trio.Event()
+        self.disk_queue_max = min(DISK_QUEUE_MAX, cache.budget // 8)
         self._adopted_bytes = 0
         self._random_fetched = 0
         # random handles fetch pages, not chunks: their own small cache, 1/8 of the budget (≤ 32 MiB)
@@ -376,13 +379,11 @@ class ReadManager:
         finally:
             os.close(fd)
 
-    def _store(self, disk: DiskCache, key: str, index: int, data: Chunk) -> None:
-        """Hand a downloaded chunk to the disk cache's writer thread (written at once without a nursery)."""
+    def _to_disk(self, disk: DiskCache, key: str, index: int, data: Chunk) -> None:
+        """Hand a downloaded chunk to the disk cache's writer thread (written at once without a nursery);
+        nothing when it is stored or queued already."""
         if self._nursery is None:
             disk.put(key, index, data)
-            return
-        if self._disk_queued + len(data) > DISK_QUEUE_MAX:
-            self._disk_skipped += 1  # the disk is slower than the network: keep memory bounded instead
             return
         if disk.reserve(key, index, len(data)):
             self._disk_queue.append((key, index, data))
@@ -390,6 +391,13 @@ class ReadManager:
             self._disk_wake.set()
             if self._disk_idle.is_set():
                 self._disk_idle = trio.Event()
+
+    async def _disk_room(self) -> None:
+        """Before a download: wait while more than ``disk_queue_max`` bytes wait for the disk (a disk slower
+        than the network slows the downloads down rather than leaving holes in the cache or growing memory)."""
+        while self._nursery is not None and self._disk_queued > self.disk_queue_max:
+            self._disk_waits += 1
+            await self._disk_room_event.wait()
 
     async def flush_disk(self) -> None:
         """Wait until every downloaded chunk handed to the disk cache is written."""
@@ -417,6 +425,8 @@ class ReadManager:
                     for n, (key, index, data) in enumerate(batch):
                         disk.commit(key, index, done[n])
                         self._disk_queued -= len(data)
+                    self._disk_room_event.set()
+                    self._disk_room_event = trio.Event()
             self._disk_idle.set()
 
     def forget(self, file_url: str) -> None:
@@ -487,24 +497,43 @@ class ReadManager:
                 j = i + 1
                 while j < stop and not (disk is not None and (key, j) in disk):
                     j += 1
-                got = await self._download(st, i * cs, min(j * cs, st.size), lane, cs)
                 if disk is not None and key is not None:
-                    for n, piece in enumerate(got):
-                        self._store(disk, key, i + n, piece)
+                    await self._disk_room()
+                got = await self._download(st, i * cs, min(j * cs, st.size), lane, cs, first=i, disk_key=key)
+                if disk is not None and key is not None:
+                    for n, piece in enumerate(got):  # those on_chunk did not store (no-ops for the others)
+                        self._to_disk(disk, key, i + n, piece)
                 out.extend(got)
                 i = j
             return out
 
         return fetch
 
-    async def _download(self, st: _FileState, start: int, end: int, lane: Lane, unit: int) -> list[bytearray]:
+    async def _download(
+        self, st: _FileState, start: int, end: int, lane: Lane, unit: int, *, first: int | None = None,
+        disk_key: str | None = None,
+    ) -> list[bytearray]:
         """Bytes ``[start, end)`` of the file in one ranged GET, cut into chunks as they arrive (``start`` is
-        chunk-aligned); one link renewal on HTML."""
+        chunk-aligned); one link renewal on HTML. With ``first`` (the index of the chunk at ``start``), each
+        chunk is handed to the chunk cache as soon as it is complete (:meth:`ChunkCache.deliver`): a
+        sequential reader follows the GET instead of waiting for its whole window; with ``disk_key`` it is
+        also queued for the disk cache then (a read-ahead cancelled after its GET loses nothing)."""
         client = self._scheduler.client
+        cache, disk = self.cache, self.disk
+        on_chunk: Callable[[int, bytearray], None] | None = None
+        if first is not None:
+
+            def on_chunk(k: int, piece: bytearray) -> None:
+                cache.deliver(first + k, piece)
+                if disk is not None and disk_key is not None:
+                    self._to_disk(disk, disk_key, first + k, piece)
+
         for attempt in (1, 2):
             link = await self._link(st)
             try:
-                data = await self._scheduler.call(client.download_chunks, link, start, end, unit, lane=lane)
+                data = await self._scheduler.call(
+                    client.download_chunks, link, start, end, unit, lane=lane, on_chunk=on_chunk
+                )
             except LinkExpired:
                 self._link_expired += 1
                 if self._links.get(st.file_url) is link:
@@ -590,7 +619,7 @@ class ReadManager:
             "disk_read_bytes": self._disk_bytes,
             "adopted_files": self._adopted_files,
             "adopted_bytes": self._adopted_bytes,
-            "disk_skipped": self._disk_skipped,
+            "disk_waits": self._disk_waits,
             "disk": self.disk.statistics() if self.disk is not None else None,
             "cache": self.cache.statistics(),
             "pages": self.pages.statistics(),
