@@ -161,7 +161,7 @@ def render(bench_info: dict[str, Any], runs: list[Run], args: argparse.Namespace
             f"It answers \"which is faster when the API does not punish\", not \"which survives 1fichier\".")
         add("")
         lines.extend(section(ref, findings, "reference"))
-    lines.extend(previous_section(main, args))
+    lines.extend(previous_section(main, args, sz))
     add("")
     add("## Findings (computed from the tables above)")
     add("")
@@ -181,7 +181,7 @@ def render(bench_info: dict[str, Any], runs: list[Run], args: argparse.Namespace
     return "\n".join(lines) + "\n", findings
 
 
-def previous_section(runs: list[Run], args: argparse.Namespace) -> list[str]:
+def previous_section(runs: list[Run], args: argparse.Namespace, sz: Sizes | None = None) -> list[str]:
     """fichierfs now beside the figures of the run before issue 15 (bench_kit/previous.json), main pass."""
     path = Path(__file__).with_name("previous.json")
     if not path.exists():
@@ -212,9 +212,18 @@ def previous_section(runs: list[Run], args: argparse.Namespace) -> list[str]:
                     f"{num(now, 'rss_kib', lambda x: human_bytes(x * KiB))} |")
     if not rows:
         return []
+    changed = []
+    for k, old_v in prev.get("params", {}).items():
+        new_v = getattr(sz, k, None) if sz is not None else None
+        if new_v is not None and new_v != old_v:
+            fmt = human_bytes if k.endswith("size") or k.endswith("big") else str
+            changed.append(f"{k} {fmt(old_v)} → {fmt(new_v)}")
+    note = (" Sizes changed since (so that a full run fits in about 20 minutes): " + ", ".join(changed) +
+            "; compare per-file and per-byte figures (calls per file, MiB/s, IOPS, over-fetch), not totals."
+            if changed else "")
     return ["", "## fichierfs before and after issue 15 (read path)", "",
             f"Previous figures: {prev['source']}. Now: this run's main pass. The machine is shared and was loaded "
-            "differently, so compare ratios (calls, bytes, RSS, over-fetch) more than seconds.", "",
+            "differently, so compare ratios (calls, bytes, RSS, over-fetch) more than seconds." + note, "",
             "| workload | before | now | API calls | downloaded | peak RSS |", "|---|---|---|---|---|---|", *rows]
 
 
@@ -272,6 +281,24 @@ def section(runs: list[Run], findings: list[str], name: str) -> list[str]:
                     findings.append(f"fichierfs reads the big file sequentially at {mib:.1f} MiB/s, "
                                     f"{mib / wm:.2f} × the wire limit ({wm:.1f} MiB/s): below the 0.9 × "
                                     f"target{tag}.")
+    rwire = summ.get(("randread", "cold", "wire"))
+    if rwire and rwire.get("iops"):
+        wi = rwire["iops"]
+        add("")
+        add(f"Random 4 KiB reads against the wire{tag}: one reader straight from the emulator in the same run "
+            "(4 KiB ranged GETs at random offsets, one after the other, on one kept-alive connection): the most "
+            "one synchronous reader can get at this request latency, whatever the file system does.")
+        add("")
+        add("| | IOPS | / wire (1 reader) | over-fetch |")
+        add("|---|---|---|---|")
+        add(f"| wire (1 reader, direct GETs) | {wi:.1f} | 1.00 | – |")
+        for phase in ("cold", "par"):
+            for mname in MOUNTS:
+                d = summ.get(("randread", phase, mname))
+                if d and d.get("iops"):
+                    of = f"{d['over_fetch']:.2f}×" if d.get("over_fetch") else "–"
+                    add(f"| {mname}, {PHASE_LABEL[('randread', phase)].split('(fio, ')[-1].rstrip(')')} | "
+                        f"{d['iops']:.1f} | {d['iops'] / wi:.2f} | {of} |")
     wr = [(k, m) for k in (("copyin", "cold"), ("tar", "cold")) for m in MOUNTS if (k[0], k[1], m) in summ]
     if any(summ[(k[0], k[1], m)].get("cp_s") or summ[(k[0], k[1], m)].get("tar_s") for k, m in wr):
         add("")

@@ -44,7 +44,7 @@ def make_sizes(args: argparse.Namespace, workloads: dict[str, Workload]) -> Size
         from fichierfs.config import parse_size
 
         params["big_size"] = parse_size(args.big_size)
-    return Sizes(runs=args.runs or (1 if args.quick else 3), timeout=args.timeout or (8.0 if args.quick else 600.0),
+    return Sizes(runs=args.runs or 1, timeout=args.timeout or (8.0 if args.quick else 180.0),
                  quick=bool(args.quick), params=params)
 
 

@@ -8,7 +8,7 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench_kit.common import GiB, MiB, Phase, Sizes, Workload, ensure_big, human_bytes
+from bench_kit.common import MiB, Phase, Sizes, Workload, ensure_big, human_bytes
 
 if TYPE_CHECKING:
     from bench_kit.runner import Bench
@@ -19,7 +19,7 @@ class SeqRead(Workload):
     order = 30
     labels = {"cold": "sequential read of the big file"}
     reference = True
-    full = {"big_size": 1 * GiB}
+    full = {"big_size": 256 * MiB}
     quick = {"big_size": 24 * MiB}
 
     def build(self, b: Bench) -> None:
