@@ -543,7 +543,8 @@ def _run_foreground(options: Options, mountpoint: Path, key: Secret) -> int:
     if daemon and log_file is None and not Path("/dev/log").exists():
         # no syslog (containers, minimal systems): warnings would be lost; keep them in the cache dir
         log_file = private_dir(options.cache_root()) / "fichierfs.log"
-        fallback = f"no syslog on this machine (/dev/log missing): the mount logs to {log_file}"
+        if not log_file.exists():  # said once, when the fallback log is created, not at every mount
+            fallback = f"no syslog on this machine (/dev/log missing): the mount logs to {log_file}"
     setup_logging(options.log_level, log_file, syslog=daemon and log_file is None, secrets=[key.reveal()])
 
     def say(text: str) -> None:

@@ -40,7 +40,9 @@ docs/1fichier-api.md §6 limits, §8.8). Key ``local:<id>``.
 and stands for the folder everywhere (files, ops, other dirs) until the real folder id is
 known; :meth:`Store.resolve_folder` then rewrites every reference in one transaction.
 
-``ops`` — namespace mutations of remote objects, executed in ``seq`` order:
+``ops`` — namespace mutations of remote objects, executed in ``seq`` order; each row is a
+typed record of :mod:`fichierfs.oprecords` (``Rm``, ``Mv``, ``Rmdir``, ``Dmv``), written and
+read by ``oprecords.dump``/``load`` only:
 
     ``rm``     {"urls": [...]}                                 file/rm (batched, §2.5)
     ``mv``     {"url", "folder_id", "name", "from_folder", "old_name", "size", "checksum", "date"}
@@ -75,6 +77,7 @@ in worker threads.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -83,9 +86,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fichierfs import oprecords
+from fichierfs.oprecords import Op
 from fichierfs.private import open_private, private_dir
 
 __all__ = ["Store", "FileRow", "DirRow", "OpRow", "LocalAttrs"]
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -160,11 +167,16 @@ class DirRow:
 
 @dataclass
 class OpRow:
+    """One journalled namespace op (typed: fichierfs.oprecords) and its retry state."""
+
     seq: int
-    kind: str
-    data: dict[str, Any]
+    op: Op
     attempts: int = 0
     error: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.op.kind
 
 
 @dataclass
@@ -195,6 +207,7 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._in_tx = False
+        self._bad_ops: set[int] = set()
         self.attrs: dict[str, LocalAttrs] = {}
         rows = self._db.execute("SELECT key, mtime_ns, ctime_ns, mode, uid, gid FROM attrs")
         for key, mtime, ctime, mode, uid, gid in rows:
@@ -220,7 +233,10 @@ class Store:
         return self._db.execute(sql, args)
 
     def commit(self) -> None:
-        """Write pending attribute changes in one durable transaction."""
+        """Write pending attribute changes in one durable transaction (none when nothing is
+        pending: every other change was committed by its own transaction already)."""
+        if not self._dirty_attrs and not self._in_tx:
+            return
         with self.transaction():
             pass
 
@@ -339,31 +355,37 @@ class Store:
             self._x("DELETE FROM dirs WHERE id=?", (local_id,))
             self._x("UPDATE dirs SET parent=? WHERE parent=?", (remote_id, local_id))
             self._x("UPDATE files SET folder_id=? WHERE folder_id=?", (remote_id, local_id))
-            for op in self.ops():
-                changed = False
-                for k in ("folder_id", "parent", "from_folder", "from_parent"):
-                    if op.data.get(k) == local_id:
-                        op.data[k] = remote_id
-                        changed = True
-                if changed:
-                    self._x("UPDATE ops SET data=? WHERE seq=?", (json.dumps(op.data), op.seq))
+            for row in self.ops():
+                moved = oprecords.rebase(row.op, local_id, remote_id)
+                if moved is not None:
+                    self._x("UPDATE ops SET data=? WHERE seq=?", (oprecords.dump(moved)[1], row.seq))
             self.rekey_attrs(f"d:{local_id}", f"d:{remote_id}")
 
     # ------------------------------------------------------------------ ops
-    def add_op(self, kind: str, **data: Any) -> int:
+    def add_op(self, op: Op) -> int:
+        """Journal ``op`` (after every op already journalled); returns its ``seq``."""
+        kind, data = oprecords.dump(op)
         with self.transaction():
-            cur = self._x("INSERT INTO ops (kind, data) VALUES (?,?)", (kind, json.dumps(data)))
+            cur = self._x("INSERT INTO ops (kind, data) VALUES (?,?)", (kind, data))
         return int(cur.lastrowid or 0)
 
     def ops(self) -> list[OpRow]:
-        return [
-            OpRow(s, k, json.loads(d), a, e)
-            for s, k, d, a, e in self._x("SELECT seq, kind, data, attempts, error FROM ops ORDER BY seq")
-        ]
+        """Every journalled op in ``seq`` order. A row no version can read (a damaged journal) is
+        logged and skipped, never run."""
+        out: list[OpRow] = []
+        for s, k, d, a, e in self._x("SELECT seq, kind, data, attempts, error FROM ops ORDER BY seq"):
+            try:
+                out.append(OpRow(s, oprecords.load(k, d), a, e))
+            except oprecords.BadOpRecord as exc:
+                if s not in self._bad_ops:
+                    self._bad_ops.add(s)
+                    log.error("%s; left in the journal, not run", exc)
+        return out
 
-    def update_op(self, seq: int, **values: Any) -> None:
-        if "data" in values:
-            values["data"] = json.dumps(values["data"])
+    def update_op(self, seq: int, *, op: Op | None = None, **values: Any) -> None:
+        """Set ``attempts``/``error`` of op ``seq``, or replace its record by ``op``."""
+        if op is not None:
+            values["data"] = oprecords.dump(op)[1]
         cols = ", ".join(f"{k}=?" for k in values)
         with self.transaction():
             self._x(f"UPDATE ops SET {cols} WHERE seq=?", (*values.values(), seq))

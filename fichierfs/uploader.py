@@ -29,7 +29,8 @@ One batch (:meth:`Uploader._run_batch`)
 4. one end.pl; its links are matched to members by name and size. Members end.pl does not
    list (or all of them, when end.pl gives nothing) are looked for in ONE listing of the
    folder by name + size + whirlpool; only members found nowhere are sent again;
-5. each matched member is completed on its own (:meth:`WriteBack.complete`): old copies are
+5. the matched members are completed together (:meth:`WriteBack.complete_batch`: ONE journal
+   transaction for all of them, then each member's files and cache entries): old copies are
    queued for deletion (the namespace-op batcher deletes them in one ``file/rm``), a member
    rewritten in flight is uploaded again later, an unlinked one has its fresh copy removed.
 
@@ -64,6 +65,7 @@ from fichierfs.backoff import backoff
 from fichierfs.errors import FichierError, RequestRejected, ServerError, UploadFailed
 from fichierfs.models import FolderId, RemoteFile, UploadServer
 from fichierfs.names import encode
+from fichierfs.oprecords import Rm
 from fichierfs.scheduler import ApiCaller, Lane
 from fichierfs.store import FileRow, Store
 
@@ -95,7 +97,7 @@ class WriteSide(Protocol):
     def staging_path(self, row: int) -> Path: ...
     def snapshot_path(self, row: int) -> Path: ...
     def drop_snapshot(self, row: int) -> None: ...
-    async def complete(self, sent: FileRow, rf: RemoteFile, *, started: float | None = None) -> None: ...
+    def complete_batch(self, done: list[tuple[FileRow, RemoteFile]], *, started: float | None = None) -> None: ...
 
 __all__ = ["Uploader", "Batch", "Member", "MAX_FILE_SIZE", "MAX_BATCH_FILES", "MAX_BATCH_BYTES", "whirlpool_of"]
 
@@ -433,7 +435,7 @@ class Uploader:
                     row = store.file(m.row.id)
                     if row is not None:
                         if row.replaces:
-                            store.add_op("rm", urls=row.replaces)
+                            store.add_op(Rm(tuple(row.replaces)))
                         store.update_file(row.id, state="empty", replaces=[], size=0, attempts=0, error=None)
                 batch.members.remove(m)
                 if m.fh is not None:
@@ -482,12 +484,11 @@ class Uploader:
                                     posted_ok=post_error is None, refused=isinstance(post_error, UploadFailed),
                                     fds={m.row.id: m.fh.fileno() for m in batch.members if m.fh is not None})
         missing = [m.row for m in batch.members if m.row.id not in found]
-        for m in batch.members:
-            rf = found.get(m.row.id)
-            if rf is not None:
-                await wb.complete(m.row, rf, started=batch.started)
-                self.not_before.pop(m.row.id, None)
-                self.cap.pop(m.row.id, None)
+        landed = [(m.row, found[m.row.id]) for m in batch.members if m.row.id in found]
+        wb.complete_batch(landed, started=batch.started)  # one journal transaction for the batch
+        for row, _ in landed:
+            self.not_before.pop(row.id, None)
+            self.cap.pop(row.id, None)
         batch.phase = "done"
         if missing:
             self._unsend(missing)
@@ -564,10 +565,7 @@ class Uploader:
             self.inflight[r.id] = dummy
         try:
             found = await self._resolve(UploadServer(host, xid), folder, rows, posted_ok=False, refused=False, fds={})
-            for r in rows:
-                rf = found.get(r.id)
-                if rf is not None:
-                    await wb.complete(r, rf)
+            wb.complete_batch([(r, found[r.id]) for r in rows if r.id in found])
             self._unsend([r for r in rows if r.id not in found])
         except FichierError as exc:
             for r in rows:

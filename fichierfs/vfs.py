@@ -527,12 +527,14 @@ class Filesystem:
             fh = await self.open(existing.ino, flags)
             self.meta.remember(existing.ino)
             return fh, self.attr(existing)
-        st = writer.new_file(int(p.folder_id or 0), name)
-        now = self._now_ns()
+        assert self.store is not None
+        with self.store.transaction():  # the journal row and its attributes: one commit
+            st = writer.new_file(int(p.folder_id or 0), name)
+            now = self._now_ns()
+            self.store.set_attrs(f"local:{st.row}", mtime_ns=now, ctime_ns=now, mode=mode & 0o7777, uid=uid,
+                                 gid=gid)
         node = self.meta.add_node(parent, name, is_dir=False, local_key=f"local:{st.row}", mtime=now / 1e9)
         writer.bind(st, node.ino)
-        assert self.store is not None
-        self.store.set_attrs(node.key, mtime_ns=now, ctime_ns=now, mode=mode & 0o7777, uid=uid, gid=gid)
         writing = (flags & os.O_ACCMODE) != os.O_RDONLY
         writer.opened(st, writing=writing)
         fh = self._new_fh()

@@ -1,4 +1,4 @@
-"""Writer: staging files and the WriteBack worker that turns them into 1fichier uploads.
+"""Writer: staging files and the WriteBack that owns the write side's parts (uploads, ops, replay).
 
 1fichier has no partial write and never overwrites on upload (docs/1fichier-api.md §6,
 §8.1, §8.3), so every change of a file is staged whole in a local file and uploaded whole
@@ -30,11 +30,9 @@ WriteBack worker (``run``)
 * **Overwrite**: the new copy is uploaded first; the replaced urls are deleted afterwards
   (one ``file/rm`` for all deletes due together, §2.5, §8.5). The listing cache is updated
   from end.pl's links, never by re-listing (§8.6).
-* **Namespace ops** (``ops`` table) run in journal order, one task: runs of ``rm`` become
-  one ``file/rm``; runs of plain moves to one folder one ``file/mv``; runs of in-place
-  renames one ``file/rename``. Local folders are created (``folder/mkdir``) before anything
-  that needs their id. An op waits while it depends on something not done yet (a local
-  folder, files still uploading into a folder it removes).
+* **Namespace ops** (``ops`` table, typed records of :mod:`fichierfs.oprecords`) are run by
+  :mod:`fichierfs.nsops` (batched: one ``file/rm`` per run of deletes, …); the journal is
+  replayed at mount by :mod:`fichierfs.replay`; upload batches are :mod:`fichierfs.uploader`'s.
 * **Failures**: retryable errors back off (``retry_base`` doubling, capped at
   ``retry_max``); a flood lock is the scheduler's business (its breaker holds the call, the
   item keeps its place). Permanent errors are recorded and retried at the cap. Staged data
@@ -58,21 +56,22 @@ import shutil
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
 
 import trio
 
 from fichierfs import crashpoint
-from fichierfs.backoff import backoff
-from fichierfs.errors import FichierError, NotFound, RequestRejected
+from fichierfs.errors import FichierError
 from fichierfs.meta import MetaCache, Node
-from fichierfs.models import FileUrl, FolderId, RemoteFile
+from fichierfs.models import FileUrl, RemoteFile
 from fichierfs.names import decode, encode
-from fichierfs.scheduler import ApiCaller, Lane
-from fichierfs.store import FileRow, OpRow, Store
+from fichierfs.nsops import NamespaceOps
+from fichierfs.oprecords import Dmv, Mv, Op, Rm, Rmdir, describe
+from fichierfs.replay import replay_journal
+from fichierfs.scheduler import ApiCaller
+from fichierfs.store import FileRow, Store
 from fichierfs.uploader import MAX_FILE_SIZE, Uploader, whirlpool_of
 
 T = TypeVar("T")
@@ -123,6 +122,15 @@ class Staged:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+@dataclass(frozen=True)
+class _End:
+    """What the journal step of an upload's end decided for one member (see complete_batch)."""
+
+    row: FileRow
+    rf: RemoteFile
+    outcome: str  # done | changed (rewritten meanwhile: upload again) | unlinked
 
 
 class WriteBack:
@@ -181,10 +189,7 @@ class WriteBack:
         self.by_row: dict[int, Staged] = {}
         self.uploader = Uploader(self, max_uploads=max_uploads, batch_files=batch_files,
                                  batch_bytes=batch_bytes, batch_wait=batch_wait)
-        self._op_not_before: dict[int, float] = {}  # op seq → back-off end
-        self._dir_not_before: dict[int, float] = {}
-        self._mkdir_inflight: set[int] = set()
-        self._cancelled_dirs: set[int] = set()
+        self.nsops = NamespaceOps(self)
         self._clean: OrderedDict[str, tuple[Path, int]] = OrderedDict()  # url → (path, size)
         self._clean_seq = 0
         # called with (url, whirlpool, path, bytes) when a just-uploaded file becomes a clean copy
@@ -199,7 +204,6 @@ class WriteBack:
         self._url_size: dict[str, int] = {}  # sizes of urls queued for deletion (df)
         self._space: tuple[int, int, int, int] | None = None  # (total, used, uploaded, deleted) at user/info
         self._pending_sum: tuple[float, int] = (-math.inf, 0)
-        self.op_calls = 0
 
     # ================================================================== staging (vfs side)
     def staged(self, ino: int) -> Staged | None:
@@ -417,7 +421,7 @@ class WriteBack:
                 self.store.update_file(st.row, unlinked=True)
             else:
                 if row.replaces:
-                    self.store.add_op("rm", urls=row.replaces)
+                    self.store.add_op(Rm(tuple(row.replaces)))
                 self.store.delete_file(st.row)
                 self.store.drop_attrs(row.key)
         if st.row not in self.uploader.inflight:
@@ -464,34 +468,8 @@ class WriteBack:
         return d.id
 
     def rmdir_local(self, folder_id: int) -> None:
-        """rmdir of a folder not created remotely yet (or being created)."""
-        if folder_id in self._mkdir_inflight:
-            # durable: a restart before mkdir's answer must not bring the folder back
-            # (found by tests/model: mkdir, rmdir, restart → the folder reappeared)
-            self._cancelled_dirs.add(folder_id)
-            self.store.update_dir(folder_id, cancelled=1)
-            return
-        with self.store.transaction():
-            self.store.delete_dir(folder_id)
-            self._drop_moves_through(folder_id)
-
-    def _drop_moves_through(self, folder_id: int) -> None:
-        """A local folder that will never exist: journaled moves into it are folded into the
-        next move out of it (X → d → Y becomes X → Y) or dropped when the file was deleted
-        (its ``rm`` deletes it where it is). Found by the fault soak: such a move waited for
-        ever and blocked every later change of its old folder."""
-        ops = self.store.ops()
-        for i, op in enumerate(ops):
-            if op.kind != "mv" or int(op.data["folder_id"]) != folder_id:
-                continue
-            url = op.data["url"]
-            nxt = next((o for o in ops[i + 1:] if o.kind == "mv" and o.data["url"] == url
-                        and int(o.data["from_folder"]) == folder_id), None)
-            if nxt is not None:
-                d = dict(nxt.data)
-                d["from_folder"], d["old_name"] = op.data["from_folder"], op.data["old_name"]
-                self.store.update_op(nxt.seq, data=d)
-            self.store.delete_ops([op.seq])
+        """rmdir of a folder not created remotely yet (or being created): see nsops."""
+        self.nsops.rmdir_local(folder_id)
 
     def rename_dir_local(self, folder_id: int, parent: int, name: str) -> None:
         self.store.update_dir(folder_id, parent=parent, name=name)
@@ -504,27 +482,26 @@ class WriteBack:
         if st is not None:
             self.unlink_local(st)
         elif node.file is not None:
-            self.add_op("rm", urls=[node.file.url])
+            self.add_op(Rm((node.file.url,)))
 
     def delete_urls(self, urls: list[str]) -> None:
         """Remote copies replaced by a rename over them: deleted by the batcher."""
         if urls:
-            self.add_op("rm", urls=urls)
+            self.add_op(Rm(tuple(urls)))
 
     def remove_folder(self, folder_id: int) -> None:
         """rmdir of an empty folder: a local one is forgotten, a remote one removed (folder/rm)."""
         if folder_id < 0:
             self.rmdir_local(folder_id)
         else:
-            self.add_op("rmdir", folder_id=folder_id)
+            self.add_op(Rmdir(folder_id))
 
     def move_folder(self, folder_id: int, parent: int, name: str, *, from_parent: int, old_name: str) -> None:
         """A folder renamed or moved (folder/mv, or the pending mkdir's row for a local folder)."""
         if folder_id < 0:
             self.rename_dir_local(folder_id, parent, name)
         else:
-            self.add_op("dmv", folder_id=folder_id, parent=parent, name=name, from_parent=from_parent,
-                        old_name=old_name)
+            self.add_op(Dmv(folder_id, parent, name, from_parent=from_parent, old_name=old_name))
 
     def move_file(self, node: Node, folder: int, name: str, *, from_folder: int, replaces: list[str]) -> None:
         """A file renamed or moved to ``folder``/``name``, replacing the remote copies ``replaces``.
@@ -541,36 +518,42 @@ class WriteBack:
         remote_name = decode(node.file.filename)
         if folder != from_folder or remote_name != name:
             date = node.file.date.timestamp() if node.file.date else 0.0
-            self.add_op("mv", url=node.file.url, folder_id=folder, name=name, from_folder=from_folder,
-                        old_name=remote_name, size=node.size, checksum=node.file.checksum, date=date)
+            self.add_op(Mv(node.file.url, folder, name, from_folder=from_folder, old_name=remote_name,
+                           size=node.size, checksum=node.file.checksum, date=date))
         self.delete_urls(replaces)
 
-    def add_op(self, kind: str, **data: Any) -> None:
-        """Journal a namespace op of a remote object (see store.py ``ops``)."""
-        self.store.add_op(kind, **data)
-        if kind == "rm":
-            for u in data["urls"]:
-                self._note_size(u)
+    def add_op(self, op: Op) -> None:
+        """Journal a namespace op of a remote object (fichierfs.oprecords; run by nsops)."""
+        self.store.add_op(op)
+        if isinstance(op, Rm):
+            for u in op.urls:
+                self.note_size(u)
                 self.meta.hide_url(u)
-        elif kind == "rmdir":
-            self.meta.hide_folder(int(data["folder_id"]))
+        elif isinstance(op, Rmdir):
+            self.meta.hide_folder(op.folder_id)
         self.poke()
 
     def retry_now(self) -> None:
         """Every failed item is tried again at once (``fichierfs sync --retry-now``)."""
         self.uploader.retry_now()
-        self._op_not_before.clear()
-        self._dir_not_before.clear()
+        self.nsops.retry_now()
         log.info("retry now: every upload, namespace change and folder creation is tried again")
         self.poke()
 
     # ================================================================== space (df, ENOSPC)
-    def _note_size(self, url: str) -> None:
+    def note_size(self, url: str) -> None:
         """Remember the size of a remote file about to be deleted (df counts it as freed)."""
         if url not in self._url_size:
             node = self.meta.node_for_url(FileUrl(url))
             if node is not None and node.file is not None:
                 self._url_size[url] = int(node.file.size)
+
+    def deleted(self, urls: list[str]) -> None:
+        """``urls`` were deleted (file/rm): df counts their sizes as freed."""
+        freed = sum(self._url_size.pop(u, 0) for u in urls)
+        self.deleted_bytes += freed
+        if freed:
+            self.uploader.space_freed()
 
     def account_space(self, total: int, used: int) -> None:
         """A fresh ``user/info`` answer: the base of :meth:`space` (uploads and deletes since
@@ -607,113 +590,29 @@ class WriteBack:
 
     # ================================================================== replay
     def replay(self) -> None:
-        """Rebuild the local overlay from the journal (at mount) and make everything due now.
-
-        Local folders and files appear in their folders at once (``add_orphan``: folders not
-        listed yet get them when listed); replaced and deleted urls are hidden; moved files
-        and folders show at their new place.
-        """
+        """Rebuild the local overlay from the journal (at mount) and make everything due now
+        (fichierfs.replay shows it in meta; the local files are staged again here)."""
         now = self.clock()
-        # (folder, name) of the local entries: a journaled move to a name a local entry holds now
-        # (mv a→b, then b overwritten) must not show a second entry; the local one is the newer
-        # (add_orphan cannot tell for a folder not listed yet; found by the fault soak: the old
-        # remote bytes were read under the name, and a later write made a duplicate)
-        taken: set[tuple[int, str]] = set()
-        for dir_row in self.store.dirs():
-            if dir_row.cancelled:  # removed by the user while its mkdir was in flight: never shown
-                self._cancelled_dirs.add(dir_row.id)
-                continue
-            # pinned while its mkdir is pending (as vfs.mkdir's node is): a re-list of its parent
-            # must not drop it (found by the fault soak: a folder we changed is re-listed before
-            # it is served from the persisted view, and the acknowledged mkdir vanished)
-            self.meta.add_orphan(dir_row.parent, dir_row.name, is_dir=True, folder_id=dir_row.id,
-                                 pinned_until=math.inf)
-            taken.add((dir_row.parent, dir_row.name))
-        for row in self.store.files():
-            path = self._path(row.id)
-            for u in row.replaces:
-                self.meta.hide_url(u)
-            if row.state == "posting" and row.sent_name is not None:
-                self.meta.shadow(int(row.sent_folder or 0), encode(row.sent_name), row.size)
-                if self.snapshot_path(row.id).exists() and row.gen == row.sent_gen:
-                    # written during its POST (copy on write) and killed before the flush
-                    # journaled it: the staging copy is newer than what was sent. Found by the
-                    # fault soak: the append was lost (the sent snapshot passed for the file).
-                    row = replace(row, gen=row.gen + 1)
-                    self.store.update_file(row.id, gen=row.gen)
-            elif row.state != "posting":
-                self.snapshot_path(row.id).unlink(missing_ok=True)
-            if row.unlinked:
-                st = Staged(row.id, 0, path, size=row.size, due=now)
-                self.by_row[row.id] = st
-                continue
-            try:
-                size = path.stat().st_size
-            except OSError:
-                log.error("journal: staging copy of %r (row %d) is missing; left in the journal", row.name, row.id)
-                self.store.update_file(row.id, error="staging copy missing")
-                continue
-            node = self.meta.add_orphan(
-                row.folder_id, row.name, is_dir=False, local_key=row.key, size=size, mtime=0.0
-            )
-            if node is None:
-                log.error("journal: %r (row %d) clashes with another local entry", row.name, row.id)
-                continue
-            taken.add((row.folder_id, row.name))
-            st = Staged(row.id, node.ino, path, size=size, due=now)
-            if size != row.size and row.state != "posting":
-                self.store.update_file(row.id, size=size, gen=row.gen + 1, state="dirty" if size else row.state)
-            self.bind(st, node.ino)
-        ops = self.store.ops()
-        # copies a journaled file/rm deletes: a pending move of one of them (mv a→b, b overwritten
-        # and uploaded, then a kill) must not show the doomed copy under the name (found by the
-        # fault soak: a later move of that name moved the doomed copy, the new one stayed behind)
-        doomed = {u for o in ops if o.kind == "rm" for u in o.data["urls"]}
-        doomed |= {u for r in self.store.files() for u in r.replaces}
-        for op in ops:
-            d = op.data
-            if op.kind == "rm":
-                for u in d["urls"]:
-                    self.meta.hide_url(u)
-            elif op.kind == "rmdir":
-                self.meta.hide_folder(int(d["folder_id"]))
-            elif op.kind == "mv":
-                rf = RemoteFile(
-                    FileUrl(d["url"]), encode(d["name"]), int(d.get("size", 0)),
-                    datetime.fromtimestamp(float(d.get("date", 0.0)), timezone.utc),
-                    d.get("checksum", ""), folder_id=FolderId(int(d["folder_id"])),
-                )
-                old = self.meta.node_for_url(FileUrl(d["url"]))
-                if old is not None:
-                    self.meta.remove(old)
-                if (int(d["folder_id"]), d["name"]) in taken or d["url"] in doomed:
-                    continue  # a newer local entry holds the name, or this copy is being deleted
-                # pinned while pending, as a live rename pins it (meta.move): the old folder's
-                # listing still shows the file there until file/mv runs and must not take it back
-                # (found by the fault soak: after a kill, `ls` of the old folder showed the old name
-                # and the new one was ENOENT, yet the move landed)
-                self.meta.add_orphan(int(d["folder_id"]), d["name"], is_dir=False, file=rf, size=rf.size,
-                                     mtime=float(d.get("date", 0.0)), pinned_until=math.inf)
-            elif op.kind == "dmv":
-                old_dir = self.meta.node_for_folder(int(d["folder_id"]))
-                if old_dir is not None:
-                    self.meta.remove(old_dir)
-                if (int(d["parent"]), d["name"]) in taken:
-                    continue
-                self.meta.add_orphan(int(d["parent"]), d["name"], is_dir=True, folder_id=int(d["folder_id"]),
-                                     pinned_until=math.inf)
+        done = replay_journal(self.store, self.meta, staging_path=self.staging_path,
+                              snapshot_path=self.snapshot_path)
+        self.nsops.cancelled_dirs |= done.cancelled_dirs
+        for f in done.files:
+            st = Staged(f.row, f.ino, f.path, size=f.size, due=now)
+            if f.unlinked:
+                self.by_row[f.row] = st
+            else:
+                self.bind(st, f.ino)
         n = self.store.journal_size()
         if n:
             log.info("journal: %d pending change(s) from an earlier mount; resuming them", n)
         self.poke()
-
     # ================================================================== worker
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The worker: start it with ``await nursery.start(writeback.run)``; ends on :meth:`stop`."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
-            nursery.start_soon(self._ops_loop)
+            nursery.start_soon(self.nsops.run)
             while True:
                 wait = self.uploader.start_due(nursery)
                 self._wakeup = trio.Event()
@@ -729,56 +628,72 @@ class WriteBack:
 
     def poke(self) -> None:
         self._wakeup.set()
+        self.nsops.wake()
         self._changed.set()
         self._changed = trio.Event()
 
-    async def complete(self, sent: FileRow, rf: RemoteFile, *, started: float | None = None) -> None:
-        """Journal the end of one member's upload in one transaction, then update the cache (§8.6).
+    def complete_batch(self, done: list[tuple[FileRow, RemoteFile]], *, started: float | None = None) -> None:
+        """The members ``done`` of one batch landed as the remote files given: their ends are
+        journalled in ONE transaction (:meth:`_complete_journal` each), then the cache, the
+        figures and the staging files follow (:meth:`_complete_files`, §8.6).
 
-        ``sent`` is the row as the batch recorded it (``sent_gen``, ``sent_folder``,
+        Each ``sent`` is the row as the batch recorded it (``sent_gen``, ``sent_folder``,
         ``sent_name``). A member rewritten since (a later flush, or a write still unflushed
         into its copy-on-write staging file) is uploaded again; an unlinked one has its fresh
         copy deleted; a moved one is moved.
         """
-        rid = sent.id
+        if not done:
+            return
         now = self.clock()
         crashpoint.hit("after_end")
-        self.meta.shadow(int(sent.sent_folder if sent.sent_folder is not None else sent.folder_id),
-                         encode(sent.sent_name or sent.name), rf.size, on=False)
-        live = self.by_row.get(rid)
+        for sent, rf in done:
+            self.meta.shadow(int(sent.sent_folder if sent.sent_folder is not None else sent.folder_id),
+                             encode(sent.sent_name or sent.name), rf.size, on=False)
         with self.store.transaction():
-            row = self.store.file(rid)
-            if row is None:
-                return
-            if row.unlinked:
-                self.store.add_op("rm", urls=[rf.url, *row.replaces])
-                self.store.delete_file(rid)
-                self.store.drop_attrs(row.key)
-                outcome = "unlinked"
-            elif row.gen != sent.sent_gen or (live is not None and (live.cowed or live.dirty or live.writers > 0)):
-                self.store.update_file(rid, state="dirty", host=None, xid=None, replaces=[*row.replaces, rf.url],
-                                       attempts=0, error=None)
-                outcome = "changed"
-            else:
-                sent_folder = int(sent.sent_folder if sent.sent_folder is not None else sent.folder_id)
-                sent_name = sent.sent_name or sent.name
-                if row.folder_id != sent_folder or row.name != sent_name:
-                    self.store.add_op(
-                        "mv", url=rf.url, folder_id=row.folder_id, name=row.name, from_folder=sent_folder,
-                        old_name=sent_name, size=rf.size, checksum=rf.checksum, date=self.wall(),
-                    )
-                if row.replaces:
-                    self.store.add_op("rm", urls=row.replaces)
-                self.store.delete_file(rid)
-                self.store.rekey_attrs(row.key, rf.url)
-                outcome = "done"
+            ends = [self._complete_journal(sent, rf) for sent, rf in done]
+        for end in ends:
+            if end is not None:
+                self._complete_files(end, now, started if started is not None else now)
+
+    def _complete_journal(self, sent: FileRow, rf: RemoteFile) -> _End | None:
+        """The journal step of one member's end (inside the caller's transaction); None when its
+        row is gone."""
+        rid = sent.id
+        live = self.by_row.get(rid)
+        row = self.store.file(rid)
+        if row is None:
+            return None
+        if row.unlinked:
+            self.store.add_op(Rm((rf.url, *row.replaces)))
+            self.store.delete_file(rid)
+            self.store.drop_attrs(row.key)
+            return _End(row, rf, "unlinked")
+        if row.gen != sent.sent_gen or (live is not None and (live.cowed or live.dirty or live.writers > 0)):
+            self.store.update_file(rid, state="dirty", host=None, xid=None, replaces=[*row.replaces, rf.url],
+                                   attempts=0, error=None)
+            return _End(row, rf, "changed")
+        sent_folder = int(sent.sent_folder if sent.sent_folder is not None else sent.folder_id)
+        sent_name = sent.sent_name or sent.name
+        if row.folder_id != sent_folder or row.name != sent_name:
+            self.store.add_op(Mv(rf.url, row.folder_id, row.name, from_folder=sent_folder,
+                                 old_name=sent_name, size=rf.size, checksum=rf.checksum, date=self.wall()))
+        if row.replaces:
+            self.store.add_op(Rm(tuple(row.replaces)))
+        self.store.delete_file(rid)
+        self.store.rekey_attrs(row.key, rf.url)
+        return _End(row, rf, "done")
+
+    def _complete_files(self, end: _End, now: float, started: float) -> None:
+        """The file step of one member's end, after its journal step committed: figures, meta,
+        the staging file (dropped, or kept as the clean copy of the new url)."""
+        row, rf, rid = end.row, end.rf, end.row.id
         self.uploaded_files += 1
         self.uploaded_bytes += rf.size
-        self._recent.append((now, rf.size, started if started is not None else now))
+        self._recent.append((now, rf.size, started))
         st = self.by_row.get(rid)
-        if outcome != "done":
+        if end.outcome != "done":
             self.meta.hide_url(rf.url)
-            if outcome == "unlinked":
+            if end.outcome == "unlinked":
                 self.by_row.pop(rid, None)
                 if st is not None:
                     self._forget_staged(st)
@@ -813,214 +728,6 @@ class WriteBack:
             p.unlink(missing_ok=True)
             total -= s
 
-    # ------------------------------------------------------------------ namespace ops
-    async def _ops_loop(self) -> None:
-        while True:
-            progressed = await self._ops_step()
-            if not progressed:
-                wait = self._ops_wait()
-                ev = self._changed
-                with trio.move_on_after(max(0.01, min(wait, 3600.0))):
-                    await ev.wait()
-
-    def _ops_wait(self) -> float:
-        now = self.clock()
-        times = [t - now for t in (*self._op_not_before.values(), *self._dir_not_before.values()) if t > now]
-        return min(times, default=math.inf)
-
-    async def _ops_step(self) -> bool:
-        """Run one batch of due ops; True if something was done or tried."""
-        now = self.clock()
-        # 1. local folders whose parent exists remotely
-        for d in self.store.dirs():
-            if d.parent >= 0 and self._dir_not_before.get(d.id, -math.inf) <= now:
-                await self._mkdir(d.id)
-                return True
-        # 2. ops in journal order; blocked ones block later ops on the same objects
-        ops = self.store.ops()
-        if not ops:
-            return False
-        files = self.store.files()
-        dirs = self.store.dirs()
-        busy_folders = {f.folder_id for f in files} | {f.sent_folder for f in files if f.sent_folder is not None}
-        busy_folders |= {d.parent for d in dirs} | {d.id for d in dirs}
-        blocked: set[_Entity] = set()
-        batch: list[OpRow] = []
-        for op in ops:
-            ents = _entities(op)
-            waiting = (
-                any(isinstance(e, int) and e < 0 for e in ents)
-                or bool(ents & blocked)
-                or self._op_not_before.get(op.seq, -math.inf) > now
-                or (op.kind == "rmdir" and op.data["folder_id"] in busy_folders)
-            )
-            if waiting:
-                blocked |= ents
-                if batch:
-                    break
-                continue
-            if not batch:
-                batch = [op]
-                if op.kind in ("rmdir", "dmv"):
-                    break
-                continue
-            if _batchable(batch[0], op, batch):
-                batch.append(op)
-                continue
-            break
-        if not batch:
-            return False
-        await self._run_batch(batch)
-        return True
-
-    async def _run_batch(self, batch: list[OpRow]) -> None:
-        kind = batch[0].kind
-        seqs = [o.seq for o in batch]
-        try:
-            if kind == "rm":
-                crashpoint.hit("before_delete_old")
-                urls = list(dict.fromkeys(u for o in batch for u in o.data["urls"]))
-                for u in urls:
-                    self._note_size(u)
-                try:
-                    await self._call(self.scheduler.client.file_rm, urls)
-                except NotFound:
-                    pass  # already gone (deleted elsewhere, or before a crash)
-                for u in urls:
-                    self.meta.hide_url(u, self.clock() + self.settle)
-                freed = sum(self._url_size.pop(u, 0) for u in urls)
-                self.deleted_bytes += freed
-                if freed:
-                    self.uploader.space_freed()
-            elif kind == "mv":
-                await self._run_mv(batch)
-            elif kind == "rmdir":
-                fid = int(batch[0].data["folder_id"])
-                try:
-                    await self._call(self.scheduler.client.folder_rm, fid)
-                except NotFound:
-                    pass
-                self.meta.hide_folder(fid, self.clock() + self.settle)
-            elif kind == "dmv":
-                d = batch[0].data
-                fid = int(d["folder_id"])
-                if d["name"] != d["old_name"]:
-                    try:
-                        await self._call(self.scheduler.client.folder_mv, fid, rename=encode(d["name"]))
-                    except RequestRejected:
-                        if d["parent"] == d["from_parent"]:
-                            raise
-                    d["old_name"] = d["name"]
-                    self.store.update_op(batch[0].seq, data=d)
-                if d["parent"] != d["from_parent"]:
-                    await self._call(self.scheduler.client.folder_mv, fid, destination_folder_id=int(d["parent"]))
-                node = self.meta.node_for_folder(fid)
-                if node is not None:
-                    self.meta.pin(node, self.clock() + self.settle)
-        except FichierError as exc:
-            attempts = batch[0].attempts + 1
-            for o in batch:
-                self.store.update_op(o.seq, attempts=attempts, error=str(exc))
-                self._op_not_before[o.seq] = self.clock() + backoff(attempts, self.retry_base, self.retry_max)
-            log.log(logging.INFO if attempts < 3 else logging.WARNING, "%s failed (attempt %d): %s",
-                    kind, attempts, exc)
-            return
-        self.store.delete_ops(seqs)
-        for s in seqs:
-            self._op_not_before.pop(s, None)
-        self.poke()
-
-    async def _run_mv(self, batch: list[OpRow]) -> None:
-        first = batch[0].data
-        now = self.clock()
-        if first["folder_id"] == first["from_folder"]:
-            pairs = [(o.data["url"], encode(o.data["name"])) for o in batch]
-            try:
-                await self._call(self.scheduler.client.file_rename, pairs)
-            except RequestRejected:
-                # #312: nothing renamed, e.g. already done before a crash (§2.7); check one by one
-                if not await self._already_there(batch):
-                    raise
-        elif len(batch) == 1 and first["name"] != first["old_name"]:
-            try:
-                await self._call(self.scheduler.client.file_mv, [first["url"]], int(first["folder_id"]),
-                                 rename=encode(first["name"]))
-            except RequestRejected:
-                if not await self._already_there(batch):
-                    raise
-        else:
-            try:
-                await self._call(self.scheduler.client.file_mv, [o.data["url"] for o in batch], int(first["folder_id"]))
-            except RequestRejected:
-                # #313 "same name": done by an earlier try whose reply was lost (found by the soak)
-                if not await self._already_there(batch):
-                    raise
-        for o in batch:
-            node = self.meta.node_for_url(FileUrl(o.data["url"]))
-            if node is not None:
-                self.meta.pin(node, now + self.settle)
-
-    async def _already_there(self, batch: list[OpRow]) -> bool:
-        for o in batch:
-            try:
-                rf = await self.scheduler.call(self.scheduler.client.file_info, o.data["url"], lane=Lane.WRITEBACK)
-            except NotFound:
-                continue
-            moved = rf.folder_id is not None and int(rf.folder_id) != int(o.data["folder_id"])
-            if rf.filename != encode(o.data["name"]) or moved:
-                return False
-        return True
-
-    async def _call(self, fn: Callable[[*Ts], Awaitable[T]], /, *args: *Ts, **kw: Any) -> T:
-        """One metered mutation of the ops queue, in the WRITEBACK lane (counted in ``op_calls``)."""
-        self.op_calls += 1
-        return await self.scheduler.call(fn, *args, lane=Lane.WRITEBACK, **kw)
-
-    async def _mkdir(self, did: int) -> None:
-        d = self.store.dir(did)
-        if d is None:
-            return
-        self._mkdir_inflight.add(did)
-        try:
-            try:
-                new_id = int(await self._call(self.scheduler.client.folder_mkdir, d.parent, encode(d.name)))
-            except RequestRejected:
-                # "already exists": created before a crash (or by someone else): adopt it (§2.11)
-                listing = await self.scheduler.call(self.scheduler.client.folder_ls, d.parent, files=True,
-                                                    lane=Lane.WRITEBACK)
-                # never adopt a folder that a journaled rmdir is about to remove (mkdir d; rmdir d;
-                # mkdir d while the first mkdir was in flight — found by tests/model): retry after it
-                doomed = {int(o.data["folder_id"]) for o in self.store.ops() if o.kind == "rmdir"}
-                found = [s for s in listing.sub_folders if s.name == encode(d.name) and int(s.id) not in doomed]
-                if not found:
-                    raise
-                new_id = int(found[0].id)
-        except FichierError as exc:
-            attempts = d.attempts + 1
-            self.store.update_dir(did, attempts=attempts, error=str(exc))
-            self._dir_not_before[did] = self.clock() + backoff(attempts, self.retry_base, self.retry_max)
-            log.log(logging.INFO if attempts < 3 else logging.WARNING, "mkdir %r failed: %s", d.name, exc)
-            return
-        finally:
-            self._mkdir_inflight.discard(did)
-        cur = self.store.dir(did) or d
-        with self.store.transaction():
-            self.store.resolve_folder(did, new_id)
-            if did in self._cancelled_dirs:
-                self.store.add_op("rmdir", folder_id=new_id)
-            elif cur.parent != d.parent or cur.name != d.name:
-                self.store.add_op("dmv", folder_id=new_id, parent=cur.parent, name=cur.name,
-                                  from_parent=d.parent, old_name=d.name)
-        self._dir_not_before.pop(did, None)
-        node = self.meta.node_for_folder(did)
-        if node is not None:
-            self.meta.set_folder_id(node, new_id)
-            self.meta.pin(node, self.clock() + self.settle)
-            if did in self._cancelled_dirs:
-                self.meta.hide_folder(new_id)
-        self._cancelled_dirs.discard(did)
-        self.poke()
-
     # ================================================================== status
     def pending(self) -> int:
         """Files and ops not done yet (empty local files without old copies are not pending)."""
@@ -1042,8 +749,7 @@ class WriteBack:
         pending_files = [f for f in files if f.state != "empty" or f.replaces]
         errors = [{"path": self._row_path(f), "error": f.error, "attempts": f.attempts}
                   for f in files if f.error and f.state != "refused"]
-        errors += [{"path": f"{o.kind} {o.data.get('name') or o.data.get('urls') or o.data.get('folder_id')}",
-                    "error": o.error, "attempts": o.attempts} for o in ops if o.error]
+        errors += [{"path": describe(o.op), "error": o.error, "attempts": o.attempts} for o in ops if o.error]
         errors += [{"path": d.name, "error": d.error, "attempts": d.attempts} for d in dirs if d.error]
         up = self.uploader.statistics()
         uploading = []
@@ -1098,38 +804,3 @@ class WriteBack:
         """Wait until nothing is pending (``fichierfs sync``, ``umount --wait``, tests)."""
         while self.pending() > 0:
             await self._changed.wait()
-
-
-_Entity = tuple[str, str] | int
-"""What an op touches: ``("u", url)`` for a file, an int folder id for a folder."""
-
-
-def _entities(op: OpRow) -> set[_Entity]:
-    d = op.data
-    ents: set[_Entity] = set()
-    if op.kind == "rm":
-        ents |= {("u", u) for u in d["urls"]}
-    elif op.kind == "mv":
-        ents |= {("u", d["url"]), int(d["folder_id"]), int(d["from_folder"])}
-    elif op.kind == "rmdir":
-        ents.add(int(d["folder_id"]))
-    elif op.kind == "dmv":
-        ents |= {int(d["folder_id"]), int(d["parent"]), int(d["from_parent"])}
-    return ents
-
-
-def _batchable(first: OpRow, op: OpRow, batch: list[OpRow]) -> bool:
-    if op.kind != first.kind:
-        return False
-    if op.kind == "rm":
-        return sum(len(o.data["urls"]) for o in batch) + len(op.data["urls"]) <= 100
-    if op.kind == "mv":
-        a, b = first.data, op.data
-        if any(o.data["url"] == b["url"] for o in batch) or len(batch) >= 100:
-            return False
-        if a["folder_id"] == a["from_folder"]:  # in-place renames: one file/rename
-            return bool(b["folder_id"] == b["from_folder"])
-        # plain moves to one folder (no rename): one file/mv
-        return bool(a["name"] == a["old_name"] and b["name"] == b["old_name"] and b["folder_id"] == a["folder_id"]
-                    and b["from_folder"] != b["folder_id"])
-    return False

@@ -232,3 +232,30 @@ async def test_a_refused_name_is_reported_and_never_blocks_the_others(rig: Rig, 
         assert fs.status()["writeback"]["refused"] == []
     got = sorted(f["filename"] for f in emu.list_files(0))
     assert got == sorted([*files, "good"])
+
+
+async def test_a_batch_ends_in_one_journal_commit(rig: Rig, emu, autojump_clock) -> None:
+    """complete_batch: every member's end (row deleted, old copy queued for deletion, moved
+    member moved) is journalled in ONE transaction, then the files follow."""
+    async with rig.mount() as fs:
+        wb = fs.writer
+        old = b"old copy\n"
+        await write_file(fs, ROOT_INODE, "f000.txt", old)
+        await sync(fs)
+        want = _contents(40, "f")
+        for name, data in want.items():
+            await write_file(fs, ROOT_INODE, name, data)  # f000.txt overwrites the uploaded copy
+        seen: list[tuple[int, int]] = []
+        real = wb.complete_batch
+
+        def counted(done, **kw) -> None:  # noqa: ANN001
+            before = wb.store.commits
+            real(done, **kw)
+            seen.append((len(done), wb.store.commits - before))
+
+        wb.complete_batch = counted  # type: ignore[method-assign]
+        await sync(fs)
+        assert seen == [(40, 1)], seen
+        assert fs.status()["writeback"]["pending"] == 0
+    got = {f["filename"]: f["whirlpool"] for f in emu.list_files(0)}
+    assert got == {n: _wp(b) for n, b in want.items()}  # the old f000.txt deleted, no duplicate

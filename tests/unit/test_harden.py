@@ -134,6 +134,7 @@ def test_account_identity_is_the_account_not_the_key(tmp_path: Path) -> None:
         other_journals,
     )
     from fichierfs.api import Secret
+    from fichierfs.oprecords import Rm
     from fichierfs.store import Store
 
     url = "https://api.1fichier.com/v1"
@@ -150,7 +151,7 @@ def test_account_identity_is_the_account_not_the_key(tmp_path: Path) -> None:
     for name, pending in (("a", True), ("b", False), ("c", True)):
         st = Store(tmp_path / name / "store.db")
         if pending:
-            st.add_op("rm", urls=["https://1fichier.com/?abcdef"])
+            st.add_op(Rm(("https://1fichier.com/?abcdef",)))
         st.close()
     fd = os.open(tmp_path / "c" / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)

@@ -18,7 +18,7 @@ RANK = {
     "scheduler": 3, "metastore": 3, "bigfolder": 3,
     "meta": 4, "account": 4, "chunks": 4, "diskcache": 4, "reader": 5, "journal": 4, "writer": 5, "store": 4,
     "attrshare": 5,
-    "backoff": 0, "crashpoint": 0, "uploader": 4.5,
+    "backoff": 0, "crashpoint": 0, "oprecords": 0, "uploader": 4.5, "nsops": 4.5, "replay": 4.5,
     "vfs": 6, "control": 6,
     "ops": 7, "core": 7,
     "mount": 8,

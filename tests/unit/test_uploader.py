@@ -59,7 +59,7 @@ class FakeWB:
     def drop_snapshot(self, row: int) -> None:
         self.snapshot_path(row).unlink(missing_ok=True)
 
-    async def complete(self, sent: FileRow, rf: Any, *, started: float | None = None) -> None:
+    def complete_batch(self, done: list[tuple[FileRow, Any]], *, started: float | None = None) -> None:
         pass
 
     def add(self, rid: int, name: str, size: int, *, folder: int = 7, due: float = 90.0, writers: int = 0) -> None:
