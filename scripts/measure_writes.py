@@ -47,18 +47,8 @@ def real_files(dest: Path, folders: int, per_folder: int) -> None:
         shutil.copyfile(p, d / f"{i:04d}-{p.name}")
 
 
-def git_repo(dest: Path, files: int) -> None:
-    lib = Path(sysconfig.get_paths()["stdlib"])
-    picked = [p for p in sorted(lib.rglob("*.py")) if p.is_file() and 0 < p.stat().st_size < 100_000][:files]
-    for i, p in enumerate(picked):
-        d = dest / f"pkg{i // 25}"
-        d.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(p, d / p.name)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "m", "GIT_AUTHOR_EMAIL": "m@x", "GIT_COMMITTER_NAME": "m",
-           "GIT_COMMITTER_EMAIL": "m@x"}
-    subprocess.run(["git", "init", "-q", str(dest)], check=True)
-    subprocess.run(["git", "-C", str(dest), "add", "-A"], check=True, env=env)
-    subprocess.run(["git", "-C", str(dest), "commit", "-q", "-m", "x"], check=True, env=env)
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_kit.workloads._git import git_repo  # noqa: E402  (one definition, shared with scripts/bench)
 
 
 class Rig:

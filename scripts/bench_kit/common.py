@@ -107,6 +107,7 @@ class Workload:
     labels: ClassVar[dict[str, str]] = {}      # phase -> row label in the report
     mounts: ClassVar[tuple[str, ...]] = MOUNTS  # the mount kinds it applies to
     reference: ClassVar[bool] = False          # part of the reference pass by default
+    time_scale: ClassVar[float | None] = None  # its own emulator time scale (1 = real limits); None: the run's
     full: ClassVar[dict[str, Any]] = {}        # parameters at full size
     quick: ClassVar[dict[str, Any]] = {}       # parameters with --quick
 

@@ -299,16 +299,17 @@ def section(runs: list[Run], findings: list[str], name: str) -> list[str]:
                     of = f"{d['over_fetch']:.2f}×" if d.get("over_fetch") else "–"
                     add(f"| {mname}, {PHASE_LABEL[('randread', phase)].split('(fio, ')[-1].rstrip(')')} | "
                         f"{d['iops']:.1f} | {d['iops'] / wi:.2f} | {of} |")
-    wr = [(k, m) for k in (("copyin", "cold"), ("tar", "cold")) for m in MOUNTS if (k[0], k[1], m) in summ]
+    wr = [(k, m) for k in (("copyin", "cold"), ("tar", "cold"), ("gitclone", "cold"), ("gitclone_loose", "cold"))
+          for m in MOUNTS if (k[0], k[1], m) in summ]
     if any(summ[(k[0], k[1], m)].get("cp_s") or summ[(k[0], k[1], m)].get("tar_s") for k, m in wr):
         add("")
         add(f"Write workloads, split{tag}:")
         add("")
-        add("| workload | mount | `cp`/`tar` returns | until uploaded | `sha256sum -c` read-back |")
+        add("| workload | mount | `cp`/`tar`/`git clone` returns | until uploaded | `sha256sum -c` read-back |")
         add("|---|---|---|---|---|")
         for k, m in wr:
             d = summ[(k[0], k[1], m)]
-            first = d.get("cp_s", d.get("tar_s"))
+            first = d.get("cp_s", d.get("tar_s", d.get("clone_s")))
             if first is None:
                 continue
             check = f"{d['check_s']:.2f} s" if d.get("check_s") is not None else "–"

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 from bench_kit.common import KiB, MiB, Phase, Sizes, Workload, human_bytes, rand_file
 from bench_kit.workloads._write import flush, make_dest, na_or_error
 
+UPLOAD_SIDE = ("upload/get_upload_server", "upload.cgi", "end.pl")
+"""The calls an upload costs (issue 12: 3 per batch of up to 500 files, not per file)."""
+
 if TYPE_CHECKING:
     from bench_kit.runner import Bench
 
@@ -67,6 +70,11 @@ class CopyIn(Workload):
 
     def phases(self, b: Bench, mnt: Path, meta: dict[str, Any], tag: str) -> list[Phase]:
         return [Phase("cold", self.worker_cmd(str(b.work / "copyin"), str(mnt / f"copyin-{tag}"), meta["flush"]))]
+
+    def cell(self, d: dict[str, Any]) -> str:
+        calls = d.get("calls") or {}
+        n = sum(calls.get(k, 0) for k in UPLOAD_SIDE)
+        return f"; {n:g} upload-side calls" if n else ""
 
     def worker(self, args: list[str]) -> int:
         src, dst, flush_spec = args
