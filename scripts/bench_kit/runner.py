@@ -44,7 +44,7 @@ def make_sizes(args: argparse.Namespace, workloads: dict[str, Workload]) -> Size
         from fichierfs.config import parse_size
 
         params["big_size"] = parse_size(args.big_size)
-    return Sizes(runs=args.runs or 1, timeout=args.timeout or (8.0 if args.quick else 180.0),
+    return Sizes(runs=args.runs or 1, timeout=args.timeout or (8.0 if args.quick else 150.0),
                  quick=bool(args.quick), params=params)
 
 
@@ -203,14 +203,15 @@ class Bench:
 
     # -- one timed step -----------------------------------------------------------------------
     def timed(self, cmd: list[str], stdout_path: Path | None = None, cwd: Path | None = None,
-              mnt: Path | None = None) -> tuple[str, float, dict[str, Any]]:
-        """Run one workload command in its own process group under the time-out."""
+              mnt: Path | None = None, timeout: float | None = None) -> tuple[str, float, dict[str, Any]]:
+        """Run one workload command in its own process group under the time-out (the run's, unless given)."""
+        timeout = timeout or self.sz.timeout
         t0 = time.monotonic()
         out_f: Any = open(stdout_path, "wb") if stdout_path else subprocess.PIPE  # noqa: SIM115
         proc = subprocess.Popen(cmd, stdout=out_f, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                 cwd=cwd or ROOT, start_new_session=True)
         try:
-            out, err = proc.communicate(timeout=self.sz.timeout)
+            out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             wall = time.monotonic() - t0
             kill_group(proc)
@@ -221,7 +222,7 @@ class Bench:
                 log(f"workload stuck in the file system after SIGKILL; FUSE connection aborted: {aborted}")
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.communicate(timeout=60)
-            return "timed out", wall, {"timeout_s": self.sz.timeout}
+            return "timed out", wall, {"timeout_s": timeout}
         finally:
             if stdout_path:
                 out_f.close()
@@ -297,7 +298,7 @@ class Bench:
             for i, ph in enumerate(phases or w.phases(self, mnt, meta, tag)):
                 if i:
                     self.emu_post("/_emulator/reset")
-                status, wall, extra = self.timed(ph.cmd, ph.stdout, ph.cwd, mnt)
+                status, wall, extra = self.timed(ph.cmd, ph.stdout, ph.cwd, mnt, w.timeout)
                 status = w.check(self, ph.name, status, ph.stdout, extra)
                 extra["mount_s"] = meta["mount_s"]
                 r = self.record(kind, w.name, ph.name, run, status, wall, extra, proc.pid)
