@@ -281,6 +281,26 @@ def section(runs: list[Run], findings: list[str], name: str) -> list[str]:
                     findings.append(f"fichierfs reads the big file sequentially at {mib:.1f} MiB/s, "
                                     f"{mib / wm:.2f} × the wire limit ({wm:.1f} MiB/s): below the 0.9 × "
                                     f"target{tag}.")
+    lwire, lhttpx = summ.get(("loopback", "cold", "wire")), summ.get(("loopback", "cold", "httpx"))
+    if lwire or lhttpx:
+        add("")
+        add(f"Loopback{tag}: the big file with the emulator restarted without added latency or bandwidth cap (same "
+            "TLS), so what is measured is the reading side's own cost; the direct GETs fetch the same bytes in the "
+            "same run (one token, one ranged GET).")
+        add("")
+        add("| | time | MiB/s | / curl | / httpx |")
+        add("|---|---|---|---|---|")
+        cm = (lwire or {}).get("mib_s")
+        hm = (lhttpx or {}).get("mib_s")
+        rows = [("direct GET, curl", lwire), ("direct GET, Python httpx (the mount's HTTP stack)", lhttpx),
+                ("fichierfs, disk cache on (default)", summ.get(("loopback", "cold", "fichierfs"))),
+                ("fichierfs, `--disk-cache-size 0`", summ.get(("loopback", "nodisk", "fichierfs")))]
+        for label, d in rows:
+            if not d:
+                continue
+            mib = d.get("mib_s")
+            add(f"| {label} | {_fmt_time(d)} | {f'{mib:.1f}' if mib else '–'} | "
+                f"{f'{mib / cm:.2f}' if mib and cm else '–'} | {f'{mib / hm:.2f}' if mib and hm else '–'} |")
     rwire = summ.get(("randread", "cold", "wire"))
     if rwire and rwire.get("iops"):
         wi = rwire["iops"]

@@ -29,6 +29,10 @@ class SeqRead(Workload):
         return f"big file = {human_bytes(info.get('big_size'))} (random bytes, CRC checked on read)"
 
     def before_run(self, b: Bench, run: int) -> None:
+        self.wire_get(b, self.name, run)
+
+    @staticmethod
+    def wire_get(b: Bench, workload: str, run: int) -> None:
         """The wire limit: one token, one ranged GET of the whole file with curl."""
         b.fresh_emulator()
         size = b.info["big_size"]
@@ -43,7 +47,7 @@ class SeqRead(Workload):
             status, wall, extra = "failed", time.monotonic() - t0, {"error": repr(exc)}
         if status == "ok":
             extra["mib_s"] = size / MiB / wall
-        b.record("wire", self.name, "cold", run, status, wall, extra, None)
+        b.record("wire", workload, "cold", run, status, wall, extra, None)
 
     def phases(self, b: Bench, mnt: Path, meta: dict[str, Any], tag: str) -> list[Phase]:
         return [Phase("cold", self.worker_cmd(str(mnt / "big" / "big.bin"), str(b.info["big_size"]),
