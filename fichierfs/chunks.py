@@ -88,9 +88,10 @@ ChunkKey = tuple[str, int]
 Chunk = bytes | bytearray
 """One chunk's bytes (a bytearray when it came from :meth:`FichierClient.download_chunks`; never mutated)."""
 
-FetchRange = Callable[[int, int], Awaitable["bytes | bytearray | Sequence[Chunk]"]]
+FetchRange = Callable[[int, int], Awaitable["bytes | bytearray | Sequence[Chunk | None]"]]
 """``fetch_range(first, stop)`` → the bytes of chunks ``[first, stop)`` of one file: concatenated, or already
-cut into one buffer per chunk (no copy is then made to cache them).
+cut into one buffer per chunk (no copy is then made to cache them; None for a chunk handed over already with
+:meth:`ChunkCache.deliver`).
 
 Only the last chunk of the file may be short; the callee is expected to check lengths.
 """
@@ -507,14 +508,16 @@ class ChunkCache:
 
         Call it only from inside a ``fetch_range`` that :meth:`Window.run` of this cache called (the window
         is the task's own, so a fetch of an invalidated version never fills a newer claim); anything else,
-        or a chunk already complete, is ignored. The chunks ``fetch_range`` then returns for the run must
-        still include it (the run's length is checked as before)."""
+        or a chunk already complete, is ignored. In the chunks ``fetch_range`` then returns for the run, a
+        delivered chunk may be None (so that the fetch need not keep a reference to bytes a reader has
+        already dropped)."""
         w = _RUNNING.get()
         if w is None or w._cache is not self or not piece:
             return
         fl = w._flights.get(index)
         if fl is None or fl.event.is_set():
             return
+        self._fetched_bytes += len(piece)
         self._release(w, self.chunk_size)
         if not fl.detached and self._make_room(len(piece)):
             self._drop(fl.key)
@@ -547,16 +550,17 @@ class ChunkCache:
         self._space.set()
         self._space = trio.Event()
 
-    def _complete_run(self, w: Window, first: int, stop: int, data: bytes | bytearray | Sequence[Chunk]) -> None:
+    def _complete_run(
+        self, w: Window, first: int, stop: int, data: bytes | bytearray | Sequence[Chunk | None]
+    ) -> None:
         cs = self.chunk_size
         self._fetches += 1
         if isinstance(data, (bytes, bytearray)):
-            pieces: Sequence[Chunk] | None = None
+            pieces: Sequence[Chunk | None] | None = None
             total = len(data)
             view: memoryview | None = memoryview(data)
         else:
-            pieces, total, view = data, sum(len(p) for p in data), None
-        self._fetched_bytes += total
+            pieces, total, view = data, sum(len(p) for p in data if p is not None), None
         for n in range(first, stop):
             fl = w._flights[n]
             i = n - first
@@ -564,12 +568,13 @@ class ChunkCache:
                 continue
             piece: Chunk
             if pieces is not None:
-                piece = pieces[i] if i < len(pieces) else b""
+                piece = (pieces[i] if i < len(pieces) else None) or b""
             else:
                 assert view is not None
                 piece = bytes(view[i * cs : (i + 1) * cs])
             if not piece:  # the rest of the run is failed or abandoned by Window.run
                 raise ServerError(f"ranged read of chunks [{first}, {stop}) came back short ({total} bytes)")
+            self._fetched_bytes += len(piece)
             self._release(w, cs)
             if not fl.detached and self._make_room(len(piece)):
                 self._drop((w.file_url, n))
