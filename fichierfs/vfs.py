@@ -638,13 +638,7 @@ class Filesystem:
             if target.is_dir:
                 await self._remove_dir(writer, target)
             else:
-                st_t = writer.staged(target.ino)
-                if st_t is not None:
-                    replaces = writer.take_replaces(st_t)
-                    writer.unlink_local(st_t)
-                elif target.file is not None:
-                    replaces = [target.file.url]
-                    self.meta.hide_url(target.file.url)
+                replaces = writer.replaced_by_rename(target)
                 assert self.store is not None
                 self.store.drop_attrs(target.key)
                 self.meta.remove(target)

@@ -484,6 +484,20 @@ class WriteBack:
         elif node.file is not None:
             self.add_op(Rm((node.file.url,)))
 
+    def replaced_by_rename(self, target: Node) -> list[str]:
+        """A rename over the file ``target`` (POSIX checks done by vfs): a local target is dropped
+        and hands over the old copies it was to delete; a remote one is hidden. Returns the remote
+        copies the moved file now replaces (deleted once the move is done: :meth:`move_file`)."""
+        st = self.staged(target.ino)
+        if st is not None:
+            replaces = self.take_replaces(st)
+            self.unlink_local(st)
+            return replaces
+        if target.file is not None:
+            self.meta.hide_url(target.file.url)
+            return [target.file.url]
+        return []
+
     def delete_urls(self, urls: list[str]) -> None:
         """Remote copies replaced by a rename over them: deleted by the batcher."""
         if urls:

@@ -59,7 +59,8 @@ def clone_worker(args: list[str], *, loose: bool) -> int:
     repo, dst, flush_spec, counts = args
     make_dest(dst)
     folders, files = (int(x) for x in counts.split(","))
-    out: dict[str, Any] = {"folders": folders, "files": files}  # what the clone writes (counted at build time)
+    # what the clone writes (counted at build time), plus the destination folder made above
+    out: dict[str, Any] = {"folders": folders + 1, "files": files}
     t0 = time.monotonic()
     try:
         clone(Path(repo), Path(dst) / "clone", loose=loose)
