@@ -152,7 +152,7 @@ def render(bench_info: dict[str, Any], runs: list[Run], args: argparse.Namespace
         add("")
         add(f"## Reference: the same workloads where rclone's pacing passes (time scale {rs:g})")
         add("")
-        add(f"rclone never completes a workload under the limits above, so this second pass measures speed "
+        add(f"rclone is flood-locked under the limits above, so this second pass measures speed "
             f"alone: the emulator is restarted on the same data with every limit window × {rs:g} (the scale "
             f"of `tests/fidelity`, where rclone's 400 ms pacer and its back-to-back listings pass: a 30 s window "
             f"becomes {30 * rs * 1000:g} ms), same latency and bandwidth; fichierfs gets "

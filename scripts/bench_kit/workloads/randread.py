@@ -38,8 +38,8 @@ class RandRead(Workload):
 
     def describe(self, info: dict[str, Any], sz: Sizes) -> str:
         return (f"fio = `randread`, 4 KiB, psync, 1 job (seed 1234) then {PAR_JOBS} jobs (seed 4321, "
-                f"`--group_reporting`), {sz.fio_seconds} s each, on the big file; exact command: "
-                f"`{' '.join(fio_cmd(Path('BIG'), 0, sz.fio_seconds, PAR_JOBS, 4321))}` (size = the file's)")
+                f"`--group_reporting`), {sz.fio_seconds} s each, on the big file; exact command of the 4 readers: "
+                f"`{' '.join(fio_cmd(Path('MNT/big/big.bin'), info.get('big_size', 0), sz.fio_seconds, PAR_JOBS, 4321))}`")
 
     def before_run(self, b: Bench, run: int) -> None:
         """The wire figure for one reader: 4 KiB ranged GETs at random offsets, one after the other, on one
