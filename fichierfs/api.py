@@ -317,6 +317,16 @@ class FichierClient:
         data = await self._call("file/info", {"url": url})
         return self._model("file/info", RemoteFile.from_json, data)
 
+    @endpoint("file/info")
+    async def file_info_by_name(self, folder_id: int, filename: str) -> RemoteFile:
+        """``file/info`` (§2.4) by ``folder_id`` + exact ``filename`` (the remote, encoded name):
+        the file of that name in that folder, without listing it.
+
+        Raises NotFound (#469, ENOENT) when the folder holds no such file.
+        """
+        data = await self._call("file/info", {"folder_id": int(folder_id), "filename": filename})
+        return self._model("file/info", RemoteFile.from_json, data)
+
     @endpoint("file/rm")
     async def file_rm(self, urls: Sequence[str]) -> int:
         """``file/rm`` [LIST] (§2.5): delete files in one call; returns ``removed``."""

@@ -72,11 +72,12 @@ def _inside(d: str | None, a: str | None, b: str | None) -> bool:
 
 
 async def complete_listing(folder_id: int, first: FolderListing, file_ls: FileLs, cap: int = CAP,
-                           on_progress: Callable[[int], None] = lambda n: None) -> tuple[FolderListing, int]:
+                           on_progress: Callable[[int, int], None] = lambda n, calls: None
+                           ) -> tuple[FolderListing, int]:
     """The complete listing of a folder whose folder/ls reply ``first`` was capped.
 
     Returns the listing (``first``'s sub-folders, every file) and the number of ``file/ls``
-    calls made. ``on_progress(files_known)`` is called after each window.
+    calls made. ``on_progress(files_known, calls)`` is called after each window.
     """
     files: dict[FileUrl, RemoteFile] = {f.url: f for f in first.files}
     todo: list[tuple[str | None, str | None, list[RemoteFile]]] = [(None, None, list(first.files))]
@@ -89,8 +90,14 @@ async def complete_listing(folder_id: int, first: FolderListing, file_ls: FileLs
         calls += 1
         for f in got:
             files[f.url] = f
-        on_progress(len(files))
+        on_progress(len(files), calls)
         return list(got)
+
+    if first.sub_folders:
+        # the cap counted the sub-folders too (a folder/ls reply lists them first): its files are
+        # not what a capped file/ls reply holds (maybe none at all); start with file/ls on the whole line
+        got = await ask(None, None)
+        todo = [(None, None, got)] if len(got) >= cap else []
 
     while todo:
         a, b, seen = todo.pop()

@@ -12,8 +12,14 @@ The clocks (wall-clock seconds, never a process's own clock):
 
 * ``start`` — last metered call (``min_interval``); ``listing`` — last listing
   (``listing_interval``); ``folder:<id>`` — last listing of that folder
-  (``same_folder_interval``); ``all_files`` (``all_files_interval``); ``user_info``
-  (``user_info_interval``); ``breaker_until`` / ``breaker_n`` — shared flood breaker.
+  (``same_folder_interval``); ``all_files`` (``all_files_interval``); ``user_info_ip``
+  (``user_info_ip_interval``: 1 per minute per IP, §2.1) and ``user_info:<account>``
+  (``user_info_interval``: 1 per 5 min per user) — a key whose account is not known yet
+  (``fichierfs.account.identify``) charges ``user_info:*`` and waits for every account's clock
+  (a wrong guess is an IP lock #38), and every account's call waits for ``user_info:*``; a key
+  1fichier refuses (AuthError) gets its per-user charge back (:meth:`SharedBudget.release`
+  ``refused``), so a mistyped key costs the right one at most the per-IP minute;
+  ``breaker_until`` / ``breaker_n`` — shared flood breaker.
 
 Backends (all behind the one :class:`SharedBudget` protocol):
 
@@ -41,7 +47,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -75,6 +81,7 @@ class Rules:
     user_info_interval: float = 310.0
     breaker_base: float = 60.0
     breaker_max: float = 1800.0
+    user_info_ip_interval: float = 65.0
 
     def scaled(self, factor: float) -> Rules:
         return Rules(*(getattr(self, f) * factor for f in self.__dataclass_fields__))
@@ -86,6 +93,7 @@ class CallKind:
 
     kind: str = "call"
     folder: Hashable | None = None  # listings of one folder share its 30 s clock
+    account: str = ""  # user/info: whose 5 min clock ("" = not known yet: "*")
 
     def clocks(self) -> list[str]:
         names = ["start"]
@@ -96,8 +104,12 @@ class CallKind:
             elif self.folder is not None:
                 names.append(f"folder:{self.folder}")
         elif self.kind == "user_info":
-            names.append("user_info")
+            names += ["user_info_ip", f"user_info:{self.account or '*'}"]
         return names
+
+    def per_user(self) -> list[str]:
+        """The clocks a refused key (AuthError) gets back: 1fichier never counted it for a user."""
+        return [c for c in self.clocks() if c.startswith("user_info:")]
 
 
 def _interval(rules: Rules, clock: str) -> float:
@@ -107,9 +119,18 @@ def _interval(rules: Rules, clock: str) -> float:
         return rules.listing_interval
     if clock == "all_files":
         return rules.all_files_interval
-    if clock == "user_info":
+    if clock == "user_info_ip":
+        return rules.user_info_ip_interval
+    if clock.startswith("user_info"):
         return rules.user_info_interval
     return rules.same_folder_interval  # folder:<id>
+
+
+def _user_info_clocks(state: Mapping[str, float], name: str) -> list[float]:
+    """The user/info clocks a call charging ``name`` must wait for (see the module docstring)."""
+    if name == "user_info:*":  # unknown account: every account's (and the old host-wide one)
+        return [t for k, t in state.items() if k.startswith("user_info:") or k == "user_info"]
+    return [state.get(name, -math.inf), state.get("user_info:*", -math.inf), state.get("user_info", -math.inf)]
 
 
 class SharedBudget(Protocol):
@@ -121,8 +142,9 @@ class SharedBudget(Protocol):
         """0 = the call may start now and is charged; else seconds to wait (nothing charged)."""
         ...
 
-    async def release(self, call: CallKind, *, reached: bool) -> None:
-        """After the charged call: move its clocks to now, or give them back if it never reached 1fichier."""
+    async def release(self, call: CallKind, *, reached: bool, refused: bool = False) -> None:
+        """After the charged call: move its clocks to now, or give them back if it never reached 1fichier
+        (``refused``: 1fichier refused the key, so the per-user clocks are given back)."""
         ...
 
     async def trip(self, rules: Rules) -> float:
@@ -157,6 +179,14 @@ class SharedBudget(Protocol):
         """Attributes the *other* mounts set after ``cursor`` ("" = all kept): (new cursor, [(key, values)])."""
         ...
 
+    async def publish_feed(self, feed: str, items: Sequence[Mapping[str, Any]]) -> None:
+        """Append small JSON items (in order) to ``feed`` for the other mounts (folder changes: listshare.py)."""
+        ...
+
+    async def feed_since(self, feed: str, cursor: str) -> tuple[str, list[dict[str, Any]]]:
+        """Items the *other* mounts appended to ``feed`` after ``cursor``; ``""`` = none, only the cursor of now."""
+        ...
+
     def status(self) -> dict[str, Any]:
         """For ``status``: kind, state ("ok" / "fallback"), waits caused by other mounts."""
         ...
@@ -178,7 +208,9 @@ def _acquire(state: dict[str, float], call: CallKind, rules: Rules, now: float) 
     """(wait, previous values of the charged clocks); ``wait == 0`` means charged."""
     ready = state.get("breaker_until", -math.inf)
     for name in call.clocks():
-        ready = max(ready, state.get(name, -math.inf) + _interval(rules, name))
+        last = max(_user_info_clocks(state, name), default=-math.inf) if name.startswith("user_info:") else \
+            state.get(name, -math.inf)
+        ready = max(ready, last + _interval(rules, name))
     if ready > now:
         return ready - now, {}
     saved = {name: state.get(name, -math.inf) for name in call.clocks()}
@@ -188,9 +220,10 @@ def _acquire(state: dict[str, float], call: CallKind, rules: Rules, now: float) 
 
 
 def _release(state: dict[str, float], call: CallKind, saved: Mapping[str, float], charged_at: float,
-             reached: bool, now: float) -> None:
+             reached: bool, now: float, refused: bool = False) -> None:
+    back = call.per_user() if refused else []  # a refused key: never counted for a user
     for name in call.clocks():
-        if reached:
+        if reached and name not in back:
             state[name] = max(state.get(name, -math.inf), now)
         elif state.get(name) == charged_at and name in saved:  # nobody charged it since: give it back
             state[name] = saved[name]
@@ -208,7 +241,7 @@ def _trip(state: dict[str, float], rules: Rules, now: float) -> float:
     return duration
 
 
-def _history(state: Mapping[str, float], now: float) -> dict[str, Any]:
+def _history(state: Mapping[str, float], now: float, account: str = "") -> dict[str, Any]:
     def age(name: str) -> float | None:
         t = state.get(name)
         return None if t is None or t == -math.inf else max(0.0, now - t)
@@ -218,7 +251,8 @@ def _history(state: Mapping[str, float], now: float) -> dict[str, Any]:
         "last_start": age("start"),
         "last_listing": age("listing"),
         "last_all_files": age("all_files"),
-        "last_user_info": age("user_info"),
+        "last_user_info": (lambda t: None if t == -math.inf else max(0.0, now - t))(
+            max(_user_info_clocks(state, f"user_info:{account or '*'}"), default=-math.inf)),
         "folders": folders,
         "breaker_open_for": max(0.0, state.get("breaker_until", -math.inf) - now),
     }
@@ -254,7 +288,7 @@ class MemoryBudget:
         self._state: dict[str, float] = {}
         self._folders_at = folders_listed_at  # fallback: every folder counts as listed at this time
         if start > -math.inf:
-            self._state.update(start=start, listing=start, user_info=start)
+            self._state.update(start=start, listing=start, user_info=start, user_info_ip=start)
         self._charged: tuple[dict[str, float], float] = ({}, 0.0)
         self._stats = _Stats()
         self._memo: dict[str, tuple[float, str]] = {}
@@ -272,9 +306,9 @@ class MemoryBudget:
         _prune(self._state, rules, now)
         return wait
 
-    async def release(self, call: CallKind, *, reached: bool) -> None:
+    async def release(self, call: CallKind, *, reached: bool, refused: bool = False) -> None:
         saved, at = self._charged
-        _release(self._state, call, saved, at, reached, self._clock())
+        _release(self._state, call, saved, at, reached, self._clock(), refused)
 
     async def trip(self, rules: Rules) -> float:
         self._stats.trips += 1
@@ -298,6 +332,12 @@ class MemoryBudget:
 
     async def attrs_since(self, cursor: str) -> tuple[str, list[tuple[str, dict[str, int | None]]]]:
         return cursor, []
+
+    async def publish_feed(self, feed: str, items: Sequence[Mapping[str, Any]]) -> None:
+        return None
+
+    async def feed_since(self, feed: str, cursor: str) -> tuple[str, list[dict[str, Any]]]:
+        return cursor or "0", []
 
     async def recall(self, key: str) -> Any | None:
         until, text = self._memo.get(key, (-math.inf, "null"))
@@ -334,9 +374,10 @@ class HostBudget:
 
     kind = "host"
 
-    def __init__(self, path: Path, ns: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, ns: str, clock: Callable[[], float] = time.time, *, account: str = "") -> None:
         self.path = path
         self.ns = ns
+        self.account = account  # whose user/info clock the history shows ("" = not known yet)
         self._clock = clock
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -349,18 +390,20 @@ class HostBudget:
                          "PRIMARY KEY (ns, key))")
         self._db.execute("CREATE TABLE IF NOT EXISTS attrlog (seq INTEGER PRIMARY KEY AUTOINCREMENT, ns TEXT, "
                          "origin TEXT, key TEXT, value TEXT)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS feed (seq INTEGER PRIMARY KEY AUTOINCREMENT, ns TEXT, "
+                         "feed TEXT, origin TEXT, value TEXT)")
         self._me = f"{os.getpid()}:{id(self)}"
         self._lock = trio.Lock()  # one transaction of this process at a time (one connection)
         self._charged: tuple[dict[str, float], float] = ({}, 0.0)
         self._stats = _Stats()
 
-    def _txn(self, fn: Callable[[dict[str, float], float], Any]) -> Any:
+    def _txn(self, fn: Callable[[dict[str, float], float], Any], now: float) -> Any:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             state = {n: t for n, t in db.execute("SELECT name, t FROM clock WHERE ns = ?", (self.ns,))}
             before = dict(state)
-            result = fn(state, self._clock())
+            result = fn(state, now)
             changed = [(self.ns, n, t) for n, t in state.items() if before.get(n) != t]
             gone = [(self.ns, n) for n in before if n not in state]
             if changed:
@@ -375,7 +418,7 @@ class HostBudget:
 
     async def _run(self, fn: Callable[[dict[str, float], float], Any]) -> Any:
         async with self._lock:
-            return await trio.to_thread.run_sync(self._txn, fn)
+            return await trio.to_thread.run_sync(self._txn, fn, self._clock())
 
     async def acquire(self, call: CallKind, rules: Rules) -> float:
         def go(state: dict[str, float], now: float) -> float:
@@ -390,9 +433,9 @@ class HostBudget:
             self._stats.waits += 1
         return wait
 
-    async def release(self, call: CallKind, *, reached: bool) -> None:
+    async def release(self, call: CallKind, *, reached: bool, refused: bool = False) -> None:
         saved, at = self._charged
-        await self._run(lambda state, now: _release(state, call, saved, at, reached, now))
+        await self._run(lambda state, now: _release(state, call, saved, at, reached, now, refused))
 
     async def trip(self, rules: Rules) -> float:
         self._stats.trips += 1
@@ -407,7 +450,7 @@ class HostBudget:
         await self._run(go)
 
     async def history(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._run(lambda state, now: _history(state, now))
+        result: dict[str, Any] = await self._run(lambda state, now: _history(state, now, self.account))
         return result
 
     @contextlib.asynccontextmanager
@@ -415,7 +458,7 @@ class HostBudget:
         yield  # one host = one location (§3 #887 is per IP)
 
     async def remember(self, key: str, value: Any, ttl: float) -> None:
-        row = (self.ns, key, json.dumps(value), self._clock() + ttl)
+        row = (self.ns, key, json.dumps(value), self._clock() + ttl)  # in the trio thread (a test's clock)
         try:
             async with self._lock:
                 await trio.to_thread.run_sync(
@@ -451,10 +494,43 @@ class HostBudget:
             log.debug("shared attributes unreadable: %s", exc)
             return cursor, []
 
+    async def publish_feed(self, feed: str, items: Sequence[Mapping[str, Any]]) -> None:
+        rows = [(self.ns, feed, self._me, json.dumps(dict(i))) for i in items]
+
+        def put() -> None:
+            with self._db:
+                self._db.executemany("INSERT INTO feed (ns, feed, origin, value) VALUES (?, ?, ?, ?)", rows)
+                self._db.execute("DELETE FROM feed WHERE seq < (SELECT MAX(seq) FROM feed) - 20000")
+
+        try:
+            async with self._lock:
+                await trio.to_thread.run_sync(put)
+        except sqlite3.Error as exc:
+            log.debug("feed %s not shared: %s", feed, exc)
+
+    async def feed_since(self, feed: str, cursor: str) -> tuple[str, list[dict[str, Any]]]:
+        def get() -> tuple[str, list[dict[str, Any]]]:
+            if not cursor:
+                row = self._db.execute("SELECT MAX(seq) FROM feed").fetchone()
+                return str(row[0] or 0), []
+            rows = self._db.execute("SELECT seq, origin, value FROM feed WHERE ns = ? AND feed = ? AND seq > ? "
+                                    "ORDER BY seq LIMIT 5000", (self.ns, feed, int(cursor))).fetchall()
+            new = str(rows[-1][0]) if rows else cursor
+            return new, [json.loads(v) for _, o, v in rows if o != self._me]
+
+        try:
+            async with self._lock:
+                return await trio.to_thread.run_sync(get)
+        except (sqlite3.Error, ValueError) as exc:
+            log.debug("feed %s unreadable: %s", feed, exc)
+            return cursor, []
+
     async def recall(self, key: str) -> Any | None:
+        now = self._clock()
+
         def get() -> Any | None:
             row = self._db.execute("SELECT value FROM memo WHERE ns = ? AND key = ? AND until > ?",
-                                   (self.ns, key, self._clock())).fetchone()
+                                   (self.ns, key, now)).fetchone()
             return None if row is None else json.loads(row[0])
 
         try:

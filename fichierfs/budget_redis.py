@@ -26,7 +26,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -200,6 +200,8 @@ class RedisBudget:
         self._lease_others = 0
         self._lease_changed = trio.Event()
         self._lease_waits = 0
+        self._other_seen = -math.inf  # when a lease answer last said another location holds it
+        self._unguarded = 0  # downloads started while the coordinator was unreachable
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -295,17 +297,23 @@ class RedisBudget:
         self._charged = ("redis", res[1], list(res[2:]))
         return 0.0
 
-    async def release(self, call: CallKind, *, reached: bool) -> None:
+    async def release(self, call: CallKind, *, reached: bool, refused: bool = False) -> None:
         who, at, saved = self._charged
         if who == "local":
             if self._fallback is not None:
-                await self._fallback.release(call, reached=reached)
+                await self._fallback.release(call, reached=reached, refused=refused)
             return
         rules = Rules()
-        args: list[Any] = ["1" if reached else "0", at]
-        for c, s in zip(call.clocks(), saved, strict=False):
-            args += [repr(_interval(rules, c)), s]
-        await self._script("release", [self._key(c) for c in call.clocks()][: len(saved)], args)
+        back = call.per_user() if refused else []
+        for want in (True, False):  # the clocks moved to the end, then those given back (a refused key's)
+            pairs = [(c, s) for c, s in zip(call.clocks(), saved, strict=False)
+                     if (reached and c not in back) == want]
+            if not pairs:
+                continue
+            args: list[Any] = ["1" if want else "0", at]
+            for c, s in pairs:
+                args += [repr(_interval(rules, c)), s]
+            await self._script("release", [self._key(c) for c, _ in pairs], args)
 
     async def trip(self, rules: Rules) -> float:
         self._trips += 1
@@ -333,7 +341,7 @@ class RedisBudget:
     # ------------------------------------------------------------------ download lease (§3 #887)
     @contextlib.asynccontextmanager
     async def download_lease(self, hold_after: float = 0.0) -> AsyncIterator[None]:
-        await self._take_lease()
+        await self._take_lease(hold_after)
         self._lease_users += 1
         try:
             yield
@@ -347,7 +355,7 @@ class RedisBudget:
     def _must_yield(self) -> bool:
         return self._lease_others > 0 and self._clock() - self._lease_since > self._fair_hold
 
-    async def _take_lease(self) -> None:
+    async def _take_lease(self, hold_after: float = 0.0) -> None:
         waited = False
         while True:
             if self._lease_held and not self._must_yield():
@@ -360,9 +368,19 @@ class RedisBudget:
             res = await self._script("lease", self._lease_keys(),
                                      [self._location, int(self._lease_ttl * 1000), repr(self._fair_hold), "take",
                                       self._me])
-            if res is None:  # no coordinator: cannot know who downloads; go ahead (local only)
+            if res is None:
+                # no coordinator: nobody can tell us who downloads. If another location held the
+                # lease when we last heard, let its lease and window run out first; then go ahead
+                # (the scheduler waits out a "#887" refusal and retries: Scheduler._located)
+                until = self._other_seen + self._lease_ttl + hold_after
+                if self._clock() < until:
+                    self._lease_waits += 1
+                    await trio.sleep(until - self._clock())
+                self._unguarded += 1
                 return
             held, wait_ms, others = int(res[0]), int(res[1]), int(res[2])
+            if not held:
+                self._other_seen = self._clock()
             self._lease_others = others
             if held:
                 if not self._lease_held:
@@ -449,6 +467,39 @@ class RedisBudget:
                     out.append((str(f["k"]), json.loads(f["v"])))
         return cursor, out
 
+    async def publish_feed(self, feed: str, items: Sequence[Mapping[str, Any]]) -> None:
+        if self._fallback is not None or not items:
+            return  # while the coordinator is gone, the other mounts re-list when their listing ages
+        try:
+            with trio.fail_after(self._timeout):
+                for item in items:
+                    await self._client.xadd(self._key("feed:" + feed), {"o": self._me, "v": json.dumps(dict(item))},
+                                            trim_strategy=PureToken.MAXLEN, threshold=20000,
+                                            trim_operator=PureToken.APPROXIMATELY)
+        except Exception as exc:  # noqa: BLE001
+            self._go_local(exc)
+
+    async def feed_since(self, feed: str, cursor: str) -> tuple[str, list[dict[str, Any]]]:
+        if self._fallback is not None:
+            return cursor, []
+        key = self._key("feed:" + feed)
+        try:
+            with trio.fail_after(self._timeout):
+                if not cursor:
+                    last = await self._client.xrevrange(key, count=1)
+                    return (str(last[0].identifier) if last else "0-0"), []
+                got = await self._client.xread({key: cursor}, count=5000)
+        except Exception as exc:  # noqa: BLE001
+            self._go_local(exc)
+            return cursor, []
+        out: list[dict[str, Any]] = []
+        for entries in (got or {}).values():
+            for entry in entries:
+                cursor = str(entry.identifier)
+                if entry.field_values.get("o") != self._me:
+                    out.append(json.loads(entry.field_values["v"]))
+        return cursor, out
+
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
         rt = self._round_trip_time / self._round_trips if self._round_trips else 0.0
@@ -461,7 +512,9 @@ class RedisBudget:
             "shared_trips": self._trips,
             "round_trips": self._round_trips,
             "round_trip_ms": round(rt * 1000, 3),
-            "download_lease": "held" if self._lease_held else "free",
+            "download_lease": ("unguarded: coordinator down, a #887 refusal is waited out" if self._fallback is not None
+                               else "held" if self._lease_held else "free"),
+            "unguarded_downloads": self._unguarded,
             "download_lease_waits": self._lease_waits,
         }
 

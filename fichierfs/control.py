@@ -265,6 +265,8 @@ def _coordinator_line(c: Any) -> str:
     state = str(c.get("state", "ok"))
     if state == "fallback":
         state = "fallback: coordinator unreachable, conservative local budget"
+        if c.get("kind") == "redis":
+            state += "; downloads unguarded, a #887 refusal is waited out"
     return " ".join(p for p in (str(c.get("kind", "?")), where, f"({state})") if p)
 
 
@@ -326,7 +328,23 @@ def render_status(doc: dict[str, Any], mountpoint: Path | str | None = None, *, 
         head.append(breaker if breaker != "closed" else "ok", style=style)
     if breaker != "closed" and api.get("breaker_closes_in"):
         head.append(f", flood lock: resumes in {float(api['breaker_closes_in']):.0f} s", style=style)
+    partial = [f for f in (meta.get("incomplete") or []) if isinstance(f, dict)]
+    if partial:
+        head.append(f" · {len(partial)} folder(s) still being listed (5,000 files or more)", style="bold yellow")
     parts.append(head)
+    if partial:
+        t = Table(title="Folders still being listed: ls shows only the files known so far", box=box.SIMPLE,
+                  title_justify="left")
+        t.add_column("folder")
+        t.add_column("files known so far", justify="right")
+        t.add_column("windows done", justify="right")
+        t.add_column("next window in", justify="right")
+        for f in partial:
+            t.add_row(str(f.get("path", "?")), str(f.get("known", "?")),
+                      str(f.get("windows", 0)),
+                      "failed: re-listed at its next use" if f.get("failed")
+                      else f"{float(f.get('next_window_in') or 0):.0f} s")
+        parts.append(t)
 
     def grid(title: str, rows: list[tuple[str, str]]) -> Table:
         t = Table(title=title, box=box.SIMPLE, title_justify="left", show_header=False, padding=(0, 2))

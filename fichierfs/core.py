@@ -49,6 +49,7 @@ from fichierfs.chunks import ChunkCache
 from fichierfs.config import Options
 from fichierfs.diskcache import DiskCache
 from fichierfs.errors import AuthError, FichierError
+from fichierfs.listshare import ListShare
 from fichierfs.meta import ROOT_INODE, KernelNotifier, MetaCache
 from fichierfs.metastore import MetaStore, Snapshot
 from fichierfs.models import FileUrl
@@ -193,6 +194,7 @@ async def build_core(
                     if snapshot is not None:
                         meta.reserve_inodes(snapshot.max_ino)  # before the replay creates inodes
                     store = Store(store_dir / "store.db")
+                    store.feed(meta.set_local_attrs)  # meta answers getattr; the journal keeps them durable
                     writer = WriteBack(
                         scheduler,
                         store,
@@ -207,12 +209,16 @@ async def build_core(
                     )
                     writer.on_clean = reader.adopt  # uploaded files join the on-disk read cache
                     attrshare: AttrShare | None = None
+                    listshare: ListShare | None = None
                     if shared is not None:  # times and modes set on one mount are seen on the others
                         attrshare = AttrShare(store, shared, on_applied=lambda key: _forget_attrs(meta, key))
                         await nursery.start(attrshare.run)
                     if writer_retry is not None:
                         writer.retry_base, writer.retry_max = writer_retry
                     writer.replay()  # before the first listing, so that it is merged over the journal
+                    if shared is not None:  # ... and its changes of folders (after the replay: not told again)
+                        listshare = ListShare(meta, shared, account)
+                        await nursery.start(listshare.run)
                     served = snapshot is not None and await serve_persisted(meta, scheduler, snapshot)
                     snapshot = None  # the nodes hold what they need; let the loaded listings go (RSS)
                     if list_root and not served:
@@ -244,6 +250,8 @@ async def build_core(
                     )
                     if attrshare is not None:
                         fs.status_sources["attrshare"] = attrshare.statistics
+                    if listshare is not None:
+                        fs.status_sources["listshare"] = listshare.statistics
                     if options.thumbnails != "allow":
                         fs.policy = ProcessPolicy(options.thumbnails)
                         fs.status_sources["storm"] = fs.policy.statistics

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 import trio
 
+from fichierfs.attrs import Attr, AttrOverlay, LocalAttrs, StagedSize
 from fichierfs.bigfolder import CAP, complete_listing, is_capped
 from fichierfs.errors import FichierError, Incomplete, NoEntry, NotFound
 from fichierfs.metastore import MetaStore, Snapshot
@@ -177,6 +178,15 @@ def _dup_name(name: str, url: str) -> str:
     return f"{name} (dup {ident})"
 
 
+@dataclass(slots=True)
+class _Progress:
+    known: int
+    windows: int
+    started: float
+    lane: Lane
+    """The lane of the folder's windows; lookups by name queue in it too (never ahead of them)."""
+
+
 class MetaCache:
     """The inode table plus folder listings (see module docstring).
 
@@ -219,6 +229,13 @@ class MetaCache:
         """Folders first listed from a capped reply, still being completed (bigfolder.py)."""
         self._complete_failed: set[int] = set()
         self._completing: set[int] = set()
+        self._progress: dict[int, _Progress] = {}
+        """Completion progress of each incomplete folder (status document, log)."""
+        self._subs_cut: set[int] = set()
+        self._absent: dict[int, set[str]] = {}
+        """Names ``file/info`` said are not in an incomplete folder (until it is complete)."""
+        self.probes = 0
+        """``file/info`` calls made by name for lookups in incomplete folders."""
         self._inline: list[Callable[[], Any]] = []
         self.window_calls = 0
         self.listing_cap = CAP
@@ -227,6 +244,13 @@ class MetaCache:
         self._nodes[ROOT_INODE] = root
         self._by_folder[root_folder_id] = ROOT_INODE
         self.listings = 0
+        self.on_change: Callable[[dict[str, Any]], None] | None = None
+        """Told of each remote change of ours as it is made (fichierfs.listshare tells the other mounts)."""
+        self.shared_applied = 0
+        self.on_merged: Callable[[int], None] | None = None
+        """Told the folder id after a listing was merged (fichierfs.listshare re-applies recent changes)."""
+        self.overlay = AttrOverlay()
+        """Staged sizes and local attributes over the listings' (attrs.py): fed by the write side."""
 
     # ------------------------------------------------------------------ lifecycle
     def attach_nursery(self, nursery: trio.Nursery | None) -> None:
@@ -341,6 +365,33 @@ class MetaCache:
     def __len__(self) -> int:
         return len(self._nodes)
 
+    # ------------------------------------------------------------------ attributes (the one answer)
+    def attr(self, ino: int) -> Attr:
+        """The attributes inode ``ino`` shows: its listing's, under the staged size and the
+        local attributes (attrs.py). No I/O. Raises NoEntry (ENOENT) for an unknown inode."""
+        return self.attr_of(self.get(ino))
+
+    def attr_of(self, node: Node) -> Attr:
+        """:meth:`attr` of a node already in hand (readdir of a snapshot of nodes)."""
+        return self.overlay.compose(node.ino, node.key, is_dir=node.is_dir, mode=node.mode, size=node.size,
+                                    mtime=node.mtime, ttl=self.kernel_ttl(node))
+
+    def show_owner(self, uid: int, gid: int, *, read_only: bool) -> None:
+        """The owner shown where no program set one, and whether write permission is shown."""
+        self.overlay.uid, self.overlay.gid, self.overlay.read_only = uid, gid, read_only
+
+    def stage(self, node: Node | int, staged: StagedSize) -> None:
+        """The writer: ``staged`` (a staging copy, its size kept current) is this file's content now."""
+        self.overlay.stage(node if isinstance(node, int) else node.ino, staged)
+
+    def unstage(self, ino: int, staged: StagedSize | None = None) -> None:
+        """The writer: inode ``ino``'s staging copy ``staged`` is no longer its content."""
+        self.overlay.unstage(ino, staged)
+
+    def set_local_attrs(self, key: str, attrs: LocalAttrs | None) -> None:
+        """The local attribute store: ``key``'s attributes set by programs are now ``attrs``."""
+        self.overlay.set_local(key, attrs)
+
     # ------------------------------------------------------------------ kernel lookup counts
     def remember(self, ino: int) -> None:
         """The kernel got a reference to ``ino`` (lookup, create, readdirplus entry)."""
@@ -419,6 +470,9 @@ class MetaCache:
             while self._inline:
                 await self._inline.pop(0)()
             return
+        if ino not in self._completing:  # a whole listing: no earlier failed completion holds lookups back
+            self._complete_failed.discard(ino)
+            self._absent.pop(ino, None)
         self.merge(ino, listing)
 
     # ------------------------------------------------------------------ folders over 5,000 files
@@ -432,12 +486,25 @@ class MetaCache:
         node = self.get(ino)
         if ino in self._completing:
             return
-        if node.listed_at is None or ino in self._incomplete:
+        first_time = node.listed_at is None or ino in self._incomplete
+        if first_time:
             self._incomplete.setdefault(ino, trio.Event())
             self.merge(ino, first)
+        if len(first.sub_folders) >= self.listing_cap:
+            self._subs_cut.add(ino)  # sub-folders cut too: a name's absence cannot be asked by file/info
         self._complete_failed.discard(ino)
         self._completing.add(ino)
         window_lane = Lane.PREFETCH if lane in (Lane.INTERACTIVE, Lane.PREFETCH) else lane
+        progress = self._progress[ino] = _Progress(len(first.files), 0, self.clock(), window_lane)
+        if first_time:
+            log.warning("%s holds %d entries or more (1fichier lists %d at most, §2.2): showing the first %d "
+                        "until the rest is listed in upload-date windows, one per %.0f s (§4); a name not shown "
+                        "yet is asked by name; `fichierfs status` shows the progress",
+                        self.path_of(ino), self.listing_cap, self.listing_cap,
+                        len(first.sub_folders) + len(first.files), self._folder_gap())
+
+        def on_progress(known: int, windows: int) -> None:
+            progress.known, progress.windows = known, windows
 
         async def file_ls(folder_id: int, after: str | None, before: str | None) -> tuple[RemoteFile, ...]:
             got: tuple[RemoteFile, ...] = await self.scheduler.call(
@@ -447,8 +514,12 @@ class MetaCache:
 
         async def run() -> None:
             try:
-                full, _calls = await complete_listing(int(node.folder_id or 0), first, file_ls, self.listing_cap)
+                full, _calls = await complete_listing(int(node.folder_id or 0), first, file_ls, self.listing_cap,
+                                                      on_progress)
                 self.merge(ino, full)
+                if first_time:
+                    log.info("%s is complete: %d files listed with %d date window(s) in %.0f s",
+                             self.path_of(ino), len(full.files), progress.windows, self.clock() - progress.started)
             except FichierError as exc:
                 self._complete_failed.add(ino)
                 if node.listed_at is not None:
@@ -457,6 +528,9 @@ class MetaCache:
                         self.path_of(ino), CAP, exc)
             finally:
                 self._completing.discard(ino)
+                self._progress.pop(ino, None)
+                self._absent.pop(ino, None)
+                self._subs_cut.discard(ino)
                 ev = self._incomplete.pop(ino, None)
                 if ev is not None:
                     ev.set()
@@ -466,6 +540,39 @@ class MetaCache:
         else:  # no nursery (tests): complete inline
             self._inline.append(run)
 
+    def _stall_limit(self) -> float:
+        return float(getattr(getattr(self.scheduler, "budgets", None), "stall_limit", 30.0))
+
+    def _folder_gap(self) -> float:
+        budgets = getattr(self.scheduler, "budgets", None)
+        return float(getattr(budgets, "same_folder_interval", 31.0))
+
+    def incomplete(self) -> list[dict[str, Any]]:
+        """The folders whose capped listing is being completed: path, files known so far, date
+        windows done, seconds since the capped reply, and when the next window may start (each
+        window is a listing of the folder: one per 31 s, §4). 1fichier gives no total count
+        (§2.2), so how many are missing is not known until the last window. A folder whose
+        completion failed is listed with ``failed`` (it is re-listed at its next use)."""
+        out = []
+        now = self.clock()
+        for ino, pr in self._progress.items():
+            node = self._nodes.get(ino)
+            if node is None or ino not in self._incomplete:
+                continue
+            try:
+                nxt = float(self.scheduler.next_allowed("file/ls", int(node.folder_id or 0)))
+            except Exception:  # noqa: BLE001 - a status figure only
+                nxt = 0.0
+            out.append({"path": self.path_of(ino), "known": pr.known, "windows": pr.windows,
+                        "listing_for": round(now - pr.started, 1), "next_window_in": round(nxt, 1),
+                        "at_least": self.listing_cap})
+        for ino in self._complete_failed:  # partial, and no window running: re-listed at the next use
+            node = self._nodes.get(ino)
+            if node is not None and ino not in self._completing:
+                out.append({"path": self.path_of(ino), "known": len(node.children), "failed": True,
+                            "at_least": self.listing_cap})
+        return out
+
     async def wait_complete(self, ino: int) -> None:
         """Wait until folder ``ino``'s capped listing is complete (at most the stall limit).
 
@@ -474,8 +581,7 @@ class MetaCache:
         """
         ev = self._incomplete.get(ino)
         if ev is not None:
-            limit = float(getattr(getattr(self.scheduler, "budgets", None), "stall_limit", 30.0))
-            with trio.move_on_after(limit):
+            with trio.move_on_after(self._stall_limit()):
                 await ev.wait()
             if not ev.is_set():
                 raise Incomplete(f"{self.path_of(ino)} is still being listed (over {CAP} files)")
@@ -608,6 +714,8 @@ class MetaCache:
                     gone = self._nodes.get(child_ino)
                     if gone is not None and gone.parent == ino:
                         self._mark_gone(gone)
+        if self.on_merged is not None and parent.folder_id is not None:
+            self.on_merged(int(parent.folder_id))
 
     def _pinned_here(self, child_ino: int, parent: int, now: float) -> bool:
         c = self._nodes.get(child_ino)
@@ -751,12 +859,14 @@ class MetaCache:
         if node.file is not None and node.local_key is None:
             self._by_url[node.file.url] = node.ino
 
-    def detach(self, node: Node) -> None:
+    def detach(self, node: Node, *, tell: bool = True) -> None:
         """Take ``node`` out of its parent's children (no kernel notice: the caller is FUSE)."""
         p = self._nodes.get(node.parent)
         if p is not None and p.children.get(node.name) == node.ino:
             del p.children[node.name]
             self._touch_dir(p.ino)
+            if tell:
+                self._tell("del", node)
 
     def remove(self, node: Node) -> None:
         """unlink/rmdir: detach and forget once the kernel has no reference left."""
@@ -767,20 +877,25 @@ class MetaCache:
 
     def move(self, node: Node, new_parent: int, new_name: str, *, pinned_until: float = math.inf) -> None:
         """rename: put ``node`` at ``new_parent``/``new_name`` (an entry there must be removed first)."""
-        self.detach(node)
+        self.detach(node, tell=False)  # the "put" below moves it on the other mounts (same inode there)
         node.parent, node.name = new_parent, new_name
         self.get(new_parent).children[new_name] = node.ino
         self._touch_dir(new_parent)
         node.pinned_until = max(node.pinned_until, pinned_until)
+        self._tell("put", node)
 
     def set_remote_file(self, node: Node, rf: RemoteFile, *, pinned_until: float) -> None:
         """An upload finished (end.pl links, §6.4/§8.6): the node now is remote file ``rf``."""
+        replaced = node.file if node.file is not None and node.file.url != rf.url else None
         if node.file is not None and self._by_url.get(node.file.url) == node.ino:
             del self._by_url[node.file.url]
+        if replaced is not None:  # new content of an existing file: the old url leaves the folder
+            self._tell_gone(node.parent, replaced.url)
         node.file, node.local_key, node.size = rf, None, rf.size
         node.pinned_until = pinned_until
         self._by_url[rf.url] = node.ino
         self._touch_dir(node.parent)
+        self._tell("put", node)
 
     def set_folder_id(self, node: Node, folder_id: int) -> None:
         """mkdir answered (§2.11 ``folder_id``): a local folder becomes the remote one."""
@@ -790,6 +905,106 @@ class MetaCache:
         self._by_folder[folder_id] = node.ino
         self._touch_dir(node.parent)
         self._touch_dir(node.ino)
+        self._tell("put", node, new=True)
+
+    # ------------------------------------------------------------------ changes shared with other mounts
+    # A change of ours is told (on_change) as "put" (this entry now has this name in this folder)
+    # or "del" (it left this folder); fichierfs.listshare carries it to the other mounts of the
+    # account, which apply it to the folders they have listed (apply_shared) instead of re-listing.
+
+    def _tell(self, op: str, node: Node, *, new: bool = False) -> None:
+        if self.on_change is None or self._loading:
+            return
+        parent = self._nodes.get(node.parent)
+        if parent is None or parent.folder_id is None or int(parent.folder_id) < 0:
+            return
+        if node.is_dir:
+            if node.folder_id is None or int(node.folder_id) < 0:
+                return  # not created remotely yet (mkdir pending): told once it has its id
+            key: str | int = int(node.folder_id)
+        elif node.file is not None and node.local_key is None:
+            key = str(node.file.url)
+        else:
+            return  # a local staging copy: told once its upload gives it a url
+        change: dict[str, Any] = {"op": op, "f": int(parent.folder_id), "k": key, "n": node.name, "t": node.mtime}
+        if new:
+            change["new"] = True  # a folder 1fichier just created: empty, its content comes as changes
+        if op == "put" and node.file is not None:
+            rf = node.file
+            change["rf"] = [rf.size, None if rf.date is None else rf.date.isoformat(), rf.checksum, rf.content_type,
+                            rf.filename]
+        self.on_change(change)
+
+    def _tell_gone(self, parent_ino: int, url: str) -> None:
+        parent = self._nodes.get(parent_ino)
+        if self.on_change is not None and parent is not None and parent.folder_id is not None \
+                and int(parent.folder_id) >= 0 and not self._loading:
+            self.on_change({"op": "del", "f": int(parent.folder_id), "k": str(url)})
+
+    def apply_shared(self, change: dict[str, Any]) -> bool:
+        """Apply a change another mount of the account told (see :meth:`_tell`) to a folder we
+        have listed; our own pending or recent changes win (as in :meth:`merge`). True if applied."""
+        folder = self.node_for_folder(int(change["f"]))
+        if folder is None or folder.listed_at is None or folder.gone or folder.ino in self._incomplete:
+            return False  # never listed here: its first listing will show it
+        now = self.clock()
+        key = change["k"]
+        if isinstance(key, int):
+            if self._is_hidden(self._hidden_folders, key, now):
+                return False
+            known = self.node_for_folder(key)
+        else:
+            if self._is_hidden(self._hidden_urls, key, now):
+                return False
+            known = self.node_for_url(FileUrl(key))
+        if known is not None and (known.pinned_until > now or known.local_key is not None):
+            return False
+        if change["op"] == "del":
+            if known is None or known.parent != folder.ino or folder.children.get(known.name) != known.ino:
+                return False
+            del folder.children[known.name]
+            self.notifier.invalidate_entry(folder.ino, known.name)
+            self._touch_dir(folder.ino, listed=True)
+            self._mark_gone(known)
+            self.shared_applied += 1
+            return True
+        name = str(change["n"])
+        if known is not None:  # moved or renamed: leave its old place
+            old = self._nodes.get(known.parent)
+            if old is not None and old.children.get(known.name) == known.ino:
+                del old.children[known.name]
+                self.notifier.invalidate_entry(old.ino, known.name)
+                self._touch_dir(old.ino, listed=True)
+        taken = folder.children.get(name)
+        other = self._nodes.get(taken) if taken is not None and (known is None or taken != known.ino) else None
+        if other is not None and not self._pinned_here(other.ino, folder.ino, now):
+            # the other mount's newer entry takes the name (as the newest does in a listing); the
+            # one here moves aside, and goes when its "del" comes (a replaced file's old url)
+            alt = _dup_name(name, other.file.url) if other.file is not None else f"{name} (dup {other.folder_id})"
+            del folder.children[name]
+            other.name = alt
+            folder.children[alt] = other.ino
+            self.notifier.invalidate_entry(folder.ino, alt)
+            other = None
+        if isinstance(key, int):
+            if other is not None:
+                name = f"{name} (dup {key})"
+            child = self._folder_node(key, folder.ino, name, float(change.get("t") or 0.0))
+            if change.get("new") and child.listed_at is None:
+                child.listed_at = now  # just created (empty): what goes in it comes through this feed
+        else:
+            size, date, checksum, ctype, filename = change["rf"]
+            when = None if date is None else datetime.fromisoformat(date)
+            rf = RemoteFile(FileUrl(key), str(filename), int(size), when, checksum, ctype,
+                            folder_id=FolderId(int(change["f"])))
+            if other is not None:  # our own pending entry keeps the name
+                name = _dup_name(name, key)
+            child = self._file_node(rf, folder.ino, name)
+        folder.children[name] = child.ino
+        self.notifier.invalidate_entry(folder.ino, name)
+        self._touch_dir(folder.ino, listed=True)
+        self.shared_applied += 1
+        return True
 
     def node_for_folder(self, folder_id: int) -> Node | None:
         ino = self._by_folder.get(folder_id)
@@ -834,11 +1049,65 @@ class MetaCache:
             raise NoEntry(f"inode {parent} is not a folder")
         node = self.get_nowait(parent, name)
         if node is None and (parent in self._incomplete or parent in self._complete_failed):
-            await self.wait_complete(parent)  # never ENOENT for a file not seen yet
-            node = self.get_nowait(parent, name)
+            node = await self._lookup_unseen(p, name, lane)  # never ENOENT for a file not seen yet
         if node is None:
             raise NoEntry(f"{name!r} not in folder inode {parent}")
         return node
+
+    async def _lookup_unseen(self, p: Node, name: str, lane: Lane) -> Node | None:
+        """A name not seen (yet) in folder ``p``, whose capped listing is being completed.
+
+        Rule (NOTES.md, issue 13): ask 1fichier for that very name — ONE ``file/info`` by
+        ``folder_id`` + ``filename`` (§2.4): the general 3/s budget, never a listing's 30 s per
+        folder, so it answers in about a second even at the real limits, where the folder's
+        completion takes one 31 s window per 5,000 files. The file it names is added to the
+        partial listing (same url → same inode once complete); #469 is 1fichier's own "no such
+        file in that folder": ENOENT, remembered until the folder is complete. Only when the
+        question cannot be asked (a flood lock, no network, sub-folders cut by the cap, a
+        `` (dup …)`` name meta gives a duplicate) does the lookup wait for the completion, and
+        gets EAGAIN after the stall limit.
+        """
+        from fichierfs.names import NameError_, encode
+
+        if name in self._absent.get(p.ino, ()):
+            return None
+        try:
+            remote = encode(name)
+        except NameError_:
+            return None  # not a name 1fichier can hold
+        if p.ino not in self._subs_cut and " (dup " not in name:  # a dup name is ours (_dup_name), not 1fichier's
+            progress = self._progress.get(p.ino)
+            # in the lane of the folder's windows, behind them: back-to-back lookups (cp -r of new
+            # files) must not hold the windows back (a lane is served first come, first served)
+            probe_lane = progress.lane if progress is not None else lane
+            try:
+                self.probes += 1
+                with trio.fail_after(self._stall_limit()):
+                    rf: RemoteFile = await self.scheduler.call(
+                        self.scheduler.client.file_info_by_name, int(p.folder_id or 0), remote, lane=probe_lane)
+            except trio.TooSlowError:
+                raise Incomplete(f"{self.path_of(p.ino)} is still being listed (over {CAP} files) and "
+                                 f"{name!r} could not be asked within the stall limit") from None
+            except NotFound:
+                if p.ino in self._incomplete or p.ino in self._complete_failed:
+                    self._absent.setdefault(p.ino, set()).add(name)
+                return self.get_nowait(p.ino, name)
+            except FichierError as exc:
+                log.info("%s: %r could not be asked by name (%s): waiting for the folder's listing",
+                         self.path_of(p.ino), name, exc)
+            else:
+                known = self.get_nowait(p.ino, name)  # completed (or created) meanwhile
+                if known is not None:
+                    return known
+                if rf.folder_id is not None and int(rf.folder_id) != int(p.folder_id or 0):
+                    return None
+                if self._is_hidden(self._hidden_urls, rf.url, self.clock()):
+                    return None  # deleted here, the delete is pending
+                node = self._file_node(rf, p.ino, name)
+                p.children[name] = node.ino
+                return node
+        await self.wait_complete(p.ino)
+        return self.get_nowait(p.ino, name)
 
     async def resolve_path(self, path: str, *, lane: Lane = Lane.INTERACTIVE) -> Node:
         """Walk ``/a/b`` from the root (used once at mount for ``--remote-folder``).
@@ -919,6 +1188,9 @@ class MetaCache:
             "listings": self.listings,
             "window_listings": self.window_calls,
             "incomplete_folders": len(self._incomplete),
+            "shared_changes_applied": self.shared_applied,
+            "incomplete": self.incomplete(),
+            "lookups_by_name": self.probes,
         }
 
     def node_for_url(self, url: FileUrl) -> Node | None:

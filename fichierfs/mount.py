@@ -164,7 +164,8 @@ async def _shared_budget(options: Options, account: str, stack: contextlib.Async
     if options.coordinator == "none":
         return None
     if options.coordinator == "host":
-        host = HostBudget(host_budget_path(), namespace(options.api_url))
+        # per API URL (per-IP limits), with this account's user/info clock (per-user limit)
+        host = HostBudget(host_budget_path(), namespace(options.api_url), account=account)
         stack.push_async_callback(host.aclose)
         return host
     from fichierfs.budget_redis import RedisBudget, redis_password

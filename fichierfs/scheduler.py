@@ -103,7 +103,7 @@ import trio
 
 from .api import FichierClient, endpoint_of
 from .budget import CallKind, Rules, SharedBudget, changed, generation, publish_listing, recall_listing
-from .errors import ApiError, AuthError, FichierError, FloodLocked, ServerError
+from .errors import ApiError, AuthError, FichierError, FloodLocked, NotAllowed, ServerError
 from .log import api_error_line
 
 __all__ = ["LISTINGS", "METERED_READ_ONLY", "UNMETERED", "ApiCaller", "Budgets", "Lane", "Scheduler"]
@@ -125,6 +125,7 @@ METERED_READ_ONLY = frozenset({"user/info", "folder/ls", "file/ls", "file/info",
 """Read-only API endpoints; identical concurrent calls of these share one API call."""
 
 LISTINGS = frozenset({"folder/ls", "file/ls"})
+LOCATION_RETRIES = 6  # "Only 1 location allowed #887" waited out for two location windows (Scheduler._located)
 """Listing endpoints: ≈ 1 per 3 s overall, 1 per folder per 30 s (§4, §2.2, §2.3)."""
 
 ALL_FILES = -1  # file/ls folder_id -1 = every file of the account, ≤ 1/hour (§2.3, §4)
@@ -193,6 +194,7 @@ class Budgets:
     stall_limit: float = 30.0
     max_concurrent_transfers: int = 8
     location_window: float = 31.0
+    user_info_ip_interval: float = 65.0  # shared budgets only: user/info 1 per minute per IP (§2.1)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -391,6 +393,7 @@ class Scheduler:
         self._stalled = 0
         self._shared_waits = 0
         self._shared_listings = 0
+        self._location_waits = 0
         self._shared_tripped = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -462,12 +465,43 @@ class Scheduler:
         if name in UNMETERED:
             if coalesce:
                 raise ValueError(f"{name} never coalesces")
+            if name == "download" and self.shared is not None:
+                return await self._located(name, fn, args, kwargs, lane, coalesce, retries)
             n = retries if retries is not None else (0 if name in _NO_RETRY_BY_DEFAULT else self.budgets.retries)
             return await self._call_unmetered(name, fn, args, kwargs, n)
         if name == "download/get_token" and self.shared is not None:  # §3 #887: a token makes us the location
-            async with self.shared.download_lease(self.budgets.location_window):
-                return await self._call_metered(name, fn, args, kwargs, lane, coalesce, retries)
+            return await self._located(name, fn, args, kwargs, lane, coalesce, retries)
         return await self._call_metered(name, fn, args, kwargs, lane, coalesce, retries)
+
+    async def _located(
+        self, name: str, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any], lane: Lane,
+        coalesce: bool | None, retries: int | None,
+    ) -> T:
+        """A download leg of a mount that shares the account (§3 #887: one location at a time).
+
+        The shared lease makes the hosts take turns; when it cannot (the coordinator is gone, or
+        something outside fichierfs downloads), 1fichier's "Only 1 location allowed #887" means
+        "another location is downloading": wait a third of ``location_window`` and try again,
+        for up to two windows, rather than fail the read.
+        """
+        assert self.shared is not None
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if name == "download":
+                    n = retries if retries is not None else 0
+                    return await self._call_unmetered(name, fn, args, kwargs, n)
+                async with self.shared.download_lease(self.budgets.location_window):
+                    return await self._call_metered(name, fn, args, kwargs, lane, coalesce, retries)
+            except NotAllowed as exc:
+                if exc.code != 887 or attempt > LOCATION_RETRIES:
+                    raise
+                self._location_waits += 1
+                wait = self.budgets.location_window / 3
+                log.warning("1fichier refused a download: another location of the account is downloading "
+                            "(§3 #887; %s); trying again in %.0f s", self.shared.status().get("download_lease"), wait)
+                await trio.sleep(wait)
 
     async def _call_metered(
         self, name: str, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any], lane: Lane,
@@ -537,6 +571,7 @@ class Scheduler:
         shared: dict[str, Any] = {}
         if self.shared is not None:
             shared = {"shared_waits": self._shared_waits, "shared_listings": self._shared_listings,
+                      "location_waits": self._location_waits,
                       "coordinator": self.shared.status()}
         return {
             **shared,
@@ -824,7 +859,7 @@ class Scheduler:
     def _rules(self) -> Rules:
         b = self.budgets
         return Rules(b.min_interval, b.listing_interval, b.same_folder_interval, b.all_files_interval,
-                     b.user_info_interval, b.breaker_base, b.breaker_max)
+                     b.user_info_interval, b.breaker_base, b.breaker_max, b.user_info_ip_interval)
 
     @staticmethod
     def _call_kind(job: _Job) -> CallKind:
@@ -833,6 +868,10 @@ class Scheduler:
                 return CallKind("all_files")
             return CallKind("listing", job.folder)
         return CallKind("user_info" if job.endpoint == "user/info" else "call")
+
+    def _call_kind_of(self, job: _Job) -> CallKind:
+        kind = self._call_kind(job)
+        return dataclasses.replace(kind, account=self.share_scope) if kind.kind == "user_info" else kind
 
     async def _shared_acquire(self, job: _Job) -> bool:
         """Ask the shared budget; if another mount spent it, put the job back (its old place) and say False."""
@@ -845,7 +884,7 @@ class Scheduler:
                 if shares:
                     listing = await recall_listing(self.shared, f"{self.share_scope}/{job.folder}")
                     job.shared_gen = await generation(self.shared) if listing is None else None
-                wait = 0.0 if listing is not None else await self.shared.acquire(self._call_kind(job), self._rules())
+                wait = 0.0 if listing is not None else await self.shared.acquire(self._call_kind_of(job), self._rules())
         except Exception:  # noqa: BLE001 - a broken shared store must not stop the mount: go alone
             log.warning("shared API budget failed; this call goes by the local budget", exc_info=True)
             wait, listing = 0.0, None
@@ -893,7 +932,8 @@ class Scheduler:
         self._shared_busy = True
         try:
             with trio.CancelScope(shield=True):
-                await self.shared.release(self._call_kind(job), reached=reached)
+                await self.shared.release(self._call_kind_of(job), reached=reached,
+                                          refused=isinstance(job.error, AuthError))
                 if reached and job.endpoint not in METERED_READ_ONLY:
                     await changed(self.shared)  # listings published before this change are not served
                 elif (reached and job.state is _State.DONE and job.error is None and job.shared_gen is not None

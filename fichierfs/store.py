@@ -87,6 +87,7 @@ from pathlib import Path
 from typing import Any
 
 from fichierfs import oprecords
+from fichierfs.attrs import LocalAttrs
 from fichierfs.oprecords import Op
 from fichierfs.private import open_private, private_dir
 
@@ -179,18 +180,6 @@ class OpRow:
         return self.op.kind
 
 
-@dataclass
-class LocalAttrs:
-    """Attributes set locally. Times in nanoseconds since the epoch (exact, so that ``rsync``
-    sees the very times it set); None = not set."""
-
-    mtime_ns: int | None = None
-    ctime_ns: int | None = None
-    mode: int | None = None
-    uid: int | None = None
-    gid: int | None = None
-
-
 class Store:
     """The journal and attribute store (see module docstring).
 
@@ -215,6 +204,9 @@ class Store:
         self._dirty_attrs: set[str] = set()
         self.commits = 0
         self.on_attrs: Callable[[str, LocalAttrs], None] | None = None
+        self.on_local: Callable[[str, LocalAttrs | None], None] = lambda key, attrs: None
+        """Called on every change of the attribute table (meta's overlay answers getattr from it:
+        :meth:`feed`)."""
         """Called after attributes of a key are set or re-keyed (fichierfs.attrshare shares them)."""
         self.commit_seconds = 0.0
         """Time spent in COMMIT (the fsync) on the caller's thread; ``commit_max`` the longest."""
@@ -241,6 +233,12 @@ class Store:
             pass
 
     # ------------------------------------------------------------------ attrs
+    def feed(self, sink: Callable[[str, LocalAttrs | None], None]) -> None:
+        """Give ``sink`` every attribute set so far and each change from now on (meta's overlay)."""
+        self.on_local = sink
+        for key, a in self.attrs.items():
+            sink(key, a)
+
     def get_attrs(self, key: str) -> LocalAttrs | None:
         return self.attrs.get(key)
 
@@ -250,6 +248,7 @@ class Store:
         for k, v in values.items():
             setattr(a, k, v)
         self._dirty_attrs.add(key)
+        self.on_local(key, a)
         if self.on_attrs is not None:
             self.on_attrs(key, a)
         if durable:
@@ -258,15 +257,18 @@ class Store:
     def rekey_attrs(self, old: str, new: str) -> None:
         a = self.attrs.pop(old, None)
         self._dirty_attrs.add(old)
+        self.on_local(old, None)
         if a is not None:
             self.attrs[new] = a
             self._dirty_attrs.add(new)
+            self.on_local(new, a)
             if self.on_attrs is not None:
                 self.on_attrs(new, a)
 
     def drop_attrs(self, key: str) -> None:
         if self.attrs.pop(key, None) is not None:
             self._dirty_attrs.add(key)
+            self.on_local(key, None)
 
     def flush_attrs(self) -> None:
         for key in self._dirty_attrs:

@@ -46,6 +46,7 @@ from typing import Any, Protocol
 
 import trio
 
+from fichierfs.attrs import Attr
 from fichierfs.chunks import ChunkCache
 from fichierfs.errors import FichierError, FsError, NoEntry
 from fichierfs.meta import ROOT_INODE, MetaCache, Node
@@ -69,31 +70,6 @@ over-quota stop (``fichierfs sync --retry-now``)."""
 CONTROL_XATTRS = ("user.fichierfs.refresh", "user.fichierfs.refresh-recursive", "user.fichierfs.forget")
 """Reading one of these on a path is a command (``fichierfs refresh [-r]`` / ``forget``): getxattr
 works on read-only mounts too, and the answer (JSON) is the command's result. Not listed by listxattr."""
-
-
-@dataclass(frozen=True, slots=True)
-class Attr:
-    """Attributes of an inode. Sizes in bytes, times in seconds since the epoch."""
-
-    ino: int
-    mode: int
-    size: int
-    mtime: float
-    ctime: float
-    nlink: int
-    uid: int
-    gid: int
-    mtime_ns: int | None = None
-    """The exact mtime in nanoseconds when a program set it (else derived from ``mtime``)."""
-    ttl: float | None = None
-    """How long the kernel may cache this entry and its attributes (seconds): what is left of
-    the freshness of the listing it comes from. None (local or pending data): the mount's
-    ``--entry-timeout``/``--attr-timeout``."""
-
-    @property
-    def blocks(self) -> int:
-        """Allocated 512-byte blocks (``du`` reads this)."""
-        return (self.size + 511) // 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,11 +176,11 @@ class Filesystem:
         self.wall = wall or time.time
         self.reader = reader
         self.scheduler = scheduler
-        self.read_only = read_only
         self.statfs_ttl = statfs_ttl
         self.clock = clock
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
+        self.read_only = read_only  # also what meta shows (no write permission on a read-only mount)
         self._handles: dict[int, _Handle] = {}
         self._dir_handles: dict[int, list[Node]] = {}
         self._next_fh = 1
@@ -215,52 +191,19 @@ class Filesystem:
             self.status_sources["writeback"] = writer.statistics
 
     # ------------------------------------------------------------------ attributes
-    def attr(self, node: Node) -> Attr:
-        """The :class:`Attr` of a node (plain function: no I/O).
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
 
-        Size from the staging copy when the file has local data; mtime/ctime/mode/uid/gid
-        from the local store when a program set them, else the listing's (upload date, §7).
-        """
-        mode = node.mode
-        size = node.size
-        mtime = node.mtime
-        ctime = node.mtime
-        uid, gid = self.uid, self.gid
-        mtime_ns: int | None = None
-        ttl = self.meta.kernel_ttl(node)
-        if self.writer is not None:
-            st = self.writer.staged(node.ino)
-            if st is not None:
-                size = st.size
-                ttl = None
-            a = self.writer.store.get_attrs(node.key)
-            if a is not None:
-                if a.mode is not None:
-                    mode = (mode & ~0o7777) | (a.mode & 0o7777)
-                if a.mtime_ns is not None:
-                    mtime_ns = a.mtime_ns
-                    mtime = a.mtime_ns / 1e9
-                ctime = a.ctime_ns / 1e9 if a.ctime_ns is not None else mtime
-                uid = a.uid if a.uid is not None else uid
-                gid = a.gid if a.gid is not None else gid
-        if self.read_only:
-            mode &= ~0o222
-        return Attr(
-            ino=node.ino,
-            mode=mode,
-            size=size,
-            mtime=mtime,
-            ctime=ctime,
-            nlink=2 if node.is_dir else 1,
-            uid=uid,
-            gid=gid,
-            mtime_ns=mtime_ns,
-            ttl=ttl,
-        )
+    @read_only.setter
+    def read_only(self, value: bool) -> None:
+        self._read_only = value
+        self.meta.show_owner(self.uid, self.gid, read_only=value)
 
     def getattr(self, ino: int) -> Attr:
-        """Attributes from the cache; never an API call. Raises NoEntry (ENOENT)."""
-        return self.attr(self.meta.get(ino))
+        """Attributes from the cache (meta answers them alone: listing, staged size and local
+        attributes, attrs.py); never an API call. Raises NoEntry (ENOENT)."""
+        return self.meta.attr(ino)
 
     async def lookup(self, parent: int, name: str) -> Attr:
         """Look ``name`` up in folder ``parent`` and count a kernel reference to it.
@@ -279,7 +222,7 @@ class Filesystem:
         else:
             node = await self.meta.lookup(parent, name)
         self.meta.remember(node.ino)
-        return self.attr(node)
+        return self.meta.attr_of(node)
 
     def negative_ok(self, parent: int) -> bool:
         """Whether the kernel may cache "``name`` does not exist" in folder ``parent`` (its
@@ -319,7 +262,7 @@ class Filesystem:
     def _entries(self, nodes: list[Node], offset: int) -> Iterator[DirEntry]:
         for i in range(max(0, offset), len(nodes)):
             n = nodes[i]
-            yield DirEntry(n.name, self.attr(n), i + 1)
+            yield DirEntry(n.name, self.meta.attr_of(n), i + 1)
 
     def releasedir(self, fh: int) -> None:
         self._dir_handles.pop(fh, None)
@@ -526,7 +469,7 @@ class Filesystem:
                 raise FsError(errno.EEXIST)
             fh = await self.open(existing.ino, flags)
             self.meta.remember(existing.ino)
-            return fh, self.attr(existing)
+            return fh, self.meta.attr_of(existing)
         assert self.store is not None
         with self.store.transaction():  # the journal row and its attributes: one commit
             st = writer.new_file(int(p.folder_id or 0), name)
@@ -540,7 +483,7 @@ class Filesystem:
         fh = self._new_fh()
         self._handles[fh] = _Handle(node.ino, staged=st, writing=writing, append=bool(flags & os.O_APPEND))
         self.meta.remember(node.ino)
-        return fh, self.attr(node)
+        return fh, self.meta.attr_of(node)
 
     async def mkdir(self, parent: int, name: str, mode: int, uid: int | None = None, gid: int | None = None) -> Attr:
         """Create a folder locally at once; ``folder/mkdir`` runs in the background (journal).
@@ -558,7 +501,7 @@ class Filesystem:
         assert self.store is not None
         self.store.set_attrs(node.key, mtime_ns=now, ctime_ns=now, mode=mode & 0o7777, uid=uid, gid=gid)
         self.meta.remember(node.ino)
-        return self.attr(node)
+        return self.meta.attr_of(node)
 
     async def unlink(self, parent: int, name: str) -> None:
         """Remove a file: gone from the listing at once; ``file/rm`` batched in the background.
@@ -708,7 +651,7 @@ class Filesystem:
             values["mtime_ns"] = int(node.mtime * 1e9)  # keep showing the time shown so far
         assert self.store is not None
         self.store.set_attrs(node.key, **values)
-        return self.attr(node)
+        return self.meta.attr_of(node)
 
     def _new_fh(self) -> int:
         fh = self._next_fh

@@ -272,6 +272,7 @@ class WriteBack:
         st.ino = ino
         self._by_ino[ino] = st
         self.by_row[st.row] = st
+        self.meta.stage(ino, st)  # getattr shows st.size from now on (meta owns attr)
 
     async def take_over(
         self, node: Node, folder_id: int, fetch: Callable[[int, int], Awaitable[bytes]] | None, *, keep: bool
@@ -364,6 +365,10 @@ class WriteBack:
 
     def opened(self, st: Staged, *, writing: bool) -> None:
         st.handles += 1
+        # hold the inode now: the upload may end before the first read and rename the staging
+        # copy into a clean copy; a lazy open would then re-create an EMPTY staging file
+        # (read of 0 bytes right after a write: tests/core/test_write.py)
+        st.open_fd()
         if writing:
             st.writers += 1
 
@@ -404,7 +409,13 @@ class WriteBack:
                 self._forget_staged(st)
         self.poke()
 
+    def _unstage(self, st: Staged) -> None:
+        """``st`` is no longer its inode's content (``staged()`` answers None from now on)."""
+        self.by_row.pop(st.row, None)
+        self.meta.unstage(st.ino, st)
+
     def _forget_staged(self, st: Staged) -> None:
+        self.meta.unstage(st.ino, st)
         if self._by_ino.get(st.ino) is st:
             del self._by_ino[st.ino]
         if self.by_row.get(st.row) is st:
@@ -425,7 +436,7 @@ class WriteBack:
                 self.store.delete_file(st.row)
                 self.store.drop_attrs(row.key)
         if st.row not in self.uploader.inflight:
-            self.by_row.pop(st.row, None)
+            self._unstage(st)
             if st.handles > 0:
                 # POSIX unlink-while-open: keep the data reachable through an open fd, or a
                 # later lazy open would re-create an EMPTY file (found by a break-it session:
@@ -710,6 +721,7 @@ class WriteBack:
             if end.outcome == "unlinked":
                 self.by_row.pop(rid, None)
                 if st is not None:
+                    self._unstage(st)
                     self._forget_staged(st)
                 self._path(rid).unlink(missing_ok=True)
             return
@@ -720,7 +732,7 @@ class WriteBack:
         if node is not None and node.local_key == row.key:
             self.meta.set_remote_file(node, rf, pinned_until=now + self.settle)
         if st is not None:
-            self.by_row.pop(rid, None)
+            self._unstage(st)
             if st.handles == 0:
                 self._forget_staged(st)
         # the staging copy becomes the clean copy of the new url (same inode: open fds still work)

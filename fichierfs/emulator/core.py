@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import math
 import mimetypes
-import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -114,16 +113,26 @@ class Emulator(EmulatorService):
         """Import a local tree: directories → folders (reused if the name exists), regular files → files.
         Empty files are skipped (1fichier cannot hold them, §6); so are names 1fichier refuses (§7).
 
-        Upload dates (§2.3, §7): the files get distinct whole-second dates in the past, in import order, 1 to
-        90 s apart (a deterministic pseudo-random gap), the newest a little before now, so a real-looking
-        history that ``file/ls`` ``sent_before``/``sent_after`` windows can split (§2.3)."""
+        Upload dates (§2.3, §7): each file is dated by its own modification time, as if it had been
+        uploaded when it was last changed, so a mount shows a seeded photo folder with its real dates.
+        Dates stay distinct whole seconds (also from the account's other files), never in the future: a
+        file whose second is taken, or that is newer than now, moves back to the nearest free second
+        before it (files of one second, such as a tree written by a test, spread over the seconds before
+        it), so ``file/ls`` ``sent_before``/``sent_after`` windows can split any folder (§2.3)."""
         todo: list[tuple[int, Path]] = []
         self._seed_walk(Path(src), folder_id, todo)
-        rng = random.Random(len(todo))
-        gaps = [rng.randint(1, 90) for _ in todo]
-        t = math.floor(min(self.wall(), self.account.oldest_date() or math.inf)) - 1 - sum(gaps)
-        for (fid, path), gap in zip(todo, gaps, strict=True):
-            t += gap
+        wanted = sorted((math.floor(min(p.stat().st_mtime, self.wall() - 1)), i) for i, (_, p) in enumerate(todo))
+        taken = {math.floor(r.upload_time) for r in self.account.iter_all_files()}
+        dates = [0] * len(todo)
+        ceiling = math.inf
+        for want, i in reversed(wanted):  # newest first: each takes the free second nearest below what it wants
+            t = int(min(want, ceiling))
+            while t in taken:
+                t -= 1
+            taken.add(t)
+            dates[i] = t
+            ceiling = t - 1
+        for (fid, path), t in zip(todo, dates, strict=True):
             with open(path, "rb") as f:
                 self._store(fid, path.name, f, float(t))
 

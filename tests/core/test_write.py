@@ -250,3 +250,47 @@ async def test_uploaded_files_read_back_after_remount_with_no_download(rig: Rig,
         s = emu.stats()
         assert s["calls"]["download/get_token"] == 0 and s["bytes_down"] == 0
         assert fs.reader.statistics()["downloads"] == 0
+
+
+async def test_meta_answers_attr_alone_through_write_and_upload(rig: Rig, emu, autojump_clock) -> None:
+    """Issue 13.4: meta.attr(ino) is the one answer — the staged size while a write is local,
+    the times/mode a program set, and the uploaded file's attributes after the upload; vfs's
+    getattr is meta's."""
+    async with rig.mount() as fs:
+        ino = await write_file(fs, ROOT_INODE, "m.bin", b"x" * 1000)
+        node = fs.meta.get(ino)
+        assert fs.meta.attr(ino) == fs.getattr(ino)
+        a = fs.meta.attr(ino)
+        assert a.size == 1000 and a.ttl is None and fs.meta.overlay.staged_size(ino) == 1000
+        fh = await fs.open(ino, os.O_WRONLY | os.O_APPEND)
+        fs.write(fh, 0, b"y" * 24)
+        assert fs.meta.attr(ino).size == 1024  # the live staging copy, no second copy to drift
+        await fs.flush(fh)
+        fs.release(fh)
+        await fs.setattr(ino, mtime_ns=1_234_567_890_123_456_789, mode=0o600)
+        a = fs.meta.attr(ino)
+        assert (a.mtime_ns, a.mode & 0o7777) == (1_234_567_890_123_456_789, 0o600)
+        await sync(fs)
+        assert fs.meta.overlay.staged_size(ino) is None and node.local_key is None
+        a = fs.meta.attr(ino)
+        assert a.size == 1024 and a.mtime_ns == 1_234_567_890_123_456_789  # re-keyed to the url
+        assert fs.meta.overlay.local(node.key) is not None and node.key.startswith("http")
+        await fs.setattr(ino, size=10)  # a truncate stages it again
+        assert fs.meta.overlay.staged_size(ino) == 10 and fs.meta.attr(ino).size == 10
+        await fs.unlink(ROOT_INODE, "m.bin")
+        assert fs.meta.overlay.staged_size(ino) is None
+
+
+async def test_a_read_handle_opened_before_the_upload_ends_reads_the_bytes(rig: Rig, emu, autojump_clock) -> None:
+    """Opened for reading while the file is still local, read after its upload renamed the
+    staging copy into a clean copy: the handle still reads the file (found by a flaky
+    `cp -r` + `sha256sum` in the mount tier: the read re-created an EMPTY staging file)."""
+    data = os.urandom(70_000)
+    async with rig.mount() as fs:
+        ino = await write_file(fs, ROOT_INODE, "r.bin", data)
+        fh = await fs.open(ino, os.O_RDONLY)
+        await sync(fs)  # uploaded: staging/<row> is now clean/<n>
+        assert fs.meta.overlay.staged_size(ino) is None
+        assert await fs.read(fh, 0, len(data) + 10) == data
+        fs.release(fh)
+        assert await read_all(fs, ino) == data

@@ -401,6 +401,26 @@ class WriteModel(RuleBasedStateMachine):
             d[""] = {n: c for n, c in d[""].items() if n not in pending}
         assert view == want
 
+    @invariant()
+    def meta_attr_matches_the_write_side(self) -> None:
+        """meta answers getattr alone (issue 13.4): its staged-size overlay says exactly what the
+        writer's staging copies say, for every inode it knows."""
+        if not hasattr(self, "host") or self.host.fs is None:
+            return
+
+        def compare() -> list[tuple[int, int | None, int | None]]:
+            fs = self.host.fs
+            meta, writer = fs.meta, fs.writer
+            bad = []
+            for ino in list(meta._nodes):
+                st = writer.staged(ino)
+                want, got = (None if st is None else st.size), meta.overlay.staged_size(ino)
+                if want != got or (st is not None and meta.attr(ino).size != st.size):
+                    bad.append((ino, want, got))
+            return bad
+
+        assert self.host.call_sync(compare) == []
+
 
 WriteModel.TestCase.settings = settings(
     max_examples=int(os.environ.get("FICHIERFS_MODEL_EXAMPLES", "12")),

@@ -174,9 +174,15 @@ def test_6000_file_folder_shows_6000_files_with_right_sizes(tmp_path: Path) -> N
         with run_mount(e, tmp_path / "mnt", "--cache-dir", str(tmp_path / "cache"), "--read-only") as m:
             photos = m.path / "photos"
             t0 = time.monotonic()
-            # a name beyond the first 5,000 results: the lookup waits for the windows, never ENOENT
+            # a name beyond the first 5,000 results: asked by name (file/info), never ENOENT or EAGAIN
             assert os.stat(photos / f"p{n - 1:05}.jpg").st_size == (n - 1) % 97 + 1
             first_stat = time.monotonic() - t0
+            assert "/photos holds 5000 entries or more" in m.log.read_text()  # the hint (WARNING)
+            from fichierfs.control import read_status
+
+            while read_status(m.path)["meta"]["incomplete"]:  # the status says until when ls is partial
+                assert time.monotonic() - t0 < 60
+                time.sleep(0.2)
             sizes = {p.name: p.stat().st_size for p in photos.iterdir()}
             took = time.monotonic() - t0
             assert len(sizes) == n

@@ -14,6 +14,7 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.mount.conftest import run_emulator, run_mount
@@ -121,6 +122,18 @@ def test_two_hosts_through_redis(tmp_path: Path) -> None:
             _wait_synced(b.path)
             assert emu.stats()["flood_locks"] == 0
 
+            # each host shows the other's new folder and files, renamed and removed ones too, without
+            # listing again: the changes come through the coordinator (fichierfs.listshare)
+            (a.path / "d0" / "new-A" / "f1").rename(a.path / "d0" / "new-A" / "g1")
+            (a.path / "d0" / "new-A" / "f2").unlink()
+            before = emu.listings()
+            want_a, want_b = ["f3", "f4", "f5", "g1"], ["f1", "f2", "f3", "f4", "f5"]
+            _eventually(lambda: sorted(os.listdir(b.path / "d0" / "new-A")) == want_a
+                        and sorted(os.listdir(a.path / "d0" / "new-B")) == want_b, "changes not seen on the other host")
+            assert (b.path / "d0" / "new-A" / "g1").read_text() == "A-1\n"
+            assert emu.listings() == before  # 0 listing calls for the changed folders
+            assert _status(b.path)["listshare"]["applied"] >= 5
+
             # an mtime and a mode set on A are seen on B (1fichier keeps neither: shared by the coordinator)
             subprocess.run(["touch", "-c", "-d", "2001-02-03 04:05:06.789", str(a.path / "d2" / "f1.txt")], check=True)
             (a.path / "d2" / "f2.txt").chmod(0o600)
@@ -156,8 +169,57 @@ def test_two_hosts_through_redis(tmp_path: Path) -> None:
         assert stats["flood_locks"] == 0
         assert stats.get("location_refusals", 0) == 0  # §3 #887: the hosts took turns to download
         files = _remote_files(emu.state)
-        for tag, n in (("A", 5), ("B", 5), ("A2", 8), ("B2", 8)):  # every file written reached 1fichier, once
+        for tag, n in (("B", 5), ("A2", 8), ("B2", 8)):  # every file written reached 1fichier, once
             assert sorted(files.get(f"new-{tag}", [])) == sorted(f"f{i}" for i in range(1, n + 1)), tag
+        assert sorted(files["new-A"]) == want_a  # renamed and removed on A
+
+
+def _eventually(ok: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_rsync_from_a_second_mount_transfers_nothing(tmp_path: Path) -> None:
+    """``rsync -a`` through mount A, then the same through mount B of the account (host budget, no
+    option): B learns A's files from A's changes and their times from the shared attributes, so
+    its rsync transfers no file and uploads nothing — files B had never listed included; so does
+    a mount C started afterwards (it lists, and finds the times in the shared attributes)."""
+    src = tmp_path / "src"
+    for d in ("x", "y"):
+        (src / d).mkdir(parents=True)
+        for i in range(3):
+            (src / d / f"f{i}.txt").write_text(f"{d}{i}\n" * (i + 1))
+            os.utime(src / d / f"f{i}.txt", (981173106 + i, 981173106 + i))
+    with run_emulator(tmp_path / "state") as emu, run_mount(emu, tmp_path / "ma") as a, \
+            run_mount(emu, tmp_path / "mb") as b:
+        os.listdir(b.path)  # B has listed the root, before A writes
+        subprocess.run(["rsync", "-a", f"{src}/", str(a.path / "r")], check=True, timeout=60)
+        _wait_synced(a.path)
+        uploads, listed = emu.stats()["calls"]["upload.cgi"], emu.listings()
+
+        def b_sees_it() -> bool:
+            r = subprocess.run(["rsync", "-a", "-n", "--out-format=%n", f"{src}/", str(b.path / "r")],
+                               capture_output=True, text=True, timeout=60)
+            return r.returncode == 0 and not [n for n in r.stdout.split() if not n.endswith("/")]
+
+        _eventually(b_sees_it, "B's dry run still wants to transfer files")
+        r = subprocess.run(["rsync", "-a", "--stats", f"{src}/", str(b.path / "r")], capture_output=True, text=True,
+                           check=True, timeout=60)
+        print(f"\nrsync -a from the second mount: {r.stdout.strip().splitlines()[1:3]}, "
+              f"{emu.listings() - listed} listings")
+        assert "Number of regular files transferred: 0" in r.stdout
+        _wait_synced(b.path)
+        assert emu.stats()["calls"]["upload.cgi"] == uploads  # B uploaded nothing
+        assert emu.listings() == listed  # and listed nothing: A's new folders came as changes
+        with run_mount(emu, tmp_path / "mc") as c:  # a mount started afterwards lists, and knows the times
+            r = subprocess.run(["rsync", "-a", "--stats", f"{src}/", str(c.path / "r")], capture_output=True,
+                               text=True, check=True, timeout=60)
+            assert "Number of regular files transferred: 0" in r.stdout
+            _wait_synced(c.path)
+        assert emu.stats()["calls"]["upload.cgi"] == uploads
+        assert emu.stats()["flood_locks"] == 0
 
 
 def _remote_files(state: Path) -> dict[str, list[str]]:

@@ -236,7 +236,8 @@ def test_status_says_where_the_budget_is_shared() -> None:
 
     down = {"api": {"coordinator": {"kind": "redis", "url": "redis://nas:6379/0", "state": "fallback"}}}
     assert summarize(down)["coordinator"] == (
-        "redis redis://nas:6379/0 (fallback: coordinator unreachable, conservative local budget)")
+        "redis redis://nas:6379/0 (fallback: coordinator unreachable, conservative local budget; "
+        "downloads unguarded, a #887 refusal is waited out)")
     assert summarize({"api": {"coordinator": {"kind": "host", "state": "ok"}}})["coordinator"] == "host (ok)"
     assert summarize({"api": {}})["coordinator"] == "none"
 
@@ -257,3 +258,69 @@ async def test_listings_are_shared_only_within_one_account(autojump_clock: trio.
         assert calls == ["a:ls0", "b:ls0"]  # each account listed its own root
         assert s2.statistics()["shared_listings"] == 0
         n.cancel_scope.cancel()
+
+
+UI_A, UI_B, UI_NEW = CallKind("user_info", account="A"), CallKind("user_info", account="B"), CallKind("user_info")
+
+
+async def test_user_info_is_charged_per_account(tmp_path: Path, clock: Clock) -> None:
+    """§2.1/§4: user/info is 1 per 5 min per *user* and 1 per minute per IP: another account of the
+    host waits the minute, not the 5 min."""
+    ns = namespace("http://127.0.0.1:1/v1")
+    a = HostBudget(tmp_path / "b.sqlite3", ns, clock, account="A")
+    b = HostBudget(tmp_path / "b.sqlite3", ns, clock, account="B")
+    assert await a.acquire(UI_A, R) == 0
+    await a.release(UI_A, reached=True)
+    assert await b.acquire(UI_B, R) == pytest.approx(R.user_info_ip_interval)
+    clock.t += R.user_info_ip_interval
+    assert await b.acquire(UI_B, R) == 0
+    await b.release(UI_B, reached=True)
+    clock.t += R.user_info_ip_interval
+    assert await a.acquire(UI_A, R) == pytest.approx(R.user_info_interval - 2 * R.user_info_ip_interval)
+    assert (await a.history())["last_user_info"] == pytest.approx(2 * R.user_info_ip_interval)
+    assert (await b.history())["last_user_info"] == pytest.approx(R.user_info_ip_interval)
+
+
+async def test_a_refused_key_costs_the_right_key_only_the_ip_minute(tmp_path: Path, clock: Clock) -> None:
+    """A key not known yet (its account is what user/info tells) waits for every account's clock; if
+    1fichier refuses it (a mistyped key), its per-user charge is given back: the right key then waits
+    the per-IP minute, not 5 min. A key that opens an account charges everyone (it may be theirs)."""
+    ns = namespace("http://127.0.0.1:1/v1")
+    new = HostBudget(tmp_path / "b.sqlite3", ns, clock)
+    known = HostBudget(tmp_path / "b.sqlite3", ns, clock, account="A")
+    assert await new.acquire(UI_NEW, R) == 0
+    await new.release(UI_NEW, reached=True, refused=True)  # AuthError
+    assert await known.acquire(UI_A, R) == pytest.approx(R.user_info_ip_interval)
+    assert await new.acquire(UI_NEW, R) == pytest.approx(R.user_info_ip_interval)
+    clock.t += R.user_info_ip_interval
+    assert await new.acquire(UI_NEW, R) == 0
+    await new.release(UI_NEW, reached=True)  # it opened some account: maybe A's
+    clock.t += R.user_info_ip_interval
+    assert await known.acquire(UI_A, R) == pytest.approx(R.user_info_interval - R.user_info_ip_interval)
+
+
+async def test_two_keys_of_one_account_are_one_account(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """The Redis namespace (and the journal) is the account's identity from user/info, not the key's:
+    two keys of one account land in one namespace; another API address is another namespace."""
+    import httpx
+
+    from fichierfs.account import identify
+    from fichierfs.api import FichierClient, Secret
+    from fichierfs.emulator import Emulator
+
+    emu = Emulator(tmp_path / "emu", clock=trio.current_time)
+    api = "https://api.1fichier.com/v1"
+    (tmp_path / "root").mkdir()
+    accounts = []
+    async with httpx.AsyncClient(transport=emu.transport()) as http:
+        for key in ("emu-first-key-of-the-account", "emu-second-key-of-the-account"):
+            s = Scheduler(FichierClient(http, Secret(key), base_url=api), Budgets())
+            async with trio.open_nursery() as n:
+                await n.start(s.run)
+                accounts.append((await identify(s, api, Secret(key), tmp_path / "root")).account)
+                n.cancel_scope.cancel()
+            await trio.sleep(Budgets().user_info_interval)  # 1 user/info per 5 min per user (§4)
+    assert accounts[0] == accounts[1]
+    assert namespace(api, accounts[0]) == namespace(api, accounts[1])  # what mount.py gives RedisBudget
+    assert namespace("http://127.0.0.1:9/v1", accounts[0]) != namespace(api, accounts[0])
+    assert emu.stats()["flood_locks"] == 0

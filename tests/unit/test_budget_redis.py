@@ -211,3 +211,64 @@ async def test_mounts_of_one_host_share_the_location(redis: RedisProc) -> None:
                 t0 = trio.current_time()
                 async with c.download_lease():
                     assert trio.current_time() - t0 >= 0.15  # waited for the last of the two
+
+
+async def test_folder_changes_travel_in_order_through_the_feed(redis: RedisProc) -> None:
+    """fichierfs.listshare's feed: one mount's folder changes reach the other, in order, not played back."""
+    async with RedisBudget.connect(redis.url, NS) as a, RedisBudget.connect(redis.url, NS) as b:
+        await a.publish_feed("listing:acct", [{"op": "put", "n": "old"}])
+        cur, got = await b.feed_since("listing:acct", "")
+        assert got == []  # "" = from now: what was told before is in the listings
+        changes = [{"op": "del", "k": "u1"}, {"op": "put", "k": 7, "n": "dir"}]
+        await a.publish_feed("listing:acct", changes)
+        cur, got = await b.feed_since("listing:acct", cur)
+        assert got == changes
+        assert (await b.feed_since("listing:acct", cur))[1] == []
+        assert (await a.feed_since("listing:acct", "0-0"))[1] == []  # its own changes are not played back
+        assert (await b.feed_since("listing:other", "0-0"))[1] == []  # another account's feed
+
+
+async def test_downloads_while_redis_is_down_wait_out_a_location_refusal(redis: RedisProc, tmp_path: Path) -> None:
+    """Redis killed (by PID): two "hosts" download one file at once. Nobody can lease the location, so
+    1fichier refuses the second host (#887): it waits and retries instead of failing the read, and its
+    status says the downloads are unguarded."""
+    import httpx
+
+    from fichierfs.api import FichierClient
+    from fichierfs.emulator import Emulator, EmulatorConfig
+    from fichierfs.scheduler import Budgets, Scheduler
+    from tests.conftest import API_KEY
+
+    scale = 0.02
+    emu = Emulator(tmp_path / "emu", config=EmulatorConfig(time_scale=scale), clock=trio.current_time)
+    data = bytes(range(256)) * 64
+    url = emu.put_file(0, "f.bin", data)
+    budgets = Budgets().scaled(scale)
+    got: dict[str, bytes] = {}
+    async with RedisBudget.connect(redis.url, NS, location="host-a", retry_every=30) as ra, \
+            RedisBudget.connect(redis.url, NS, location="host-b", retry_every=30) as rb, \
+            httpx.AsyncClient(transport=emu.transport("127.0.0.1")) as ha, \
+            httpx.AsyncClient(transport=emu.transport("127.0.0.2")) as hb:
+        sa, sb = Scheduler(FichierClient(ha, API_KEY), budgets), Scheduler(FichierClient(hb, API_KEY), budgets)
+        sa.shared, sb.shared = ra, rb
+        redis.stop()
+
+        async def host(tag: str, s: Scheduler) -> None:
+            link = await s.call(s.client.download_get_token, url)
+            got[tag] = bytes(await s.call(s.client.download_range, link, 0, len(data)))
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as n:
+                await n.start(sa.run)
+                await n.start(sb.run)
+                async with trio.open_nursery() as both:
+                    both.start_soon(host, "a", sa)
+                    await trio.sleep(0.05)
+                    both.start_soon(host, "b", sb)
+                n.cancel_scope.cancel()
+        assert got == {"a": data, "b": data}  # nothing failed
+        assert emu.stats()["location_refusals"] >= 1  # 1fichier did refuse one host: it was waited out
+        assert sa.statistics()["location_waits"] + sb.statistics()["location_waits"] >= 1
+        st = rb.status()
+        assert st["state"] == "fallback" and st["download_lease"].startswith("unguarded")
+        assert st["unguarded_downloads"] >= 1

@@ -155,8 +155,8 @@ async def test_upload_dates_are_spaced(tmp_path: Path) -> None:
 
 
 async def test_seeded_dates_distinct_and_past(tmp_path: Path) -> None:
-    """Seeded files get distinct whole-second dates in the past, in import order; a second seed goes
-    further back, so dates stay distinct across seeds."""
+    """Seeded files get distinct whole-second dates in the past; a second seed of the same tree (the
+    same modification times) takes the free seconds before them, so dates stay distinct across seeds."""
     src = tmp_path / "src"
     for k in range(4):
         (src / f"d{k}").mkdir(parents=True)
@@ -171,4 +171,26 @@ async def test_seeded_dates_distinct_and_past(tmp_path: Path) -> None:
     dates = [f["date"] for f in files]
     assert len(set(dates)) == 242 and all(d < paris_date(T0) for d in dates)
     assert dates == sorted(dates)  # listings are oldest first
+    emu.close()
+
+
+async def test_seeded_files_carry_their_own_modification_dates(tmp_path: Path) -> None:
+    """A seeded file is dated by its modification time (a photo taken in 2019 shows 2019, not
+    "a few minutes ago"); two files of one second get neighbouring seconds; a file from the future
+    is dated before now."""
+    import os
+
+    src = tmp_path / "src"
+    src.mkdir()
+    plan = {"2019.jpg": 1_556_700_000.4, "2021a.jpg": 1_629_000_000.0, "2021b.jpg": 1_629_000_000.9,
+            "future.jpg": T0 + 86_400}
+    for name, mtime in plan.items():
+        (src / name).write_bytes(b"j")
+        os.utime(src / name, (mtime, mtime))
+    emu = make(tmp_path)
+    emu.seed(src)
+    got = {f["filename"]: f["date"] for f in emu.list_files(0)}
+    assert got["2019.jpg"] == paris_date(1_556_700_000)
+    assert sorted([got["2021a.jpg"], got["2021b.jpg"]]) == [paris_date(1_629_000_000 - 1), paris_date(1_629_000_000)]
+    assert got["future.jpg"] == paris_date(T0 - 1)
     emu.close()

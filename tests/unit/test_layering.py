@@ -12,12 +12,12 @@ PKG = Path(__file__).resolve().parents[2] / "fichierfs"
 # module → rank; a module may import only modules of a LOWER rank (same-rank helpers allowed
 # where listed in SIDEWAYS).
 RANK = {
-    "errors": 0, "models": 0, "names": 0, "config": 0, "log": 0, "storm": 0, "private": 0,
+    "errors": 0, "models": 0, "names": 0, "config": 0, "log": 0, "storm": 0, "private": 0, "attrs": 0,
     "api": 1, "keys": 2,
     "budget": 2, "budget_redis": 2,
     "scheduler": 3, "metastore": 3, "bigfolder": 3,
     "meta": 4, "account": 4, "chunks": 4, "diskcache": 4, "reader": 5, "journal": 4, "writer": 5, "store": 4,
-    "attrshare": 5,
+    "attrshare": 5, "listshare": 5,
     "backoff": 0, "crashpoint": 0, "oprecords": 0, "uploader": 4.5, "nsops": 4.5, "replay": 4.5,
     "vfs": 6, "control": 6,
     "ops": 7, "core": 7,

@@ -1,0 +1,75 @@
+"""Two mounts of one account over one host budget file: a folder changed through one mount is
+updated on the other without re-listing (fichierfs.listshare), and attributes set on the first
+reach files the second never listed (fichierfs.attrshare). Asserted from the emulator's counters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from fichierfs.budget import HostBudget, namespace
+from fichierfs.config import Options
+from fichierfs.core import build_core
+from fichierfs.meta import ROOT_INODE
+from tests.conftest import API_KEY
+from tests.core.conftest import listings
+from tests.core.write_rig import names, read_all, sync, write_file
+
+MTIME_NS = 981173106789000000  # touch -d '2001-02-03 04:05:06.789'
+
+
+async def test_a_change_on_one_mount_updates_the_other_without_listing(emu, tmp_path: Path, write_clock) -> None:
+    emu.put_file(0, "keep.txt", b"keep")
+    emu.put_file(0, "old.txt", b"old")
+    emu.put_file(0, "gone.txt", b"gone")
+    ns = namespace("http://emulator/v1")
+    options = Options(write_back_delay=0.5, dir_cache_time=600.0)
+    ha = HostBudget(tmp_path / "host.sqlite3", ns, trio.current_time)
+    hb = HostBudget(tmp_path / "host.sqlite3", ns, trio.current_time)
+    async with build_core(options, emu.transport(), API_KEY, store_dir=tmp_path / "a", shared=ha,
+                          account="acct") as a, \
+            build_core(options, emu.transport(), API_KEY, store_dir=tmp_path / "b", shared=hb,
+                       account="acct") as b:
+        assert sorted(await names(b.fs)) == ["gone.txt", "keep.txt", "old.txt"]
+        assert listings(emu) == 1  # B took A's listing of the root (shared)
+        stale = await b.scheduler.call(b.client.folder_ls, 0, files=True, coalesce=False)  # before A's changes
+        before = listings(emu)
+        new = await write_file(a.fs, ROOT_INODE, "new.txt", b"new content")
+        await a.fs.setattr(new, mtime_ns=MTIME_NS, mode=0o600)  # rsync -a / touch -d before the upload
+        d = (await a.fs.mkdir(ROOT_INODE, "dir", 0o755)).ino
+        await write_file(a.fs, d, "inner.txt", b"inner")
+        await a.fs.mkdir(ROOT_INODE, "tmpdir", 0o755)
+        await a.fs.rename(ROOT_INODE, "old.txt", ROOT_INODE, "renamed.txt")
+        await a.fs.unlink(ROOT_INODE, "gone.txt")
+        await write_file(a.fs, ROOT_INODE, "keep.txt", b"kept, new content")  # in place: a new url
+        await sync(a.fs)
+        await a.fs.rmdir(ROOT_INODE, "tmpdir")
+        await sync(a.fs)
+        want = ["dir", "keep.txt", "new.txt", "renamed.txt"]
+        assert sorted(await names(a.fs)) == want
+        with trio.fail_after(30):
+            while sorted(await names(b.fs)) != want:
+                await trio.sleep(0.2)
+        assert listings(emu) == before  # B updated its listing from A's changes: 0 listing calls
+        b.meta.merge(ROOT_INODE, stale)  # a listing that left before A's changes lands after them
+        assert sorted(await names(b.fs)) == want  # A's recent changes win over it
+        bdir = (await b.fs.lookup(ROOT_INODE, "dir")).ino
+        with trio.fail_after(30):  # a folder A created: B knows it empty, then gets what went in it
+            while await names(b.fs, bdir) != ["inner.txt"]:
+                await trio.sleep(0.2)
+        ino = (await b.fs.lookup(ROOT_INODE, "new.txt")).ino
+        assert await read_all(b.fs, ino) == b"new content"
+        with trio.fail_after(30):  # the times and mode set on A reach a file B never listed
+            while b.fs.getattr(ino).mtime_ns != MTIME_NS:
+                await trio.sleep(0.2)
+        assert b.fs.getattr(ino).mode & 0o777 == 0o600
+        keep = (await b.fs.lookup(ROOT_INODE, "keep.txt")).ino
+        assert await read_all(b.fs, keep) == b"kept, new content"
+        renamed = await b.fs.lookup(ROOT_INODE, "renamed.txt")
+        assert await read_all(b.fs, renamed.ino) == b"old"
+        assert b.meta.statistics()["shared_changes_applied"] >= 5
+        assert emu.stats()["flood_locks"] == 0
+        assert listings(emu) == before
+    await ha.aclose()
+    await hb.aclose()
