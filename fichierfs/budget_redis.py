@@ -206,8 +206,10 @@ class RedisBudget:
     @classmethod
     @contextlib.asynccontextmanager
     async def connect(cls, url: str, ns: str, *, password: str | None = None, **kw: Any) -> AsyncIterator[RedisBudget]:
-        """Open the client (it connects lazily: an unreachable server means fallback, not failure)."""
+        """Open the client: an unreachable server means fallback, not failure; a refused password
+        (missing or wrong) is a ConfigError."""
         import coredis
+        from coredis.exceptions import AuthenticationError, AuthorizationError
         from coredis.retry import NoRetryPolicy
 
         parts = urlsplit(url)
@@ -219,18 +221,31 @@ class RedisBudget:
         client = coredis.Redis.from_url(url, password=password, connect_timeout=kw.pop("connect_timeout", 1.0),
                                         stream_timeout=kw.pop("stream_timeout", 2.0),
                                         retry_policy=NoRetryPolicy(), decode_responses=True)
+        refused: ConfigError | None = None
         async with client:
             budget = cls(client, url, ns, **kw)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(budget._renew_lease)
-                nursery.start_soon(budget._rejoin)
-                try:
-                    yield budget
-                finally:
-                    nursery.cancel_scope.cancel()
-                    with trio.move_on_after(1.0) as scope:
-                        scope.shield = True
-                        await budget._drop_lease()
+            try:  # a missing or wrong password is the user's mistake to fix, not an outage to ride out
+                with trio.fail_after(budget._timeout):
+                    await client.ping()
+            except (AuthenticationError, AuthorizationError) as exc:
+                refused = ConfigError(f"coordinator {safe_url(url)} refused this mount ({type(exc).__name__}: "
+                                      f"{exc}); its password goes in --coordinator-password-file FILE (chmod 600) "
+                                      "or $FICHIERFS_REDIS_PASSWORD")
+            except Exception as exc:  # noqa: BLE001 - unreachable: the local fallback budget, as for any call
+                budget._go_local(exc)
+            if refused is None:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(budget._renew_lease)
+                    nursery.start_soon(budget._rejoin)
+                    try:
+                        yield budget
+                    finally:
+                        nursery.cancel_scope.cancel()
+                        with trio.move_on_after(1.0) as scope:
+                            scope.shield = True
+                            await budget._drop_lease()
+        if refused is not None:  # raised out here: coredis's own nursery would wrap it in a group
+            raise refused
 
     # ------------------------------------------------------------------ plumbing
     def _key(self, name: str) -> str:

@@ -296,7 +296,8 @@ def _add_freshness_parsers(sub: Any) -> None:
                         description="Re-list the folder PATH (a file: its folder) of a fichierfs mount now and "
                         "show the result at once. 1fichier allows one listing of a folder per 30 s: the "
                         "command waits for it rather than failing.")
-    rf.add_argument("-r", "--recursive", action="store_true", help="every known sub-folder too (one listing each)")
+    rf.add_argument("-r", "--recursive", action="store_true",
+                    help="every known sub-folder too (one listing each, ~3.5 s apart: 100 folders take ~6 min)")
     rf.add_argument("path", type=Path, metavar="PATH", help="a folder or file on a fichierfs mount")
     fg = sub.add_parser("forget", help="stop trusting a folder's cached listing",
                         description="Drop the cached (and persisted) listing of folder PATH: it is still shown "
@@ -308,6 +309,10 @@ def _freshness(args: argparse.Namespace) -> int:
     from fichierfs.control import send_control
 
     command = args.command if not getattr(args, "recursive", False) else "refresh-recursive"
+    if command == "refresh-recursive":
+        # it answers only at the end: say why it may take minutes (a newcomer waited 5 min in silence)
+        print(f"{args.path}: re-listing it and every known sub-folder, one listing per ~3.5 s "
+              "(1fichier's limit): 100 folders take about 6 minutes", file=sys.stderr, flush=True)
     doc = send_control(args.path, command)
     if command == "forget":
         print(f"{args.path}: listing forgotten; re-listed at its next use")
@@ -525,6 +530,8 @@ def _mount_failure(exc: FichierError, options: Options) -> str:
                 "(Paramètres → API)")
     if isinstance(exc, NoEntry) and options.remote_folder.strip("/"):
         return f"the remote folder {options.remote_folder} does not exist on this account ({exc})"
+    if "connection failed" in str(exc):  # name the address tried: a wrong --api-url or port is the usual cause
+        return f"{options.api_url} could not be reached ({exc}): check --api-url and the network"
     return str(exc)
 
 
@@ -627,13 +634,13 @@ def _umount(mountpoint: Path, timeout: float, *, wait: bool = False, drain_timeo
             left = wait_drained(lambda: read_status(target), timeout=drain_timeout,
                                 progress=sys.stderr.isatty())
             if not left.drained:
-                print(f"fichierfs: {left.pending} upload(s) still pending after {drain_timeout} s; "
+                print(f"fichierfs: {left.left_text()} still pending after {drain_timeout} s; "
                       f"{target} stays mounted", file=sys.stderr)
                 return 1
         else:
             left = Backlog.of(read_status(target))
             if not left.drained:
-                print(f"fichierfs: {left.pending} file(s) ({human_bytes(left.pending_bytes)}) not uploaded yet: "
+                print(f"fichierfs: {left.left_text()} ({human_bytes(left.pending_bytes)}) not uploaded yet: "
                       "they are kept in the cache and uploaded at the next mount "
                       "('fichierfs umount --wait' uploads them first)", file=sys.stderr)
     except MountGone as exc:  # a dead daemon: unmounting is all that is left to do
@@ -653,6 +660,8 @@ def _umount(mountpoint: Path, timeout: float, *, wait: bool = False, drain_timeo
         print(f"fichierfs: {target} is unmounted, but its daemon (pid {pid}) is still finishing; "
               "a new mount of the same folder is refused until it has exited", file=sys.stderr)
         return 1
+    if wait:  # as sync does: say it, also when not on a terminal (scripts, systemd logs)
+        print(f"fichierfs: everything written to {target} is uploaded; unmounted", file=sys.stderr)
     return 0
 
 
@@ -719,7 +728,7 @@ def _sync(mountpoint: Path, *, timeout: float | None, quiet: bool, retry_now: bo
             print(f"  {r.get('path')}: {r.get('error')}", file=sys.stderr)
         return 1
     if not left.drained:
-        print(f"fichierfs: {left.pending} upload(s) still pending after {timeout} s", file=sys.stderr)
+        print(f"fichierfs: {left.left_text()} still pending after {timeout} s", file=sys.stderr)
         return 1
     if not quiet:
         print(f"fichierfs: everything written to {target} is uploaded", file=sys.stderr)

@@ -134,6 +134,11 @@ class Backlog:
     """What is left to upload, from a status document (a missing ``writeback`` is an empty backlog)."""
 
     pending: int = 0
+    """Everything not done yet (journal entries): ``drained`` is ``pending == 0``."""
+    pending_files: int = 0
+    """Files to upload (in flight included): the one count shown as "file(s)" by status and sync."""
+    pending_changes: int = 0
+    """Other changes: deletes, moves, folder creations and removals."""
     pending_bytes: int = 0
     uploading: list[dict[str, Any]] = field(default_factory=list)
     uploaded_files: int = 0
@@ -162,8 +167,12 @@ class Backlog:
             rate = float(wb.get("rate") or 0.0)
         except (TypeError, ValueError):
             rate = 0.0
+        pending = num("pending")
+        files = num("pending_files") if "pending_files" in wb else pending  # an older mount's document
         return cls(
-            pending=num("pending"),
+            pending=pending,
+            pending_files=files,
+            pending_changes=num("pending_changes") if "pending_changes" in wb else max(0, pending - files),
             pending_bytes=num("pending_bytes"),
             uploading=[u for u in wb.get("uploading") or [] if isinstance(u, dict)],
             uploaded_files=num("uploaded_files"),
@@ -182,6 +191,13 @@ class Backlog:
     def drained(self) -> bool:
         """Nothing waits and nothing is on its way."""
         return self.pending == 0 and not self.uploading
+
+    def left_text(self) -> str:
+        """``3 file(s) and 2 other change(s)`` (the counts status and sync show)."""
+        text = f"{self.pending_files} file(s)"
+        if self.pending_changes:
+            text += f" and {self.pending_changes} other change(s)"
+        return text
 
     @property
     def in_flight_bytes(self) -> int:
@@ -245,6 +261,8 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
     calls = api.get("calls") or {}
     return {
         "pending": b.pending,
+        "pending_files": b.pending_files,
+        "pending_changes": b.pending_changes,
         "pending_bytes": b.pending_bytes,
         "uploading": len(b.uploading),
         "failed": b.failed,
@@ -310,7 +328,9 @@ def render_status(doc: dict[str, Any], mountpoint: Path | str | None = None, *, 
         head.append("everything uploaded" if "writeback" in doc else "nothing to upload (read side only)",
                     style="green")
     else:
-        head.append(f"{b.pending} file(s), {human_bytes(b.pending_bytes)} to upload", style="bold yellow")
+        head.append(f"{b.pending_files} file(s), {human_bytes(b.pending_bytes)} to upload", style="bold yellow")
+        if b.pending_changes:
+            head.append(f", {b.pending_changes} other change(s)", style="yellow")
         stuck = b.blocked is not None or api.get("connection") == "unreachable"
         eta = _eta(b.pending_bytes - b.in_flight_bytes, b.rate, stuck)
         if eta != "-":
@@ -328,6 +348,10 @@ def render_status(doc: dict[str, Any], mountpoint: Path | str | None = None, *, 
         head.append(breaker if breaker != "closed" else "ok", style=style)
     if breaker != "closed" and api.get("breaker_closes_in"):
         head.append(f", flood lock: resumes in {float(api['breaker_closes_in']):.0f} s", style=style)
+    coord = api.get("coordinator")
+    if isinstance(coord, dict) and coord.get("state") == "fallback":
+        where = coord.get("url") or coord.get("kind", "?")
+        head.append(f" · coordinator {where} unreachable: conservative local budget", style="bold yellow")
     partial = [f for f in (meta.get("incomplete") or []) if isinstance(f, dict)]
     if partial:
         head.append(f" · {len(partial)} folder(s) still being listed (5,000 files or more)", style="bold yellow")
@@ -349,9 +373,9 @@ def render_status(doc: dict[str, Any], mountpoint: Path | str | None = None, *, 
     def grid(title: str, rows: list[tuple[str, str]]) -> Table:
         t = Table(title=title, box=box.SIMPLE, title_justify="left", show_header=False, padding=(0, 2))
         t.add_column(style="dim")
-        t.add_column(justify="right")
+        t.add_column(justify="right", overflow="fold")  # a value is never cut ("redis://127.0.0.1:…")
         t.add_column(style="dim")
-        t.add_column(justify="right")
+        t.add_column(justify="right", overflow="fold")
         for i in range(0, len(rows), 2):
             a, c = rows[i], rows[i + 1] if i + 1 < len(rows) else ("", "")
             t.add_row(a[0], a[1], c[0], c[1])
@@ -359,7 +383,8 @@ def render_status(doc: dict[str, Any], mountpoint: Path | str | None = None, *, 
 
     if "writeback" in doc:
         parts.append(grid("Uploads", [
-            ("pending", f"{b.pending} file(s)"), ("pending bytes", human_bytes(b.pending_bytes)),
+            ("pending", f"{b.pending_files} file(s)"), ("pending bytes", human_bytes(b.pending_bytes)),
+            ("other changes", str(b.pending_changes)), ("", ""),
             ("uploaded", f"{b.uploaded_files} file(s)"), ("uploaded bytes", human_bytes(b.uploaded_bytes)),
             ("rate", f"{human_bytes(b.rate)}/s" if b.rate else "-"),
             ("ETA", _eta(b.pending_bytes - b.in_flight_bytes, b.rate, b.blocked is not None)),
@@ -412,12 +437,16 @@ def render_status(doc: dict[str, Any], mountpoint: Path | str | None = None, *, 
     ]))
 
     cache = reader.get("cache") or {}
+    disk = reader.get("disk")
+    disk_rows = [("disk cache", f"{human_bytes(disk.get('cached_bytes'))} / {human_bytes(disk.get('limit'))}"),
+                 ("disk cache hits", str(disk.get("hits", "-")))] if isinstance(disk, dict) else []
     parts.append(grid("Caches", [
         ("folders listed", str(meta.get("folders_listed", "-"))), ("entries", str(meta.get("inodes", "-"))),
         ("download links", str(reader.get("token_calls", "-"))),
         ("downloaded", human_bytes(reader.get("downloaded_bytes"))),
         ("memory cache", f"{human_bytes(cache.get('cached_bytes'))} / {human_bytes(cache.get('budget'))}"),
         ("open files", str(reader.get("open_handles", "-"))),
+        *disk_rows,
     ]))
     if verbose:
         rest = Table(title="All counters", box=box.SIMPLE, title_justify="left", show_header=False)
@@ -483,7 +512,9 @@ def wait_drained(
             done_bytes = max(0, b.uploaded_bytes - bytes0) + b.in_flight_bytes
             total_bytes = max(0, b.uploaded_bytes - bytes0) + b.pending_bytes
             # Files and bytes on one bar: bytes drive it, files are in the description.
-            desc = f"{done_files}/{done_files + b.pending}"
+            desc = f"{done_files}/{done_files + b.pending_files}"
+            if b.pending_changes:
+                desc += f" + {b.pending_changes} other change(s)"
             if b.batches:
                 files_in = sum(int(x.get("files") or 0) for x in b.batches)
                 bytes_in = sum(int(x.get("bytes") or 0) for x in b.batches)

@@ -166,6 +166,10 @@ async def build_core(
                         scheduler.import_history(await shared.history(), 0.0)
                         st = shared.status()
                         log.info("API budget shared (%s) through %s", st.get("kind"), st.get("url") or st.get("path"))
+                        if st.get("state") == "fallback" and say is not None:  # else a silent 2-minute start
+                            say(f"WARNING: coordinator {st.get('url')} unreachable: conservative local budget until "
+                                "it is back (every folder counts as just listed: a first listing may wait about "
+                                "2 minutes)")
                     await nursery.start(scheduler.run)
                     meta.attach_nursery(nursery)
                     reader = ReadManager(
@@ -223,7 +227,8 @@ async def build_core(
                     snapshot = None  # the nodes hold what they need; let the loaded listings go (RSS)
                     if list_root and not served:
                         wait = scheduler.next_allowed(client.folder_ls, int(meta.get(ROOT_INODE).folder_id or 0))
-                        if wait > 1:
+                        fallback = shared is not None and shared.status().get("state") == "fallback"
+                        if wait > 1 and not fallback:  # in fallback the WARNING above said it (and waits longer)
                             text = (f"waiting {wait:.0f} s before listing {options.remote_folder}: 1fichier allows "
                                     "one listing of a folder per 30 s (§4), and the previous mount listed it recently")
                             (say or log.info)(text)

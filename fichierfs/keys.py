@@ -150,6 +150,7 @@ def delete_api_key() -> bool:
     Raises:
         ConfigError: no usable keyring backend.
     """
+    keyring_backend()  # no usable backend: the same plain message as login's, not keyring's own
     try:
         import keyring
         from keyring.errors import PasswordDeleteError

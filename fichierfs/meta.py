@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import stat as stat_mod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -51,6 +51,9 @@ from fichierfs.scheduler import ApiCaller, Lane
 __all__ = ["ROOT_INODE", "Node", "KernelNotifier", "NullNotifier", "RecordingNotifier", "MetaCache", "NoEntry"]
 
 log = logging.getLogger(__name__)
+
+_ORPHAN_BASE = 1_000_000_000
+"""An orphan's parent is ``-abs(folder id) - _ORPHAN_BASE`` until its folder is listed."""
 
 ROOT_INODE = 1
 
@@ -224,6 +227,8 @@ class MetaCache:
         self._preset: dict[int | str, int] = {}
         self.store: MetaStore | None = None
         self._dirty: set[int] = set()
+        self._marked: set[int] = set()
+        """Folders marked dirty in the DB (``MetaStore.mark_dirty``) since their view was last queued."""
         self._loading = False
         self._incomplete: dict[int, trio.Event] = {}
         """Folders first listed from a capped reply, still being completed (bigfolder.py)."""
@@ -296,6 +301,8 @@ class MetaCache:
                 self._preset = {}
                 self._loading = False
             node.listed_at = None if p.dirty else now - max(0.0, now_wall - p.listed_wall)
+            if p.dirty:
+                log.debug("persisted listing of folder %d is dirty: re-listed before it is served", p.folder_id)
             n += 1
         return n
 
@@ -593,13 +600,17 @@ class MetaCache:
         """Folder ``ino``'s shown content changed: persist it at the next :meth:`persist_dirty`.
 
         A change of ours (not a listing) is also marked in the DB at once, the first time
-        until the view is written: after a crash in between, that folder is re-listed before
-        it is served, so the persisted view never hides what the journal says is done."""
+        since the view was last queued: after a crash in between, that folder is re-listed
+        before it is served, so the persisted view never hides what the journal says is done.
+        (Keyed on its own set, not on "queued for persisting": a re-listing queues the folder
+        too, and a change of ours right after it went unmarked — found by the fault soak: an
+        upload finished just after a re-list, a kill, and the file was invisible.)"""
         if self.store is not None and not self._loading:
-            if not listed and ino not in self._dirty:
+            if not listed and ino not in self._marked:
                 node = self._nodes.get(ino)
                 if node is not None and node.folder_id is not None and int(node.folder_id) >= 0:
                     self.store.mark_dirty(int(node.folder_id))
+                    self._marked.add(ino)
             self._dirty.add(ino)
 
     def persist_dirty(self) -> int:
@@ -645,6 +656,7 @@ class MetaCache:
             listing = FolderListing(FolderId(fid), "", None, tuple(subs), tuple(files))
             listed_at = node.listed_at if math.isfinite(node.listed_at) else now - 1e9
             self.store.put_listing(fid, listing, inodes, wall - (now - listed_at))
+            self._marked.discard(ino)  # the next change marks it again (and drops this snapshot)
             n += 1
         return n
 
@@ -693,9 +705,16 @@ class MetaCache:
             other = new.get(name)
             if other is not None and other != child_ino:
                 o = self._nodes[other]
-                alt = _dup_name(name, o.file.url) if o.file is not None else f"{name} (dup {o.folder_id})"
-                o.name = alt
-                new[alt] = other
+                mine = self._nodes[child_ino]
+                if o.is_dir and mine.is_dir and int(mine.folder_id or 0) < 0:
+                    # our folder/mkdir landed, its answer lost (a kill): ONE folder, which the
+                    # writer adopts ("already exists"). Found by the fault soak: shown twice, the
+                    # "(dup N)" name was persisted for it, and after a kill the folder was ENOENT
+                    self._mark_gone(o)
+                else:
+                    alt = _dup_name(name, o.file.url) if o.file is not None else f"{name} (dup {o.folder_id})"
+                    o.name = alt
+                    new[alt] = other
             new[name] = child_ino
         had_listing = parent.listed_at is not None
         parent.children = new
@@ -704,6 +723,10 @@ class MetaCache:
         if had_listing:  # names that appeared: drop any negative entry the kernel cached
             for name in new.keys() - old.keys():
                 self.notifier.invalidate_entry(ino, name)
+        if log.isEnabledFor(logging.DEBUG):
+            gone_names = sorted(n for n, c in old.items() if new.get(n) != c)
+            log.debug("merged %s listing of folder %s (inode %d): %d entries%s", "persisted" if self._loading else "a",
+                      parent.folder_id, ino, len(new), f", gone or changed: {gone_names[:20]}" if gone_names else "")
         kept: set[int] | None = None
         for name, child_ino in old.items():
             if new.get(name) != child_ino:
@@ -837,7 +860,7 @@ class MetaCache:
         self._register(node)
         if node.is_dir and node.folder_id is not None and node.folder_id < 0:
             node.listed_at = self.clock()
-        node.parent = -abs(parent_folder) - 1_000_000_000  # placeholder: not a real inode until attached
+        node.parent = -abs(parent_folder) - _ORPHAN_BASE  # placeholder: not a real inode until attached
         self._orphans.setdefault(parent_folder, []).append(node.ino)
         return node
 
@@ -894,16 +917,48 @@ class MetaCache:
         node.file, node.local_key, node.size = rf, None, rf.size
         node.pinned_until = pinned_until
         self._by_url[rf.url] = node.ino
-        self._touch_dir(node.parent)
+        self._touch_parent(node)
         self._tell("put", node)
 
+    def _touch_parent(self, node: Node) -> None:
+        """The folder holding ``node`` changed; for an orphan (its folder not loaded yet: its
+        parent is a placeholder, see :meth:`add_orphan`) that is the folder it waits for."""
+        if node.parent in self._nodes:
+            self._touch_dir(node.parent)
+        elif node.parent <= -_ORPHAN_BASE:
+            self.folders_changed([-node.parent - _ORPHAN_BASE])
+
+    def folders_changed(self, folder_ids: Iterable[int]) -> None:
+        """Something the journal held for these folders is done (an upload, a move, a mkdir) and
+        the journal forgets it: a loaded folder's view is persisted again; the persisted view of
+        one not loaded by this mount (its entry waited as an orphan) is marked dirty, re-listed
+        before it is served. Found by the fault soak: an upload finished into a folder not loaded
+        yet, a kill, and its stale persisted view hid the file."""
+        if self.store is None:
+            return
+        for fid in folder_ids:
+            node = self.node_for_folder(fid)
+            if node is not None and node.listed_at is not None:
+                self._touch_dir(node.ino)
+            elif fid >= 0:
+                self.store.mark_dirty(fid)
+
     def set_folder_id(self, node: Node, folder_id: int) -> None:
-        """mkdir answered (§2.11 ``folder_id``): a local folder becomes the remote one."""
+        """mkdir answered (§2.11 ``folder_id``): a local folder becomes the remote one (a node a
+        listing made for that folder meanwhile — an adopted folder — is dropped: one entry)."""
         if node.folder_id is not None and self._by_folder.get(int(node.folder_id)) == node.ino:
             del self._by_folder[int(node.folder_id)]
+        other = self._nodes.get(self._by_folder.get(folder_id, 0))
+        if other is not None and other is not node:
+            p = self._nodes.get(other.parent)
+            if p is not None and p.children.get(other.name) == other.ino:
+                del p.children[other.name]
+                self.notifier.invalidate_entry(p.ino, other.name)
+                self._touch_dir(p.ino)
+            self._mark_gone(other)
         node.folder_id = FolderId(folder_id)
         self._by_folder[folder_id] = node.ino
-        self._touch_dir(node.parent)
+        self._touch_parent(node)
         self._touch_dir(node.ino)
         self._tell("put", node, new=True)
 

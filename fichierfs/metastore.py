@@ -244,8 +244,10 @@ class MetaStore:
     def mark_dirty(self, folder_id: int) -> None:
         """Folder ``folder_id`` changed in memory (written now, synchronously: one small row; WAL
         without fsync, so it survives a kill -9): until its view is written again, a crash
-        makes the next mount re-list it before serving it."""
+        makes the next mount re-list it before serving it. A view of it still queued is
+        older than this change: it is dropped (written, it would clear the mark)."""
         with self._lock:
+            self._queue.pop(folder_id, None)
             try:
                 self._db.execute("UPDATE folders SET dirty=1 WHERE folder_id=?", (folder_id,))
             except sqlite3.Error as exc:
@@ -294,7 +296,13 @@ class MetaStore:
     @staticmethod
     def _write_listing(db: sqlite3.Connection, fid: int, listing: FolderListing, wall: float,
                        inodes: dict[int | str, int]) -> None:
-        db.execute("UPDATE folders SET listed=?, dirty=0 WHERE folder_id=?", (wall, fid))
+        # the row may not exist yet (its parent's listing comes later in this flush, or never
+        # came): create it, else the listing was lost while its sub-folders' were kept (found by
+        # the fault soak: a stale sub-folder listing became reachable later, a file invisible)
+        db.execute(
+            "INSERT INTO folders (folder_id, parent, ino, name, created, listed, dirty) "
+            "VALUES (?, NULL, 0, '', 0, ?, 0) ON CONFLICT(folder_id) DO UPDATE SET listed=excluded.listed, dirty=0",
+            (fid, wall))
         keep = [int(s.id) for s in listing.sub_folders]
         old = {r[0] for r in db.execute("SELECT folder_id FROM folders WHERE parent=?", (fid,))}
         gone = old - set(keep)

@@ -107,7 +107,7 @@ async def run_mount(
     ident = await _identify(options, api_key, root, say)
     store_dir = options.store_dir(ident.account)
     _migrate_legacy(options.store_dir(legacy_key_account(api_key)), store_dir)
-    _lock_store(store_dir)
+    _lock_store(store_dir, mountpoint)
     if options.adopt_journal is not None:
         _adopt(Path(options.adopt_journal), store_dir, say)
     write_origin(store_dir, options.api_url, options.remote_folder, ident.account)
@@ -305,8 +305,11 @@ def _raise_readahead(mountpoint: Path, nbytes: int) -> None:
         log.debug("kernel read-ahead of %s left at its default: %s", mountpoint, exc)
 
 
-def _lock_store(store_dir: Path) -> None:
+def _lock_store(store_dir: Path, mountpoint: Path | None = None) -> int:
     """Refuse a second mount of the same account and folder (they would share one journal).
+
+    The lock file names the holder (pid and mount point), so the refusal can say which mount it is.
+    Returns the locked fd (kept open for the life of the process).
 
     Raises:
         ConfigError: another live fichierfs process holds the lock.
@@ -316,9 +319,16 @@ def _lock_store(store_dir: Path) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
         os.close(fd)
-        raise ConfigError(f"{store_dir} is in use by another fichierfs mount of the same account and folder") from None
+        pid, _, where = holder.partition(" ")
+        who = f" (pid {pid}, mounted on {where})" if pid.isdigit() and where else ""
+        raise ConfigError(f"{store_dir} is in use by another fichierfs mount of the same account and folder"
+                          f"{who}: unmount it first (fichierfs umount MOUNTPOINT)") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {os.path.abspath(mountpoint) if mountpoint else '?'}\n".encode(), 0)
     _LOCKS.append(fd)
+    return fd
 
 
 async def _watch_unmount(real_mountpoint: str, scope: trio.CancelScope, period: float = 0.5) -> None:

@@ -32,9 +32,10 @@ NameError_ = BadName
 
 MAX_NAME_CHARS = 250
 """Longest remote name in **characters** (§7: 250; §2.11 for folders). Counted on the encoded
-name, since that is what 1fichier stores. Linux's own NAME_MAX (255 bytes of UTF-8 per local
-component) is enforced by the kernel before a request reaches us, so a local name must fit
-both: 250 "é" (500 bytes) cannot exist locally, 85 "€" (255 bytes) can and is accepted here."""
+name, since that is what 1fichier stores. Linux's NAME_MAX (255 bytes of UTF-8) is the limit of
+local disks, not of FUSE (the kernel passes names up to 1024 bytes), so 250 "日" (750 bytes) are
+accepted and round-trip, as the issue asks; copying such a file onto ext4 fails there with
+ENAMETOOLONG. statfs still reports 255, what programs expect of a POSIX file system."""
 
 MAX_NAME_BYTES = MAX_NAME_CHARS
 """Old name of :data:`MAX_NAME_CHARS` (kept for importers)."""

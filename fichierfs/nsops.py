@@ -11,6 +11,8 @@ One task (:meth:`NamespaceOps.run`) works through the journal in order:
   folder one ``file/mv`` (§2.6); a move with a rename, an ``rmdir`` and a ``dmv`` go alone;
 * an op waits while it depends on something not done yet (a local folder, files still
   uploading into a folder it removes), and a waiting op blocks later ops on the same objects;
+  an ``rmdir`` waits for the moves out of its folder and blocks nobody (what follows it
+  is what empties the folder);
 * failures back off (fichierfs.backoff) and keep their place; an op refused because it was
   already done before a crash (#312/#313, "already exists") is checked and counted as done.
 
@@ -90,9 +92,12 @@ class NamespaceOps:
     def rmdir_local(self, folder_id: int) -> None:
         """rmdir of a folder not created remotely yet (or being created)."""
         store = self.wb.store
-        if folder_id in self.mkdir_inflight:
+        d = store.dir(folder_id)
+        if folder_id in self.mkdir_inflight or (d is not None and d.attempts > 0):
             # durable: a restart before mkdir's answer must not bring the folder back
-            # (found by tests/model: mkdir, rmdir, restart → the folder reappeared)
+            # (found by tests/model: mkdir, rmdir, restart → the folder reappeared). A failed
+            # try may have made it too (its answer lost): it is made or adopted, then removed
+            # (found by the fault soak: the folder of a lost answer stayed for ever, #366)
             self.cancelled_dirs.add(folder_id)
             store.update_dir(folder_id, cancelled=1)
             return
@@ -150,15 +155,29 @@ class NamespaceOps:
         dirs = store.dirs()
         busy_folders = {f.folder_id for f in files} | {f.sent_folder for f in files if f.sent_folder is not None}
         busy_folders |= {d.parent for d in dirs} | {d.id for d in dirs}
+        # moves out of a folder (also those journaled after its rmdir: an upload POSTed to it
+        # under its old place, then moved and the folder removed) empty it: its rmdir waits
+        busy_folders |= {o.op.from_folder for o in ops if isinstance(o.op, Mv)}
+        busy_folders |= {o.op.from_parent for o in ops if isinstance(o.op, Dmv)}
         blocked: set[_Entity] = set()
         batch: list[OpRow] = []
         for row in ops:
             ents = _entities(row)
+            if isinstance(row.op, Rmdir):
+                # folder/rm of a folder not empty yet is refused (#366): it waits for the moves out
+                # and the uploads, and blocks nobody while it waits (or backs off after #366): what
+                # follows it is what empties the folder — a move out journaled after it, or the
+                # removal of a sub-folder whose mkdir landed after the user removed it. Found by
+                # the fault soak: the move out of a just-POSTed file waited behind it for ever.
+                if (bool(ents & blocked) or row.op.folder_id in busy_folders
+                        or self.op_not_before.get(row.seq, -math.inf) > now):
+                    if batch:
+                        break
+                    continue
             waiting = (
                 any(isinstance(e, int) and e < 0 for e in ents)
                 or bool(ents & blocked)
                 or self.op_not_before.get(row.seq, -math.inf) > now
-                or (isinstance(row.op, Rmdir) and row.op.folder_id in busy_folders)
             )
             if waiting:
                 blocked |= ents
@@ -219,6 +238,7 @@ class NamespaceOps:
                 node = wb.meta.node_for_folder(fid)
                 if node is not None:
                     wb.meta.pin(node, wb.clock() + wb.settle)
+                wb.meta.folders_changed({first.parent, first.from_parent})
         except FichierError as exc:
             attempts = batch[0].attempts + 1
             for o in batch:
@@ -227,6 +247,7 @@ class NamespaceOps:
             log.log(logging.INFO if attempts < 3 else logging.WARNING, "%s failed (attempt %d): %s",
                     first.kind, attempts, exc)
             return
+        log.debug("done: %s", [o.op for o in batch])
         wb.store.delete_ops(seqs)
         for s in seqs:
             self.op_not_before.pop(s, None)
@@ -262,6 +283,8 @@ class NamespaceOps:
             node = wb.meta.node_for_url(FileUrl(o.url))
             if node is not None:
                 wb.meta.pin(node, now + wb.settle)
+        # the journal forgets these moves: views persisted before them must not come back
+        wb.meta.folders_changed({f for o in batch for f in (o.folder_id, o.from_folder)})
 
     async def _already_there(self, batch: list[Mv]) -> bool:
         wb = self.wb
@@ -317,6 +340,7 @@ class NamespaceOps:
             elif cur.parent != d.parent or cur.name != d.name:
                 store.add_op(Dmv(new_id, cur.parent, cur.name, from_parent=d.parent, old_name=d.name))
         self.dir_not_before.pop(did, None)
+        log.debug("mkdir %r (local %d) → folder %d", d.name, did, new_id)
         node = wb.meta.node_for_folder(did)
         if node is not None:
             wb.meta.set_folder_id(node, new_id)

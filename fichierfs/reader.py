@@ -140,6 +140,10 @@ SEQ_FORWARD = 16 * MiB
 SEQ_BACKWARD = 1 * MiB
 """Largest backward step (bytes) that still counts as sequential."""
 PRESSURE_WAIT = 5.0
+BODY_RETRIES = 2
+"""A ranged GET that failed on the way (5xx, reset, body cut short) is tried this many times more."""
+BODY_RETRY_WAIT = 0.5
+"""Seconds before the n-th such retry: n × this."""
 """Seconds: read-ahead that needs a new link is skipped if the token call could not start sooner."""
 FLOOD_PAUSE = 30.0
 """Seconds without read-ahead after a download answered FloodLocked (1fichier-api.md §4, §8.10)."""
@@ -506,11 +510,14 @@ class ReadManager:
         disk_key: str | None = None,
     ) -> list[bytearray | None]:
         """Bytes ``[start, end)`` of the file in one ranged GET, cut into chunks as they arrive (``start`` is
-        chunk-aligned); one link renewal on HTML. With ``first`` (the index of the chunk at ``start``), each
-        chunk is handed to the chunk cache as soon as it is complete (:meth:`ChunkCache.deliver`): a
-        sequential reader follows the GET instead of waiting for its whole window; with ``disk_key`` it is
-        also queued for the disk cache then (a read-ahead cancelled after its GET loses nothing), and None in the
-        returned list (not kept: a lone sequential reader drops the chunks it has passed before the GET ends)."""
+        chunk-aligned); one link renewal on HTML. A body cut short, a 5xx or a reset is tried again
+        (``BODY_RETRIES`` times, ``BODY_RETRY_WAIT`` × n seconds apart): found by the fault soak, a truncated
+        ranged GET surfaced EIO to ``cat`` and to an append's copy-in. With ``first`` (the index of the chunk
+        at ``start``), each chunk is handed to the chunk cache as soon as it is complete
+        (:meth:`ChunkCache.deliver`): a sequential reader follows the GET instead of waiting for its whole
+        window; with ``disk_key`` it is also queued for the disk cache then (a read-ahead cancelled after its
+        GET loses nothing), and None in the returned list (not kept: a lone sequential reader drops the
+        chunks it has passed before the GET ends)."""
         client = self._scheduler.client
         cache, disk = self.cache, self.disk
         on_chunk: Callable[[int, bytearray], None] | None = None
@@ -523,7 +530,9 @@ class ReadManager:
                 if disk is not None and disk_key is not None:
                     self._to_disk(disk, disk_key, first + k, piece)
 
-        for attempt in (1, 2):
+        renewed = False
+        failures = 0
+        while True:
             link = await self._link(st)
             try:
                 data = await self._scheduler.call(
@@ -533,20 +542,33 @@ class ReadManager:
                 self._link_expired += 1
                 if self._links.get(st.file_url) is link:
                     self._links.pop(st.file_url, None)
-                if attempt == 2:
+                if renewed:
                     raise
+                renewed = True
                 log.debug("link of %s expired early; renewing it once", st.file_url)
                 continue
             except NotFound:
                 self.forget(st.file_url)
                 raise
+            except ServerError as exc:
+                failures += 1
+                if failures > BODY_RETRIES:
+                    raise
+                log.info("%s; trying again (%d/%d)", exc, failures, BODY_RETRIES)
+                await trio.sleep(BODY_RETRY_WAIT * failures)
+                continue
             got = sum(handed.get(k, 0) if c is None else len(c) for k, c in enumerate(data))
             self._downloads += 1
             self._downloaded_bytes += got
             if got != end - start:
-                raise ServerError(f"download of {st.file_url}: {got} of {end - start} bytes arrived")
+                failures += 1
+                short = ServerError(f"download of {st.file_url}: {got} of {end - start} bytes arrived")
+                if failures > BODY_RETRIES:
+                    raise short
+                log.info("%s; trying again (%d/%d)", short, failures, BODY_RETRIES)
+                await trio.sleep(BODY_RETRY_WAIT * failures)
+                continue
             return data
-        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ read-ahead
     def _readahead_blocked(self, st: _FileState) -> bool:

@@ -20,7 +20,8 @@ docs/1fichier-api.md §6 limits, §8.8). Key ``local:<id>``.
     id         INTEGER PRIMARY KEY; the staging file is ``staging/<id>``
     folder_id  destination folder (negative: a local folder not yet created, see ``dirs``)
     name       the local (decoded) name
-    size       bytes of the staged copy at the last flush
+    size       bytes of the staged copy at the last flush (while ``posting``: the bytes sent; a flush
+               during the POST only bumps ``gen``)
     gen        bumped by every flush that changed data; an upload records the gen it sent
     state      ``dirty``  waiting for its quiet delay, then uploaded;
                ``empty``  0 bytes: kept locally (and listed) until it has content;
@@ -76,6 +77,7 @@ in worker threads.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -88,6 +90,7 @@ from typing import Any
 
 from fichierfs import oprecords
 from fichierfs.attrs import LocalAttrs
+from fichierfs.errors import FsError
 from fichierfs.oprecords import Op
 from fichierfs.private import open_private, private_dir
 
@@ -222,7 +225,13 @@ class Store:
         return _Tx(self)
 
     def _x(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        return self._db.execute(sql, args)
+        try:
+            return self._db.execute(sql, args)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:  # the cache directory's disk: ENOSPC, not EIO
+                raise FsError(errno.ENOSPC, f"the cache directory is full (journal {self.path}): {exc}",
+                              level=logging.WARNING) from None
+            raise
 
     def commit(self) -> None:
         """Write pending attribute changes in one durable transaction (none when nothing is
@@ -432,7 +441,11 @@ class _Tx:
         if exc_type is None:
             self.store.flush_attrs()
             t0 = time.perf_counter()
-            self.store._x("COMMIT")  # fsync (synchronous=FULL): blocks the calling (trio) thread
+            try:
+                self.store._x("COMMIT")  # fsync (synchronous=FULL): blocks the calling (trio) thread
+            except FsError:
+                self.store._db.rollback()  # a refused COMMIT leaves the transaction open: end it
+                raise
             took = time.perf_counter() - t0
             self.store.commits += 1
             self.store.commit_seconds += took

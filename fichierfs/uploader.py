@@ -97,6 +97,8 @@ class WriteSide(Protocol):
     def staging_path(self, row: int) -> Path: ...
     def snapshot_path(self, row: int) -> Path: ...
     def drop_snapshot(self, row: int) -> None: ...
+    def drop_row(self, row: FileRow) -> None: ...
+    def forget_row(self, rid: int) -> None: ...
     def complete_batch(self, done: list[tuple[FileRow, RemoteFile]], *, started: float | None = None) -> None: ...
 
 __all__ = ["Uploader", "Batch", "Member", "MAX_FILE_SIZE", "MAX_BATCH_FILES", "MAX_BATCH_BYTES", "whirlpool_of"]
@@ -505,13 +507,25 @@ class Uploader:
             raise UploadFailed("the upload report did not list the file")
 
     def _unsend(self, rows: list[FileRow]) -> None:
-        """Members that did not land: back to ``dirty`` (sent again later)."""
+        """Members that did not land: back to ``dirty`` (sent again later); one removed meanwhile
+        (``unlinked``) is dropped, not sent again just to be deleted."""
+        gone: list[int] = []
         with self.wb.store.transaction():
             for row in rows:
                 self.wb.meta.shadow(int(row.sent_folder if row.sent_folder is not None else row.folder_id),
                                     encode(row.sent_name or row.name), row.size, on=False)
-                if self.wb.store.file(row.id) is not None:
-                    self.wb.store.update_file(row.id, state="dirty", host=None, xid=None)
+                cur = self.wb.store.file(row.id)
+                if cur is None:
+                    continue
+                if cur.unlinked:
+                    self.wb.drop_row(cur)
+                    gone.append(cur.id)
+                    continue
+                st = self.wb.by_row.get(row.id)
+                self.wb.store.update_file(row.id, state="dirty", host=None, xid=None,
+                                          size=st.size if st is not None else row.size)
+        for rid in gone:
+            self.wb.forget_row(rid)
 
     def _failed(self, rows: list[FileRow], exc: FichierError, *, whole_batch: bool) -> None:
         """A batch (or some of its members) failed with ``exc``: back-off, split, refuse or stop."""
@@ -619,7 +633,11 @@ class Uploader:
             wants[r.id] = (size, wp)
         if not wants:
             return found
-        listing = await wb.scheduler.call(wb.scheduler.client.folder_ls, folder, files=True, lane=Lane.WRITEBACK)
+        # 1fichier's answer now, never a listing shared by another mount (or by this mount's
+        # previous process) that may predate the POST: found by the fault soak, a kill after the
+        # POST and before the "changed" notice, the older shared listing served: sent twice
+        listing = await wb.scheduler.call(wb.scheduler.client.folder_ls, folder, files=True, lane=Lane.WRITEBACK,
+                                          coalesce=False)
         taken: set[str] = set()
         for r in left:
             want = wants.get(r.id)

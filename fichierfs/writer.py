@@ -386,8 +386,15 @@ class WriteBack:
         row = self.store.file(st.row)
         if row is None:
             return
-        state = "dirty" if st.size > 0 else ("empty" if not row.replaces else "dirty")
-        self.store.update_file(st.row, size=st.size, gen=row.gen + 1, state=state)
+        if row.state == "posting":
+            # rewritten while its POST is in flight (copy on write): the row keeps what was sent
+            # (state, size) until the batch's result is known, only ``gen`` says it changed.
+            # Found by the fault soak: "dirty" here forgot the POST, and after a kill the POSTed
+            # copy was never looked for (a stray file: ENOTEMPTY, `rm -r` stuck, a duplicate).
+            self.store.update_file(st.row, gen=row.gen + 1)
+        else:
+            state = "dirty" if st.size > 0 else ("empty" if not row.replaces else "dirty")
+            self.store.update_file(st.row, size=st.size, gen=row.gen + 1, state=state)
         st.due = self.clock() + self.delay
         self.poke()
 
@@ -427,15 +434,16 @@ class WriteBack:
         row = self.store.file(st.row)
         if row is None:
             return
+        # uploading, or POSTed before a kill and not resolved yet: the POST may have landed, so
+        # the row stays (unlinked) until the upload's end deletes the fresh copy (found by the
+        # fault soak: the row was dropped while its resolution waited, the copy stayed for ever)
+        landing = st.row in self.uploader.inflight or row.state == "posting"
         with self.store.transaction():
-            if st.row in self.uploader.inflight:
+            if landing:
                 self.store.update_file(st.row, unlinked=True)
             else:
-                if row.replaces:
-                    self.store.add_op(Rm(tuple(row.replaces)))
-                self.store.delete_file(st.row)
-                self.store.drop_attrs(row.key)
-        if st.row not in self.uploader.inflight:
+                self.drop_row(row)
+        if not landing:
             self._unstage(st)
             if st.handles > 0:
                 # POSIX unlink-while-open: keep the data reachable through an open fd, or a
@@ -447,6 +455,24 @@ class WriteBack:
                 st.close_fd()
                 self._forget_staged(st)
         self.poke()
+
+    def drop_row(self, row: FileRow) -> None:
+        """Journal step of dropping a local file (inside a transaction): its replaced copies are
+        deleted, its row and attributes go."""
+        if row.replaces:
+            self.store.add_op(Rm(tuple(row.replaces)))
+        self.store.delete_file(row.id)
+        self.store.drop_attrs(row.key)
+
+    def forget_row(self, rid: int) -> None:
+        """File step after :meth:`drop_row` of a row no handle can reach any more (unlinked)."""
+        st = self.by_row.pop(rid, None)
+        if st is not None and st.handles == 0:
+            st.close_fd()
+            self._forget_staged(st)
+        if st is None or st.handles == 0:
+            self._path(rid).unlink(missing_ok=True)
+        self.snapshot_path(rid).unlink(missing_ok=True)
 
     def rename_local(self, st: Staged, folder_id: int, name: str, *, also_replaces: list[str] = ()) -> None:  # type: ignore[assignment]
         """A local file moved: its row gets the new place (the upload carries the name)."""
@@ -490,6 +516,8 @@ class WriteBack:
         """unlink of ``node`` (POSIX checks done by vfs): a local file is dropped (or deleted once
         its upload lands); a remote one is deleted by the batcher (one file/rm per run)."""
         st = self.staged(node.ino)
+        log.debug("delete %r (ino %d): %s", node.name, node.ino,
+                  f"local row {st.row}" if st is not None else node.file.url if node.file else "NOTHING")
         if st is not None:
             self.unlink_local(st)
         elif node.file is not None:
@@ -595,10 +623,13 @@ class WriteBack:
 
     def space(self) -> tuple[int, int] | None:
         """(total, used) as this mount knows it: the last user/info figure + bytes uploaded
-        since − bytes deleted since + bytes staged and not uploaded yet; None before user/info."""
+        since − bytes deleted since + bytes staged and not uploaded yet; None before user/info.
+        While an upload is refused for lack of space, used = total: df agrees with ENOSPC."""
         if self._space is None:
             return None
         total, used, up0, del0 = self._space
+        if self.uploader.over_quota is not None:
+            return total, total
         used = used + (self.uploaded_bytes - up0) - (self.deleted_bytes - del0) + self.pending_bytes()
         return total, max(0, used)
 
@@ -695,7 +726,7 @@ class WriteBack:
             return _End(row, rf, "unlinked")
         if row.gen != sent.sent_gen or (live is not None and (live.cowed or live.dirty or live.writers > 0)):
             self.store.update_file(rid, state="dirty", host=None, xid=None, replaces=[*row.replaces, rf.url],
-                                   attempts=0, error=None)
+                                   attempts=0, error=None, size=live.size if live is not None else row.size)
             return _End(row, rf, "changed")
         sent_folder = int(sent.sent_folder if sent.sent_folder is not None else sent.folder_id)
         sent_name = sent.sent_name or sent.name
@@ -726,6 +757,7 @@ class WriteBack:
                 self._path(rid).unlink(missing_ok=True)
             return
         log.info("uploaded %r (%d bytes) → %s", row.name, rf.size, rf.url)
+        log.debug("uploaded row %d ino %s folder %d → %s", rid, st.ino if st else None, row.folder_id, rf.url)
         for u in row.replaces:
             self.meta.hide_url(u)
         node = self.meta.node(st.ino) if st is not None else None
@@ -762,9 +794,12 @@ class WriteBack:
     def statistics(self) -> dict[str, Any]:
         """The ``writeback`` section of the status document (contract with ``fichierfs status``).
 
-        Keys: pending, pending_bytes, uploading [{path, bytes_done, size}], uploaded_files,
-        uploaded_bytes, rate (bytes/s over the last 60 s), failed, errors [{path, error,
-        attempts}], journal (entries), ops (namespace ops pending), local_folders.
+        Keys: pending (journal entries: pending_files + pending_changes), pending_files (files
+        to upload, in flight included: the one count ``status`` and ``sync`` show as files),
+        pending_changes (namespace ops and local folders), pending_bytes, uploading [{path,
+        bytes_done, size}], uploaded_files, uploaded_bytes, rate (bytes/s over the last 60 s),
+        failed, errors [{path, error, attempts}], journal (entries), ops (namespace ops pending),
+        local_folders.
         """
         now = self.clock()
         while self._recent and self._recent[0][0] < now - 60:
@@ -785,8 +820,11 @@ class WriteBack:
             uploading.append({"path": what, "files": len(b.members), "bytes_done": b.bytes_done, "size": b.size,
                               "phase": b.phase})
         refused = [f for f in files if f.state == "refused"]
+        to_upload = len(pending_files) - len(refused)
         return {
-            "pending": len(pending_files) - len(refused) + len(ops) + len(dirs),
+            "pending": to_upload + len(ops) + len(dirs),
+            "pending_files": to_upload,
+            "pending_changes": len(ops) + len(dirs),
             "pending_bytes": sum(f.size for f in pending_files if f.state != "refused"),
             "uploading": uploading,
             "uploaded_files": self.uploaded_files,

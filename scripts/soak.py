@@ -1,7 +1,8 @@
 """Fault soak: real programs on a mount while the emulator injects faults, the mount is SIGKILLed and
 remounted, and the emulator is restarted on its state. At the end the remote tree (read straight from the
 emulator's state directory) must equal a reference model: 0 lost, 0 duplicated, 0 wrong contents, and no
-flood lock beyond those injected.
+flood lock beyond those injected; every read must match the model, and no program may be refused while no
+kill happened during it (EAGAIN aside: the mount's answer while the API is flood-locked).
 
 Usage: scripts/soak [--minutes N | --seconds N] [--seed S] [--json FILE] [--keep]
 
@@ -100,6 +101,9 @@ class Figures:
     ops: dict[str, int] = field(default_factory=dict)
     op_failures: list[str] = field(default_factory=list)
     read_mismatches: list[str] = field(default_factory=list)
+    view_errors: list[str] = field(default_factory=list)
+    """Programs that failed with no kill during them (EAGAIN aside, the mount's answer while the
+    API is flood-locked): the mount disagreed with the model (a file or folder it should show)."""
     faults_injected: dict[str, int] = field(default_factory=dict)
     floods_injected: int = 0
     kills_between: int = 0
@@ -124,7 +128,8 @@ class Figures:
 
     def ok(self) -> bool:
         return not (self.lost or self.duplicated or self.extra or self.wrong_content or self.missing_dirs
-                    or self.extra_dirs or self.read_mismatches or self.undrained or self.crashes) \
+                    or self.extra_dirs or self.read_mismatches or self.view_errors or self.undrained
+                    or self.crashes) \
             and self.flood_locks <= self.floods_injected
 
 
@@ -145,6 +150,7 @@ class Soak:
         self.files: dict[str, bytes] = {}  # model: relative path under soak/ → content
         self.dirs: set[str] = {""}  # model: relative dirs ("" = soak/ itself)
         self.n = 0
+        self.log_level = "info"
         self.env = {**os.environ, "FICHIER_API_KEY": KEY}
         self.ops_log = open(work / "ops.log", "a")  # noqa: SIM115 - every program and event, for replaying a failure
 
@@ -206,7 +212,7 @@ class Soak:
         t0 = time.monotonic()
         cmd = [PY, "-m", "fichierfs", "mount", "-f", "--api-url", self.url, "--budget-scale", str(MOUNT_SCALE),
                "--cache-dir", str(self.cache), "--log-file", str(self.work / "mount.log"),
-               "--write-back-delay", "0.5", str(self.mnt)]
+               "--write-back-delay", "0.5", "--log-level", self.log_level, str(self.mnt)]
         self.mount_proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL,
                                            stderr=open(self.work / "mount.err", "ab"), cwd=ROOT)  # noqa: SIM115
         deadline = time.monotonic() + 120
@@ -433,12 +439,35 @@ class Soak:
             except OSError as exc:
                 return subprocess.CompletedProcess(["read", rel], 1, "", str(exc))
             if got != self.files[rel]:
-                self.fig.read_mismatches.append(f"{rel}: {len(got)} bytes read, {len(self.files[rel])} expected")
+                try:
+                    shown = os.stat(self.p(rel)).st_size
+                except OSError as exc:
+                    shown = -exc.errno if exc.errno else -1
+                try:
+                    again = _read(self.p(rel))
+                except OSError:
+                    again = b""
+                what = (f"{rel}: {len(got)} bytes read, {len(self.files[rel])} expected (stat: {shown}, read "
+                        f"again: {len(again)} bytes, {'right' if again == self.files[rel] else 'wrong'})")
+                self.fig.read_mismatches.append(what)
+                self.event(f"read mismatch {what}")
             return subprocess.CompletedProcess(["read", rel], 0, "", "")
         return "read", [rel], do_read
 
     def reconcile(self, paths: list[str]) -> None:
-        """After a kill during a program: take what the remounted file system shows for ``paths``."""
+        """After a kill during a program (or a refused one): take what the mount shows for
+        ``paths``; EAGAIN (the mount's answer while the API is flood-locked) is waited out."""
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                self._reconcile(paths)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
+    def _reconcile(self, paths: list[str]) -> None:
         for rel in paths:
             p = self.p(rel)
             for k in [k for k in self.files if k == rel or k.startswith(rel + "/")]:
@@ -487,9 +516,9 @@ class Soak:
         last_report = time.monotonic()
         while time.monotonic() < end:
             now = time.monotonic()
-            if now >= next_fault:
+            while now >= next_fault:  # every fault due since the last program (a slow one, a loaded host)
                 self.inject()
-                next_fault = now + self.rng.uniform(0.5, 3)
+                next_fault += self.rng.uniform(0.5, 3)
             if now >= next_restart:
                 self.say("restarting the emulator on its state")
                 self.stop_emulator()
@@ -517,7 +546,23 @@ class Soak:
                 continue
             if res.returncode != 0:
                 self.fig.op_failures.append(f"{kind} {paths}: {res.stderr.strip()[-300:]}")
+                if not any(w in res.stderr for w in ("Resource temporarily unavailable", "EAGAIN")):
+                    self.fig.view_errors.append(f"{kind} {paths}: {res.stderr.strip()[-300:]}")
                 self.say(f"{kind} failed: {res.stderr.strip()[-300:]}")
+                for rel in paths:  # what the mount shows around it (the nearest folder it shows)
+                    parent = rel.rpartition("/")[0]
+                    while True:
+                        try:
+                            shown = sorted(os.listdir(self.p(parent)))
+                            break
+                        except OSError as exc:
+                            if not parent:
+                                shown = [f"<{exc}>"]
+                                break
+                            parent = parent.rpartition("/")[0]
+                    model = sorted({k[len(parent) + 1:].split("/")[0] for k in [*self.files, *self.dirs]
+                                    if k.startswith(parent + "/" if parent else "") and k != parent})
+                    self.event(f"  {parent or '.'}: mount shows {shown}; model has {model}")
                 self.reconcile(paths)
             if now >= next_kill:
                 self.kill_mount()
@@ -597,11 +642,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="at the end, how long every pending change may take to upload")
     ap.add_argument("--restart-every", type=float, default=60.0, metavar="S",
                     help="mean seconds between emulator restarts")
+    ap.add_argument("--log-level", default="info,fichierfs.writer=debug,fichierfs.nsops=debug,fichierfs.meta=debug",
+                    help="the mount's --log-level (mount.log in the work dir)")
     args = ap.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else 60 * (args.minutes if args.minutes is not None else 10)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     work = Path(tempfile.mkdtemp(prefix="fichierfs-soak."))
     soak = Soak(work, random.Random(seed))
+    soak.log_level = args.log_level
     soak.say(f"seed {seed}, {seconds:.0f} s of workload, work dir {work}")
     fig: Figures | None = None
     try:
@@ -620,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "PASS" if fig.ok() else "FAIL"
     soak.say(f"{verdict}: {fig.files_in_model} files and {fig.dirs_in_model} folders in the model; lost "
              f"{len(fig.lost)}, duplicated {len(fig.duplicated)}, extra {len(fig.extra)}, wrong content "
-             f"{len(fig.wrong_content)}, flood locks {fig.flood_locks} (injected {fig.floods_injected})")
+             f"{len(fig.wrong_content)}, programs refused {len(fig.view_errors)}, flood locks {fig.flood_locks} (injected {fig.floods_injected})")
     return 0 if fig.ok() else 1
 
 

@@ -94,3 +94,22 @@ async def test_retry_now_after_space_is_freed_elsewhere(rig: Rig, emu, autojump_
         with trio.fail_after(20):  # not the 300 s back-off
             await sync(fs)
     assert sorted(f["filename"] for f in emu.list_files(0)) == ["n.bin", "old.bin"]
+
+
+async def test_df_shows_no_space_while_the_account_is_known_full(rig: Rig, emu, autojump_clock) -> None:
+    """The account filled elsewhere after user/info: the refused upload makes writes ENOSPC, and df must say
+    so too (not the free space of the last user/info, which may be asked once per 5 min, §4)."""
+    async with rig.mount() as fs:
+        await fs.statfs()
+        emu.set_quota(100_000)
+        await write_file(fs, ROOT_INODE, "n.bin", os.urandom(200_000))
+        await trio.sleep(10)
+        assert Backlog.of(fs.status()).blocked
+        st = await fs.statfs()
+        assert st.bfree == 0 and st.blocks > 0
+        assert emu.stats()["calls"]["user/info"] == 1
+        emu.set_quota(QUOTA)
+        fs.setxattr(ROOT_INODE, "user.fichierfs.control", b"retry-now")
+        assert (await fs.statfs()).bfree > 0
+        with trio.fail_after(20):
+            await sync(fs)

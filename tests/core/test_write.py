@@ -294,3 +294,21 @@ async def test_a_read_handle_opened_before_the_upload_ends_reads_the_bytes(rig: 
         assert await fs.read(fh, 0, len(data) + 10) == data
         fs.release(fh)
         assert await read_all(fs, ino) == data
+
+
+async def test_cache_disk_full_is_enospc_not_eio(rig: Rig, emu, autojump_clock) -> None:
+    """The journal's disk is full (SQLITE_FULL, simulated with max_page_count): writes get ENOSPC (the FUSE
+    adapter answered EIO to any other exception), and the journal works again once there is room."""
+    async with rig.mount() as fs:
+        assert fs.store is not None
+        db = fs.store._db
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(FichierError) as e:
+            for i in range(200):  # fills the last free pages, then refuses
+                await write_file(fs, ROOT_INODE, f"f{i:03}.txt", b"x" * 100)
+        assert e.value.errno == errno.ENOSPC
+        db.execute("PRAGMA max_page_count = 1073741823")
+        await write_file(fs, ROOT_INODE, "after.txt", b"after")
+        await sync(fs)
+    assert "after.txt" in [f["filename"] for f in emu.list_files(0)]

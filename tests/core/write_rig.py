@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import trio
 
+from fichierfs.budget import SharedBudget
 from fichierfs.config import Options
 from fichierfs.core import build_core
 from fichierfs.meta import ROOT_INODE
@@ -46,7 +47,8 @@ class Rig:
         )
 
     @asynccontextmanager
-    async def mount(self, *, budgets: Budgets | None = None, run_writer: bool = True) -> AsyncIterator[Filesystem]:
+    async def mount(self, *, budgets: Budgets | None = None, run_writer: bool = True,
+                    shared: SharedBudget | None = None) -> AsyncIterator[Filesystem]:
         # a new process does not know when the last one listed the root: let the per-folder
         # listing window (30 s, §4) pass as a real remount would
         await trio.sleep(31)
@@ -58,6 +60,8 @@ class Rig:
             budgets=budgets,
             start_writer=run_writer,
             writer_retry=(1.0, 20.0),
+            shared=shared,
+            account="rig",
         ) as core:
             yield core.fs
 

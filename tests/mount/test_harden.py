@@ -251,7 +251,8 @@ def test_no_silent_waits_and_no_lost_logs(tmp_path: Path) -> None:
         assert "waiting" in res.stderr and "30 s" in res.stderr, res.stderr
         assert "logs to" not in res.stderr, res.stderr  # said once, when the fallback log was created
         assert emu.stats()["flood_locks"] == 0
-        _umount(mnt)
+        res = _umount(mnt, "--wait")  # says it is done, also when not on a terminal
+        assert res.returncode == 0 and "is uploaded; unmounted" in res.stderr, res.stderr
 
 
 def test_a_killed_daemon_is_cleaned_up_by_mount_and_umount(tmp_path: Path) -> None:

@@ -203,6 +203,10 @@ NAMES = {
     "cyrillic": "ж" * 127,             # 254 bytes
     "japanese": "日本語" * 28,          # 84 characters, 252 bytes
     "mixed": "Ωmega-ß-" + "ü" * 120,   # 128 characters
+    # 250 characters over Linux's 255 bytes: 1fichier counts characters (§7) and FUSE passes names up
+    # to 1024 bytes (such a name cannot be copied to ext4: that is the local disk's limit, not ours)
+    "japanese250": ("日本語" * 84)[:250],  # 750 bytes
+    "cyrillic250": "ж" * 250,             # 500 bytes
 }
 
 

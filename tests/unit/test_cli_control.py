@@ -211,6 +211,30 @@ def test_status_cli_json_and_table(monkeypatch: pytest.MonkeyPatch, capsys: pyte
     assert "to upload" in capsys.readouterr().out
 
 
+def test_refresh_recursive_says_first_that_it_takes_minutes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """It answers only once every listing is made (~3.5 s each): it says so before, on stderr."""
+    import fichierfs.control as control
+
+    sent: list[str] = []
+    monkeypatch.setattr(control, "send_control", lambda p, c: sent.append(c) or {"listings": 80})
+    assert cli.main(["refresh", "-r", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert sent == ["refresh-recursive"] and "one listing per ~3.5 s" in out.err
+    assert "refreshed (80 listing(s))" in out.out
+    assert cli.main(["refresh", str(tmp_path)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_a_mount_that_cannot_connect_names_the_address() -> None:
+    from fichierfs.config import Options
+    from fichierfs.errors import ServerError
+
+    text = cli._mount_failure(ServerError("user/info: connection failed (ConnectError)"),
+                              Options(api_url="http://127.0.0.1:1/v1"))
+    assert text.startswith("http://127.0.0.1:1/v1 could not be reached") and "ConnectError" in text
+
+
 def test_sync_cli_with_fake_documents(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import fichierfs.control as control
 
@@ -324,8 +348,9 @@ def test_no_keyring_backend_gives_a_clear_message(monkeypatch: pytest.MonkeyPatc
     try:
         with pytest.raises(ConfigError, match="api-key-file"):
             store_api_key(Secret("emu-x"))
-        with pytest.raises(ConfigError, match="keyring"):
+        with pytest.raises(ConfigError, match="no usable system keyring on this machine") as raised:
             delete_api_key()
+        assert "NoKeyringError" not in str(raised.value)  # logout says what login says
     finally:
         keyring.set_keyring(old)
 
@@ -480,9 +505,43 @@ def test_status_tells_the_truth_about_connection_eta_and_failures() -> None:
     assert "ETA" not in _render(doc).splitlines()[0]
 
 
+def test_status_shows_a_coordinator_fallback_and_the_disk_cache() -> None:
+    """A newcomer's trial: with Redis down the header said 'API ok' and nothing else, the Budget
+    table cut the URL ('redis://127.0.0.1:…'), and the disk cache (--disk-cache-size) was absent."""
+    url = "redis://127.0.0.1:57163/0"
+    doc = {"api": {"breaker": "closed", "coordinator": {"kind": "redis", "url": url, "state": "fallback"}},
+           "reader": {"disk": {"cached_bytes": 126_976, "limit": 100 << 20, "hits": 3}}}
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    console.print(render_status(doc, "/mnt/1f"))
+    out = console.file.getvalue()
+    head = " ".join(out.split("\n\n")[0].split())  # the header, wrapped at 80 columns
+    assert f"API ok · coordinator {url} unreachable: conservative local budget" in head
+    assert "…" not in out
+    assert "124.0 KiB / 100.0 MiB" in out and re.search(r"disk cache hits\s+3", out)
+    doc["api"]["coordinator"]["state"] = "ok"
+    assert "unreachable" not in _render(doc).splitlines()[0]
+
+
 def test_sync_stops_at_once_when_the_account_is_full() -> None:
     doc = {"writeback": {"pending": 2, "pending_bytes": 300, "uploading": [],
                          "over_quota": {"reason": "Storage quota exceeded", "files": ["a.bin", "b.bin"]}}}
     b = wait_drained(lambda: doc, console=Console(file=io.StringIO()), sleep=lambda s: pytest.fail("slept"))
     assert not b.drained and b.blocked and "full" in b.blocked and b.blocked_files == ["a.bin", "b.bin"]
     assert "stopped: the 1fichier account is full" in _render(doc)
+
+
+def test_status_and_sync_count_pending_files_the_same_way() -> None:
+    """One definition of "pending file(s)": files to upload (in flight included); deletes, moves
+    and folders are "other changes" (status showed 305 file(s) while sync counted 243/260)."""
+    doc = {"writeback": {"pending": 305, "pending_files": 260, "pending_changes": 45, "pending_bytes": 1 << 20,
+                         "uploading": [], "uploaded_files": 0, "uploaded_bytes": 0}}
+    out = _render(doc)
+    assert "260 file(s), 1.0 MiB to upload, 45 other change(s)" in out and "305" not in out
+    buf = io.StringIO()
+    now = [0.0]
+    wait_drained(lambda: doc, console=Console(file=buf, width=160, color_system=None), sleep=lambda s: None,
+                 clock=lambda: now.__setitem__(0, now[0] + 1) or now[0], timeout=1.5)
+    assert "0/260 + 45 other change(s)" in buf.getvalue()
+    assert Backlog.of(doc).left_text() == "260 file(s) and 45 other change(s)"
+    old = Backlog.of({"writeback": {"pending": 4}})  # a document from an older mount
+    assert old.pending_files == 4 and old.pending_changes == 0 and not old.drained

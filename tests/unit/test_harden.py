@@ -161,3 +161,18 @@ def test_account_identity_is_the_account_not_the_key(tmp_path: Path) -> None:
         os.close(fd)
     assert [(j.path.name, j.pending) for j in found] == [("a", 1)]
     assert "older fichierfs" in found[0].describe()
+
+
+def test_a_second_mount_of_one_journal_names_the_mount_holding_it(tmp_path: Path) -> None:
+    """A refused second mount of the same account and folder says which mount holds the journal."""
+    from fichierfs import mount
+
+    fd = mount._lock_store(tmp_path / "store", tmp_path / "mnt-a")
+    try:
+        with pytest.raises(ConfigError) as exc:
+            mount._lock_store(tmp_path / "store", tmp_path / "mnt-b")
+        assert f"pid {os.getpid()}, mounted on {tmp_path / 'mnt-a'}" in str(exc.value)
+        assert "fichierfs umount" in str(exc.value)
+    finally:
+        mount._LOCKS.remove(fd)
+        os.close(fd)

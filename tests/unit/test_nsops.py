@@ -75,6 +75,9 @@ class Meta:
     def node_for_folder(self, fid: int) -> None:
         return None
 
+    def folders_changed(self, folder_ids: Any) -> None:
+        self.changed = [*getattr(self, "changed", []), *sorted(folder_ids)]
+
 
 class Side:
     def __init__(self, tmp: Path) -> None:

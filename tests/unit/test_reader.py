@@ -13,7 +13,7 @@ from fichierfs.api import FichierClient, endpoint_of
 from fichierfs.chunks import ChunkCache
 from fichierfs.errors import FloodLocked, LinkExpired, NotFound, ServerError
 from fichierfs.models import DownloadLink, FileUrl
-from fichierfs.reader import ReadManager
+from fichierfs.reader import BODY_RETRIES, ReadManager
 from fichierfs.scheduler import Lane
 
 KiB = 1 << 10
@@ -366,16 +366,27 @@ async def test_readahead_failure_is_quiet_and_reader_recovers(autojump_clock: tr
     async with manager(sched) as rm:
         h = rm.open(URL, size)
         await h.read(0, 128 * KiB)
-        sched.fail["download"] = [ServerError("connection reset")]  # the first read-ahead GET
+        # the first read-ahead GET and its retries (a GET that fails on the way is tried again)
+        sched.fail["download"] = [ServerError("connection reset")] * (BODY_RETRIES + 1)
         for off in range(128 * KiB, size, 128 * KiB):
             assert await h.read(off, 128 * KiB) == data[off : off + 128 * KiB]
         h.close()
         assert rm.statistics()["readahead_errors"] == 1
 
 
+async def test_server_error_on_an_interactive_read_is_retried(autojump_clock: trio.testing.MockClock) -> None:
+    """A ranged GET that fails on the way is tried again (the fault soak saw EIO from one cut body)."""
+    sched = FakeScheduler({URL: blob(MiB, 12)})
+    sched.fail["download"] = [ServerError("HTTP 502")] * BODY_RETRIES
+    async with manager(sched) as rm:
+        h = rm.open(URL, MiB)
+        assert await h.read(0, 10) == sched.files[URL][:10]
+        h.close()
+
+
 async def test_server_error_on_an_interactive_read_propagates(autojump_clock: trio.testing.MockClock) -> None:
     sched = FakeScheduler({URL: blob(MiB, 12)})
-    sched.fail["download"] = [ServerError("HTTP 502")]
+    sched.fail["download"] = [ServerError("HTTP 502")] * (BODY_RETRIES + 1)
     async with manager(sched) as rm:
         h = rm.open(URL, MiB)
         with pytest.raises(ServerError):
