@@ -431,13 +431,19 @@ class FichierClient:
         if start < 0 or end <= start:
             raise ValueError(f"bad range [{start}, {end})")
         pieces = await self.download_chunks(link, start, end, end - start)
-        return pieces[0] if pieces else b""  # one piece of the whole size, or b"" for HTTP 416
+        return (pieces[0] if pieces else None) or b""  # one piece of the whole size, or b"" for HTTP 416
 
     @endpoint("download")
-    async def download_chunks(self, link: DownloadLink, start: int, end: int, chunk_size: int) -> list[bytearray]:
+    async def download_chunks(
+        self, link: DownloadLink, start: int, end: int, chunk_size: int,
+        on_chunk: Callable[[int, bytearray], None] | None = None,
+    ) -> list[bytearray | None]:
         """Like :meth:`download_range`, but the bytes arrive cut into ``chunk_size`` pieces (the last may be
         shorter), each a buffer allocated once at its final size and filled in place: no growing buffer, no
-        second copy to cut a window into cache chunks (issue 15.5). Same errors as :meth:`download_range`."""
+        second copy to cut a window into cache chunks (issue 15.5). With ``on_chunk``, each piece ``i`` (counted
+        from ``start``) is handed to ``on_chunk(i, piece)`` as soon as it is full, before the rest arrives (the
+        read path gives it to its readers at once), and is None in the returned list (not kept here: a reader
+        may drop it before the rest arrives). Same errors as :meth:`download_range`."""
         if start < 0 or end <= start or chunk_size <= 0:
             raise ValueError(f"bad range [{start}, {end}) / chunk size {chunk_size}")
         what = f"download of {link.file_url}"
@@ -458,7 +464,7 @@ class FichierClient:
                     raise BadReply(f"{what}: HTTP {resp.status_code}")
                 skip = start if resp.status_code == 200 else 0  # server ignored Range
                 want = end - start
-                out: list[bytearray] = []
+                out: list[bytearray | None] = []
                 cur = bytearray(min(chunk_size, want))
                 view = memoryview(cur)
                 fill = got = 0
@@ -472,7 +478,11 @@ class FichierClient:
                         view[fill : fill + n] = src[:n]
                         src, fill, got = src[n:], fill + n, got + n
                         if fill == len(cur):
-                            out.append(cur)
+                            if on_chunk is not None:
+                                on_chunk(len(out), cur)
+                                out.append(None)
+                            else:
+                                out.append(cur)
                             if got < want:
                                 cur = bytearray(min(chunk_size, want - got))
                                 view, fill = memoryview(cur), 0

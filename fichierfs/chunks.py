@@ -68,6 +68,7 @@ Units: bytes for sizes and budgets, chunk indexes are ints counted from 0.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -87,12 +88,17 @@ ChunkKey = tuple[str, int]
 Chunk = bytes | bytearray
 """One chunk's bytes (a bytearray when it came from :meth:`FichierClient.download_chunks`; never mutated)."""
 
-FetchRange = Callable[[int, int], Awaitable["bytes | bytearray | Sequence[Chunk]"]]
+FetchRange = Callable[[int, int], Awaitable["bytes | bytearray | Sequence[Chunk | None]"]]
 """``fetch_range(first, stop)`` → the bytes of chunks ``[first, stop)`` of one file: concatenated, or already
-cut into one buffer per chunk (no copy is then made to cache them).
+cut into one buffer per chunk (no copy is then made to cache them; None for a chunk handed over already with
+:meth:`ChunkCache.deliver`).
 
 Only the last chunk of the file may be short; the callee is expected to check lengths.
 """
+
+
+_RUNNING: contextvars.ContextVar[Window | None] = contextvars.ContextVar("fichierfs_chunks_window", default=None)
+"""The window whose ``fetch_range`` this task is running (for :meth:`ChunkCache.deliver`)."""
 
 
 class _Flight:
@@ -173,9 +179,13 @@ class Window:
         try:
             if not self._admitted:
                 await cache._admit(self)
-            for first, stop in self.runs:
-                data = await fetch_range(first, stop)
-                cache._complete_run(self, first, stop, data)
+            token = _RUNNING.set(self)
+            try:
+                for first, stop in self.runs:
+                    data = await fetch_range(first, stop)
+                    cache._complete_run(self, first, stop, data)
+            finally:
+                _RUNNING.reset(token)
         except Exception as exc:
             self._finish(None if self.optional else exc)
             cache._fetch_errors += 1
@@ -492,6 +502,29 @@ class ChunkCache:
             if all(x is not None for x in out):
                 return [x for x in out if x is not None]
 
+    def deliver(self, index: int, piece: Chunk) -> None:
+        """Chunk ``index`` of the fetch this task is running arrived before the rest of its ranged GET:
+        complete it now (cached, its waiters woken), so a reader need not wait for the whole window.
+
+        Call it only from inside a ``fetch_range`` that :meth:`Window.run` of this cache called (the window
+        is the task's own, so a fetch of an invalidated version never fills a newer claim); anything else,
+        or a chunk already complete, is ignored. In the chunks ``fetch_range`` then returns for the run, a
+        delivered chunk may be None (so that the fetch need not keep a reference to bytes a reader has
+        already dropped)."""
+        w = _RUNNING.get()
+        if w is None or w._cache is not self or not piece:
+            return
+        fl = w._flights.get(index)
+        if fl is None or fl.event.is_set():
+            return
+        self._fetched_bytes += len(piece)
+        self._release(w, self.chunk_size)
+        if not fl.detached and self._make_room(len(piece)):
+            self._drop(fl.key)
+            self._insert(fl.key, piece)
+        fl.data = piece
+        self._end_flight(fl)
+
     # ------------------------------------------------------------------ internals
     async def _admit(self, w: Window) -> None:
         """Wait until the required window ``w`` fits in the budget, then reserve it."""
@@ -517,27 +550,31 @@ class ChunkCache:
         self._space.set()
         self._space = trio.Event()
 
-    def _complete_run(self, w: Window, first: int, stop: int, data: bytes | bytearray | Sequence[Chunk]) -> None:
+    def _complete_run(
+        self, w: Window, first: int, stop: int, data: bytes | bytearray | Sequence[Chunk | None]
+    ) -> None:
         cs = self.chunk_size
         self._fetches += 1
         if isinstance(data, (bytes, bytearray)):
-            pieces: Sequence[Chunk] | None = None
+            pieces: Sequence[Chunk | None] | None = None
             total = len(data)
             view: memoryview | None = memoryview(data)
         else:
-            pieces, total, view = data, sum(len(p) for p in data), None
-        self._fetched_bytes += total
+            pieces, total, view = data, sum(len(p) for p in data if p is not None), None
         for n in range(first, stop):
             fl = w._flights[n]
             i = n - first
+            if fl.event.is_set() and fl.data is not None:  # delivered as it arrived (deliver)
+                continue
             piece: Chunk
             if pieces is not None:
-                piece = pieces[i] if i < len(pieces) else b""
+                piece = (pieces[i] if i < len(pieces) else None) or b""
             else:
                 assert view is not None
                 piece = bytes(view[i * cs : (i + 1) * cs])
             if not piece:  # the rest of the run is failed or abandoned by Window.run
                 raise ServerError(f"ranged read of chunks [{first}, {stop}) came back short ({total} bytes)")
+            self._fetched_bytes += len(piece)
             self._release(w, cs)
             if not fl.detached and self._make_room(len(piece)):
                 self._drop((w.file_url, n))

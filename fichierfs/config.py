@@ -68,7 +68,9 @@ class Options:
         1 << 20, "kernel read-ahead of the mount (bigger FUSE reads; needs root, else the kernel's 128K)", "bytes"
     )
     disk_cache_size: int = _opt(
-        1 << 30, "bytes of downloaded data kept in the cache directory across remounts (LRU; 0 = off)", "bytes"
+        1 << 30,
+        "bytes of downloaded and just-uploaded data kept in the cache directory across remounts (LRU; 0 = off)",
+        "bytes",
     )
     dir_cache_time: float = _opt(
         600.0, "age after which a folder in use is re-listed in the background (the older listing is "

@@ -211,6 +211,7 @@ async def build_core(
                         batch_wait=options.upload_batch_wait,
                         clean_bytes=options.clean_cache,
                     )
+                    writer.on_clean = reader.adopt  # uploaded files join the on-disk read cache
                     attrshare: AttrShare | None = None
                     listshare: ListShare | None = None
                     if shared is not None:  # times and modes set on one mount are seen on the others

@@ -135,7 +135,7 @@ async def run_mount(
                              negative_timeout=options.negative_timeout)
             real_mountpoint = os.path.realpath(mountpoint)  # noqa: ASYNC240 - before the mount: never stat our own
             pyfuse3.init(ops, str(mountpoint), fuse_options(options))
-            _raise_readahead(mountpoint, options.kernel_readahead)
+            nursery.start_soon(_raise_readahead_after_init, ops.initialized, mountpoint, options.kernel_readahead)
             unmounted_by_us = False
             try:
                 nursery.start_soon(_signals, nursery.cancel_scope)
@@ -274,6 +274,16 @@ def _adopt(other: Path, store_dir: Path, say: Callable[[str], None]) -> None:
 
 
 _LOCKS: list[int] = []
+
+
+async def _raise_readahead_after_init(initialized: trio.Event, mountpoint: Path, nbytes: int) -> None:
+    """:func:`_raise_readahead` once the kernel has the answer to FUSE_INIT: the kernel sets the mount's
+    read-ahead to the smaller of its own and the INIT reply's ``max_readahead`` (its default, 128 KiB) when it
+    gets that reply, which comes only once ``pyfuse3.main`` runs; raised before, it was silently reset
+    (measured: every FUSE read was 128 KiB)."""
+    await initialized.wait()
+    await trio.sleep(0.05)  # the reply is written in the same libfuse call as init(); a margin all the same
+    _raise_readahead(mountpoint, nbytes)
 
 
 def _raise_readahead(mountpoint: Path, nbytes: int) -> None:

@@ -101,6 +101,13 @@ class Operations(pyfuse3.Operations):
         self.entry_timeout = entry_timeout
         self.attr_timeout = attr_timeout
         self.negative_timeout = negative_timeout
+        self.initialized = trio.Event()
+
+    def init(self) -> None:
+        """The kernel's FUSE_INIT is being answered (libfuse calls this just before its reply): set
+        :attr:`initialized`, so that the mount can tune the connection once the reply is in (the kernel sets
+        the mount's read-ahead from the reply, undoing an earlier change)."""
+        self.initialized.set()
 
     def _entry(self, a: Attr) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()

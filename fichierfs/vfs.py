@@ -122,6 +122,10 @@ class ReadPath(Protocol):
         on-disk read cache is keyed by URL + whirlpool)."""
         ...
 
+    def has_local(self, file_url: str, size: int, checksum: str = "") -> bool:
+        """True when every byte of this file version is in the memory or the on-disk read cache."""
+        ...
+
     def statistics(self) -> dict[str, Any]:
         """The ``reader`` section of the status document."""
         ...
@@ -265,7 +269,8 @@ class Filesystem:
 
     # ------------------------------------------------------------------ files
     def is_local(self, ino: int) -> bool:
-        """True when reading ``ino`` needs no download: staged, a clean copy, or every chunk cached."""
+        """True when reading ``ino`` needs no download: staged, a clean copy, or every chunk cached (in memory
+        or in the on-disk read cache)."""
         node = self.meta.get(ino)
         if node.is_dir:
             return True
@@ -278,9 +283,7 @@ class Filesystem:
                     return True
         if node.file is None:
             return node.size == 0
-        cache = self.reader.cache
-        n = -(-node.size // cache.chunk_size)
-        return all((node.file.url, i) in cache for i in range(n))
+        return self.reader.has_local(node.file.url, node.size, node.file.checksum)
 
     async def open(self, ino: int, flags: int, pid: int = 0) -> int:
         """Open a file. Writing (O_WRONLY/O_RDWR/O_TRUNC) stages it locally (module doc).

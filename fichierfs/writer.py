@@ -158,6 +158,8 @@ class WriteBack(SpaceAccounting, WriteStatus):
         self.nsops = NamespaceOps(self)
         self._clean: OrderedDict[str, tuple[Path, int]] = OrderedDict()  # url → (path, size)
         self._clean_seq = 0
+        # called with (url, whirlpool, path, bytes) when a just-uploaded file becomes a clean copy
+        self.on_clean: Callable[[str, str, Path, int], None] | None = None
         self._wakeup = trio.Event()
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -682,6 +684,8 @@ class WriteBack(SpaceAccounting, WriteStatus):
         try:
             os.rename(self._path(rid), clean)
             self._clean[rf.url] = (clean, rf.size)
+            if self.on_clean is not None:  # the read side copies it into the on-disk read cache (issue 15)
+                self.on_clean(rf.url, rf.checksum, clean, rf.size)
             self._trim_clean()
         except OSError:
             pass

@@ -110,6 +110,8 @@ class Workload:
     time_scale: ClassVar[float | None] = None  # its own emulator time scale (1 = real limits); None: the run's
     full: ClassVar[dict[str, Any]] = {}        # parameters at full size
     quick: ClassVar[dict[str, Any]] = {}       # parameters with --quick
+    timeout: ClassVar[float | None] = None     # seconds per phase when longer than the run's --timeout
+    bare: ClassVar[bool] = False                # emulator without added latency or bandwidth cap
 
     def build(self, b: Bench) -> None:
         """Create the inputs (deterministic)."""

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def make_sizes(args: argparse.Namespace, workloads: dict[str, Workload]) -> Size
         from fichierfs.config import parse_size
 
         params["big_size"] = parse_size(args.big_size)
-    return Sizes(runs=args.runs or (1 if args.quick else 3), timeout=args.timeout or (8.0 if args.quick else 600.0),
+    return Sizes(runs=args.runs or 1, timeout=args.timeout or (8.0 if args.quick else 100.0),
                  quick=bool(args.quick), params=params)
 
 
@@ -69,24 +70,28 @@ class Bench:
         self.scale = args.time_scale
         self.emu_args: list[str] = []
         self.own_scale = False
+        self.bare = False  # no added latency, no bandwidth cap (the loopback workload)
 
     @contextlib.contextmanager
-    def at_scale(self, scale: float | None) -> Any:
-        """Run a workload with the emulator at its own time scale (restarted on the same data, then
-        back); fichierfs then gets its own defaults at scale 1, else 1.4 × the scale."""
-        if scale is None or scale == self.scale:
+    def at_scale(self, scale: float | None, bare: bool = False) -> Any:
+        """Run a workload with the emulator at its own time scale, or ``bare`` (no added latency, no bandwidth
+        cap), restarted on the same data, then back; fichierfs then gets its own defaults at scale 1, else
+        1.4 × the scale."""
+        if (scale is None or scale == self.scale) and not bare:
             yield
             return
         saved = self.scale
-        log(f"restarting the emulator at --time-scale {scale:g} for one workload")
+        scale = self.scale if scale is None else scale
+        log(f"restarting the emulator at --time-scale {scale:g}{' without latency or bandwidth cap' if bare else ''} "
+            "for one workload")
         stop_proc(self.emu, 20)
-        self.scale, self.own_scale = scale, True
+        self.scale, self.own_scale, self.bare = scale, scale != saved, bare
         try:
             self.start_emulator(seed=False)
             yield
         finally:
             stop_proc(self.emu, 20)
-            self.scale, self.own_scale = saved, False
+            self.scale, self.own_scale, self.bare = saved, False, False
             self.start_emulator(seed=False)
 
     # -- emulator ---------------------------------------------------------------------------
@@ -94,7 +99,8 @@ class Bench:
         a = self.args
         cmd = [PY, "-m", "fichierfs.emulator", "--host", "127.0.0.1", "--port", "443",
                "--state", str(self.fx.state), "--tls-cert", str(self.fx.cert_pem), "--tls-key", str(self.fx.key_pem),
-               "--time-scale", str(self.scale), "--latency", str(a.latency), "--bandwidth", str(a.bandwidth),
+               "--time-scale", str(self.scale),
+               *(["--latency", str(a.latency), "--bandwidth", str(a.bandwidth)] if not self.bare else []),
                *self.emu_args]
         if seed:
             cmd += ["--seed", str(self.seed)]
@@ -203,14 +209,15 @@ class Bench:
 
     # -- one timed step -----------------------------------------------------------------------
     def timed(self, cmd: list[str], stdout_path: Path | None = None, cwd: Path | None = None,
-              mnt: Path | None = None) -> tuple[str, float, dict[str, Any]]:
-        """Run one workload command in its own process group under the time-out."""
+              mnt: Path | None = None, timeout: float | None = None) -> tuple[str, float, dict[str, Any]]:
+        """Run one workload command in its own process group under the time-out (the run's, unless given)."""
+        timeout = timeout or self.sz.timeout
         t0 = time.monotonic()
         out_f: Any = open(stdout_path, "wb") if stdout_path else subprocess.PIPE  # noqa: SIM115
         proc = subprocess.Popen(cmd, stdout=out_f, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                 cwd=cwd or ROOT, start_new_session=True)
         try:
-            out, err = proc.communicate(timeout=self.sz.timeout)
+            out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             wall = time.monotonic() - t0
             kill_group(proc)
@@ -221,7 +228,7 @@ class Bench:
                 log(f"workload stuck in the file system after SIGKILL; FUSE connection aborted: {aborted}")
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.communicate(timeout=60)
-            return "timed out", wall, {"timeout_s": self.sz.timeout}
+            return "timed out", wall, {"timeout_s": timeout}
         finally:
             if stdout_path:
                 out_f.close()
@@ -280,13 +287,15 @@ class Bench:
                 spy.wait(30)
             stop_proc(spy)
 
-    def run_phases(self, w: Workload, kind: str, run: int, phases: list[Phase] | None = None) -> bool:
+    def run_phases(self, w: Workload, kind: str, run: int, phases: list[Phase] | None = None,
+                   extra_args: list[str] | None = None, tag_suffix: str = "",
+                   phases_for: Callable[[Path], list[Phase]] | None = None) -> bool:
         """Fresh mount → the workload's phases → stop. Returns False when the run did not complete."""
         self.seq += 1
-        tag = f"{self.pass_[:3]}-{kind}-{w.name}-{run}"
+        tag = f"{self.pass_[:3]}-{kind}-{w.name}-{run}{tag_suffix}"
         self.fresh_emulator()
         try:
-            proc, mnt, cache, meta = self.start_mount(kind, tag)
+            proc, mnt, cache, meta = self.start_mount(kind, tag, extra_args=extra_args)
         except RuntimeError as exc:
             self.record(kind, w.name, next(iter(w.labels)), run, "failed", None, {"error": str(exc)[-600:]}, None)
             return False
@@ -294,10 +303,11 @@ class Bench:
         spy = self.profiler(kind, proc.pid, tag)
         try:
             self.emu_post("/_emulator/reset")  # count only the workload, not the mount's start-up
-            for i, ph in enumerate(phases or w.phases(self, mnt, meta, tag)):
+            todo = phases or (phases_for(mnt) if phases_for is not None else w.phases(self, mnt, meta, tag))
+            for i, ph in enumerate(todo):
                 if i:
                     self.emu_post("/_emulator/reset")
-                status, wall, extra = self.timed(ph.cmd, ph.stdout, ph.cwd, mnt)
+                status, wall, extra = self.timed(ph.cmd, ph.stdout, ph.cwd, mnt, w.timeout)
                 status = w.check(self, ph.name, status, ph.stdout, extra)
                 extra["mount_s"] = meta["mount_s"]
                 r = self.record(kind, w.name, ph.name, run, status, wall, extra, proc.pid)
@@ -351,6 +361,7 @@ class Bench:
             self.pass_, self.scale = "reference", ref
             self.start_emulator(seed=False)
             self.one_pass(a.reference_runs, [w.strip() for w in a.reference_workloads.split(",") if w.strip()])
+            self.pass_, self.scale = "main", a.time_scale  # the report's set-up describes the main pass
         self.info["total_s"] = time.monotonic() - t_start
         self.info["versions"] = self.versions()
 
@@ -360,7 +371,7 @@ class Bench:
             if only is not None and w.name not in only:
                 continue
             given_up: set[str] = set()
-            with self.at_scale(w.time_scale):
+            with self.at_scale(w.time_scale, w.bare):
                 for run in range(1, runs + 1):
                     w.before_run(self, run)
                     for kind in mounts:

@@ -6,6 +6,7 @@ import errno
 import os
 
 import pytest
+import trio
 import whirlpool
 
 from fichierfs.errors import FichierError
@@ -226,6 +227,29 @@ async def test_read_after_unlink_of_a_staged_file(rig: Rig, emu, autojump_clock)
         await sync(fs)
     assert emu.list_files(0) == []
     assert not any(p.stat().st_size == 0 for p in (rig.cache).rglob("staging/*")), "no empty orphan staging file"
+
+
+async def test_uploaded_files_read_back_after_remount_with_no_download(rig: Rig, emu, autojump_clock) -> None:
+    """Issue 15: the clean copies of just-uploaded files join the on-disk read cache (url + whirlpool), so
+    after sync + remount reading them back costs 0 download-link calls and 0 bytes from 1fichier."""
+    files = {f"f{i}.bin": os.urandom(n) for i, n in enumerate([0, 1, 4096, 300_000, MiB + 17, 3 * MiB])}
+    async with rig.mount() as fs:
+        for name, data in files.items():
+            await write_file(fs, ROOT_INODE, name, data)
+        await sync(fs)
+        await trio.sleep(1)  # the copies run in the read side's background tasks
+        stats = fs.reader.statistics()
+        assert stats["adopted_files"] == len(files) - 1  # an empty file stays local (1fichier refuses it)
+        assert stats["adopted_bytes"] == sum(map(len, files.values()))
+    async with rig.mount() as fs:
+        emu.reset_stats()
+        for name, data in files.items():
+            node = await fs.lookup(ROOT_INODE, name)
+            assert fs.is_local(node.ino)  # the thumbnail policy sees it as local
+            assert await read_all(fs, node.ino) == data
+        s = emu.stats()
+        assert s["calls"]["download/get_token"] == 0 and s["bytes_down"] == 0
+        assert fs.reader.statistics()["downloads"] == 0
 
 
 async def test_meta_answers_attr_alone_through_write_and_upload(rig: Rig, emu, autojump_clock) -> None:

@@ -403,3 +403,39 @@ def test_random_traffic_never_exceeds_budget_plus_one_window(sc: dict[str, Any])
         assert c.reserved_bytes == 0 and c.statistics()["inflight_chunks"] == 0
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def test_delivered_chunks_reach_readers_before_the_window_ends(autojump_clock: trio.testing.MockClock) -> None:
+    """A fetch that hands each chunk over as it arrives (deliver) lets a reader of chunk 0 go on while the
+    rest of the ranged GET is still coming (issue 15.5); the run still returns every chunk, each inserted once."""
+    cache = ChunkCache(64 * CS, CS)
+    url = "u"
+    got_at: dict[int, float] = {}
+
+    async def fetch(first: int, stop: int) -> list[bytes]:
+        out = []
+        for n in range(first, stop):
+            await trio.sleep(1.0)  # one chunk per second on the wire
+            piece = content(url, n)
+            cache.deliver(n, piece)
+            out.append(piece)
+        return out
+
+    async def reader(n: int) -> None:
+        (c,) = await cache.get_range(url, n, n + 1, fetch)
+        assert c == content(url, n)
+        got_at[n] = trio.current_time()
+
+    w = cache.claim(url, 0, 4, optional=True)
+    assert w is not None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(w.run, fetch)
+        await trio.sleep(0.1)
+        nursery.start_soon(reader, 0)
+        nursery.start_soon(reader, 2)
+    assert got_at[0] == pytest.approx(1.0) and got_at[2] == pytest.approx(3.0)  # not 4.0: the window's end
+    assert [cache.get_nowait((url, n)) for n in range(4)] == [content(url, n) for n in range(4)]
+    assert cache.statistics()["fetched_bytes"] == 4 * CS
+    cache.check_invariants()
+    cache.deliver(0, b"x" * CS)  # outside a running fetch: ignored
+    assert cache.get_nowait((url, 0)) == content(url, 0)

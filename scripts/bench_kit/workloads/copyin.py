@@ -49,7 +49,7 @@ class CopyIn(Workload):
     name = "copyin"
     order = 50
     labels = {"cold": "copy-in small files + big file, until uploaded"}
-    full = {"copy_small": 1000, "copy_big": 256 * MiB}
+    full = {"copy_small": 1000, "copy_big": 64 * MiB}
     quick = {"copy_small": 30, "copy_big": 4 * MiB}
 
     def build(self, b: Bench) -> None:

@@ -27,6 +27,7 @@ class GitClone(Workload):
     labels = {"cold": "`git clone` (~250 files, pack kept) at the REAL limits, until `fichierfs sync` returns"}
     mounts = ("fichierfs",)
     time_scale = 1.0
+    timeout = 480.0  # at the real limits: the loose clone's ~380 metered calls alone take ~2 min (3 calls/s)
     loose = False
     full = {"git_files": 250}
     quick = {"git_files": 30}

@@ -22,7 +22,7 @@ class Heads(Workload):
     order = 20
     labels = {"cold": "head storm (64 KiB of each file), cold", "warm": "head storm, again (warm)"}
     reference = True
-    full = {"heads_files": 200, "heads_size": (1 * MiB, 3 * MiB)}
+    full = {"heads_files": 50, "heads_size": (1 * MiB, 3 * MiB)}
     quick = {"heads_files": 12, "heads_size": (256 * KiB, 512 * KiB)}
 
     def build(self, b: Bench) -> None:

@@ -8,7 +8,7 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench_kit.common import GiB, MiB, Phase, Sizes, Workload, ensure_big, human_bytes
+from bench_kit.common import MiB, Phase, Sizes, Workload, ensure_big, human_bytes
 
 if TYPE_CHECKING:
     from bench_kit.runner import Bench
@@ -19,7 +19,7 @@ class SeqRead(Workload):
     order = 30
     labels = {"cold": "sequential read of the big file"}
     reference = True
-    full = {"big_size": 1 * GiB}
+    full = {"big_size": 256 * MiB}
     quick = {"big_size": 24 * MiB}
 
     def build(self, b: Bench) -> None:
@@ -29,6 +29,10 @@ class SeqRead(Workload):
         return f"big file = {human_bytes(info.get('big_size'))} (random bytes, CRC checked on read)"
 
     def before_run(self, b: Bench, run: int) -> None:
+        self.wire_get(b, self.name, run)
+
+    @staticmethod
+    def wire_get(b: Bench, workload: str, run: int) -> None:
         """The wire limit: one token, one ranged GET of the whole file with curl."""
         b.fresh_emulator()
         size = b.info["big_size"]
@@ -43,7 +47,7 @@ class SeqRead(Workload):
             status, wall, extra = "failed", time.monotonic() - t0, {"error": repr(exc)}
         if status == "ok":
             extra["mib_s"] = size / MiB / wall
-        b.record("wire", self.name, "cold", run, status, wall, extra, None)
+        b.record("wire", workload, "cold", run, status, wall, extra, None)
 
     def phases(self, b: Bench, mnt: Path, meta: dict[str, Any], tag: str) -> list[Phase]:
         return [Phase("cold", self.worker_cmd(str(mnt / "big" / "big.bin"), str(b.info["big_size"]),
