@@ -46,7 +46,8 @@ from tests.mount.conftest import ROOT
 def test_short_fault_soak(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "soak.py"), "--seconds", "30", "--seed", "1",
-                          "--json", str(out), "--kill-every", "8", "--restart-every", "20", "--drain-timeout", "60"],
+                          "--json", str(out), "--kill-every", "8", "--restart-every", "20", "--drain-timeout", "60",
+                          "--at-least", "2", "1", "21"],
                          capture_output=True, text=True, timeout=400, cwd=ROOT, check=False)
     assert out.exists(), res.stderr[-3000:]
     fig = json.loads(out.read_text())

@@ -126,7 +126,7 @@ async def test_runs_become_one_call_each_in_journal_order(side: Side) -> None:
     s.add_op(Mv("p1", 7, "p1", from_folder=5, old_name="p1"))  # plain moves to one folder: one file/mv
     s.add_op(Mv("p2", 7, "p2", from_folder=6, old_name="p2"))
     s.add_op(Mv("r1", 8, "new", from_folder=5, old_name="old"))  # move + rename: alone
-    s.add_op(Rm(("d",)))
+    s.add_op(Rm(("r1",)))  # a delete never goes past an op on the same file
     ns = NamespaceOps(side)
     await _drain(ns)
     calls = side.scheduler.client.calls
@@ -135,9 +135,27 @@ async def test_runs_become_one_call_each_in_journal_order(side: Side) -> None:
         ("file_rename", ([("m1", "x1"), ("m2", "x2")],), {}),
         ("file_mv", (["p1", "p2"], 7), {"rename": None}),
         ("file_mv", (["r1"], 8), {"rename": "new"}),
-        ("file_rm", (["d"],), {}),
+        ("file_rm", (["r1"],), {}),
     ]
-    assert ns.op_calls == 5 and s.ops() == [] and side.deleted_urls == ["a", "b", "c", "d"]
+    assert ns.op_calls == 5 and s.ops() == [] and side.deleted_urls == ["a", "b", "c", "r1"]
+
+
+async def test_rm_r_gathers_the_deletes_interleaved_with_folder_removals(side: Side) -> None:
+    """`rm -r` journals a folder's deletes, its rmdir, the next folder's deletes…: one file/rm takes
+    every delete that no op in between touches (found by the 30-minute soak: the queue fell behind)."""
+    s = side.store
+    for d in range(10, 40):
+        for i in range(3):
+            s.add_op(Rm((f"u{d}.{i}",)))
+        s.add_op(Rmdir(d))
+    s.add_op(Mv("m", 7, "m", from_folder=6, old_name="m"))
+    s.add_op(Rm(("m",)))  # after a move of the same file: not gathered past it
+    ns = NamespaceOps(side)
+    await _drain(ns)
+    names = _names(side)
+    assert names == ["file_rm", *["folder_rm"] * 30, "file_mv", "file_rm"], names
+    assert side.scheduler.client.calls[0][1][0] == [f"u{d}.{i}" for d in range(10, 40) for i in range(3)]
+    assert s.ops() == []
 
 
 async def test_a_waiting_op_blocks_later_ops_on_the_same_objects_only(side: Side) -> None:
