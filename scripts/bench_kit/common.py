@@ -112,6 +112,7 @@ class Workload:
     quick: ClassVar[dict[str, Any]] = {}       # parameters with --quick
     timeout: ClassVar[float | None] = None     # seconds per phase when longer than the run's --timeout
     bare: ClassVar[bool] = False                # emulator without added latency or bandwidth cap
+    table: ClassVar[str] = "main"              # main: fichierfs vs rclone; meta: "Metadata at account scale"
 
     def build(self, b: Bench) -> None:
         """Create the inputs (deterministic)."""
@@ -144,6 +145,10 @@ class Workload:
     def ratio(self, f: dict[str, Any], r: dict[str, Any]) -> str | None:
         """The fichierfs / rclone cell when the time ratio is not the right comparison."""
         return None
+
+    def meta_cells(self, phase: str, d: dict[str, Any]) -> tuple[str, str]:
+        """For ``table = "meta"`` workloads: (figures, goal and verdict) of one phase (d: summarize() of it)."""
+        return "", ""
 
     def worker_cmd(self, *args: str) -> list[str]:
         return [PY, str(BENCH_PY), "--worker", self.name, *args]
