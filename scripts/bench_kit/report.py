@@ -263,6 +263,8 @@ def section(runs: list[Run], findings: list[str], name: str) -> list[str]:
     summ = summarize(runs)
     keys = [k for k in PHASE_LABEL if any((k[0], k[1], m) in summ for m in (*MOUNTS, "wire"))]
     lines: list[str] = []
+    if not keys:  # e.g. only the metadata workloads were run
+        return lines
     add = lines.append
     tag = "" if name == "main" else f" [{name} pass]"
     add("| workload | fichierfs | rclone | fichierfs / rclone | flood locks (f / r) | API calls f / r | "

@@ -60,6 +60,8 @@ def test_bench_quick_produces_report(tmp_path: Path) -> None:
             assert cell and cell != "–", f"empty mount cell in {row}"
             assert re.search(r"\d+\.\d+ s|timed out|failed|n/a", cell), row
     assert "wire limit" in text
+    meta = text.split("Metadata at account scale", 1)[1].split("\n## ", 1)[0]  # issue 13's workloads
+    assert meta.count(": met |") == 4, meta  # the remount, the big folder twice, 100,000 files
     # nothing left behind: no mount of ours, no work directory
     with open("/proc/self/mounts") as f:
         assert not [line for line in f if "fichierfs-bench-" in line]

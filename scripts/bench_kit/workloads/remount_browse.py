@@ -38,7 +38,7 @@ class RemountBrowse(MetaPart):
     def meta_cells(self, phase: str, d: dict[str, Any]) -> tuple[str, str]:
         if phase == "cold":
             real = d.get("tree_cold_listings", 0) * 3.5 / 60
-            return (f"{d.get('tree_cold_ls_s', 0):.1f} s, {d.get('tree_cold_listings', 0):g} listings "
+            return (f"{d.get('tree_cold_ls_s', 0):.1f} s, {d.get('tree_cold_listings', 0):,.0f} listings "
                     f"(≈ {real:.0f} min at the real limits)", "one listing per folder (the price of no flood lock)")
         listings, secs = d.get("tree_remount_listings"), d.get("tree_remount_ls_s")
         if listings is None or secs is None:
