@@ -53,7 +53,7 @@ from fichierfs.listshare import ListShare
 from fichierfs.meta import ROOT_INODE, KernelNotifier, MetaCache
 from fichierfs.metastore import MetaStore, Snapshot
 from fichierfs.models import FileUrl
-from fichierfs.reader import ReadManager
+from fichierfs.reader import ReadManager, budget_shares
 from fichierfs.scheduler import Budgets, Lane, Scheduler
 from fichierfs.store import Store
 from fichierfs.storm import ProcessPolicy
@@ -153,7 +153,8 @@ async def build_core(
         client = FichierClient(http, api_key, base_url=options.api_url)
         scheduler = Scheduler(client, budgets if budgets is not None else budgets_from(options))
         meta = MetaCache(scheduler, 0, dir_ttl=options.dir_cache_time, notifier=notifier)
-        cache = ChunkCache(options.memory_budget, options.chunk_size)
+        cache_bytes, pages_bytes, queue_bytes = budget_shares(options.memory_budget, options.chunk_size)
+        cache = ChunkCache(cache_bytes, options.chunk_size)
         store: Store | None = None
         writer: WriteBack | None = None
         metastore: MetaStore | None = None
@@ -179,6 +180,8 @@ async def build_core(
                         readahead_max=options.readahead_max,
                         token_ttl=options.token_ttl,
                         disk=DiskCache(store_dir / "read-cache", options.disk_cache_size, options.chunk_size),
+                        pages_budget=pages_bytes,
+                        disk_queue_max=queue_bytes,
                     )
                     await nursery.start(reader.run)
                     if history is not None:

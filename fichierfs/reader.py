@@ -159,6 +159,17 @@ beyond it a chunk is written on the event loop: the queued bytes stay referenced
 the memory they add to the budget."""
 
 
+def budget_shares(memory_budget: int, chunk_size: int) -> tuple[int, int, int]:
+    """Split the mount's one memory budget (``--memory-budget``) between what holds downloaded bytes: the chunk
+    cache (¾), the random-read page cache (⅛) and the disk cache's write queue (⅛; its chunks stay referenced
+    until written, even once the chunk cache dropped them). Their sum never exceeds the budget, so the data a
+    mount holds is at most the budget however the reads mix (issue 15.4; before, the page cache and the queue
+    came on top of it). Returns ``(chunk cache, pages, disk queue)`` in bytes."""
+    pages = max(16 * RANDOM_UNIT_MAX, min(memory_budget // 8, 32 * MiB))
+    queue = min(DISK_QUEUE_MAX, memory_budget // 8)
+    return max(chunk_size, memory_budget - pages - queue), pages, queue
+
+
 SchedulerLike = ApiCaller
 """What the reader needs of :class:`fichierfs.scheduler.Scheduler` (kept name; see ApiCaller)."""
 
@@ -211,6 +222,8 @@ class ReadManager:
         seq_forward: int = SEQ_FORWARD,
         seq_backward: int = SEQ_BACKWARD,
         disk: DiskCache | None = None,
+        pages_budget: int | None = None,
+        disk_queue_max: int | None = None,
     ) -> None:
         cs = cache.chunk_size if chunk_size is None else chunk_size
         if cs != cache.chunk_size:
@@ -255,12 +268,13 @@ class ReadManager:
         self._disk_wake = trio.Event()
         self._disk_idle = trio.Event()
         self._disk_idle.set()
-        self.disk_queue_max = min(DISK_QUEUE_MAX, cache.budget // 8)
+        self.disk_queue_max = min(DISK_QUEUE_MAX, cache.budget // 8) if disk_queue_max is None else disk_queue_max
         self._adopted_bytes = 0
         self._random_fetched = 0
-        # random handles fetch pages, not chunks: their own small cache, 1/8 of the budget (≤ 32 MiB)
-        small_budget = max(16 * RANDOM_UNIT_MAX, min(cache.budget // 8, 32 * MiB))
-        self.pages = ChunkCache(small_budget, PAGE)
+        # random handles fetch pages, not chunks: their own small cache (see budget_shares)
+        if pages_budget is None:
+            pages_budget = max(16 * RANDOM_UNIT_MAX, min(cache.budget // 8, 32 * MiB))
+        self.pages = ChunkCache(pages_budget, PAGE)
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> ReadManager:
