@@ -17,9 +17,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import trio
-
 from fichierfs.budget import SharedBudget
+from fichierfs.sharefeed import SharedFeed
 from fichierfs.store import LocalAttrs, Store
 
 __all__ = ["AttrShare"]
@@ -33,18 +32,16 @@ def _shareable(key: str) -> bool:
     return key.startswith(("http://", "https://")) or (key.startswith("d:") and key[2:].isdigit())
 
 
-class AttrShare:
+class AttrShare(SharedFeed[tuple[str, dict[str, int | None]]]):
     """Publishes this store's attribute changes and applies the other mounts'; ``nursery.start(share.run)``."""
 
     def __init__(self, store: Store, shared: SharedBudget, *, period: float = 1.0,
                  on_applied: Callable[[str], None] = lambda key: None) -> None:
+        super().__init__("attributes", period=period, queue=10000)
         self._store = store
         self._on_applied = on_applied  # the mount drops the kernel's cached attributes of that key
         self._shared = shared
-        self._period = period
-        self._send, self._recv = trio.open_memory_channel[tuple[str, dict[str, int | None]]](10000)
         self._applying = False
-        self.published = 0
         self.applied = 0
         store.on_attrs = self._changed
 
@@ -52,28 +49,14 @@ class AttrShare:
         if self._applying or not _shareable(key):
             return
         values = {f: getattr(attrs, f) for f in SHARED_FIELDS}
-        if all(v is None for v in values.values()):
-            return
-        try:
-            self._send.send_nowait((key, values))
-        except trio.WouldBlock:
-            log.debug("attribute share queue full: %s stays local", key)
+        if any(v is not None for v in values.values()):
+            self._offer((key, values))
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        cursor = await self._pull("")  # what the other mounts set while this one was away
-        task_status.started()
-        async with trio.open_nursery() as n:
-            n.start_soon(self._publisher)
-            while True:
-                await trio.sleep(self._period)
-                cursor = await self._pull(cursor)
+    async def _start(self) -> str:
+        return await self._pull("")  # what the other mounts set while this one was away
 
     async def _pull(self, cursor: str) -> str:
-        try:
-            cursor, changes = await self._shared.attrs_since(cursor)
-        except Exception:  # noqa: BLE001 - sharing is best effort; the journal keeps our own
-            log.debug("shared attributes not read", exc_info=True)
-            return cursor
+        cursor, changes = await self._shared.attrs_since(cursor)
         if changes:
             self._applying = True
             try:
@@ -88,21 +71,10 @@ class AttrShare:
             self.applied += len(changes)
         return cursor
 
-    async def _publisher(self) -> None:
-        while True:
-            key, values = await self._recv.receive()
-            batch: dict[str, dict[str, int | None]] = {key: values}
-            while True:
-                try:
-                    k, v = self._recv.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                batch[k] = v
-            try:
-                await self._shared.publish_attrs(batch)
-                self.published += len(batch)
-            except Exception:  # noqa: BLE001
-                log.debug("attributes not published", exc_info=True)
+    async def _publish(self, batch: list[tuple[str, dict[str, int | None]]]) -> int:
+        latest = dict(batch)  # the last values of each key
+        await self._shared.publish_attrs(latest)
+        return len(latest)
 
     def statistics(self) -> dict[str, Any]:
         return {"published": self.published, "applied": self.applied}

@@ -27,66 +27,48 @@ import logging
 from collections import deque
 from typing import Any
 
-import trio
-
 from fichierfs.budget import SharedBudget
 from fichierfs.meta import MetaCache
 from fichierfs.models import FileUrl
+from fichierfs.sharefeed import SharedFeed
 
 __all__ = ["ListShare"]
 
 log = logging.getLogger(__name__)
 
 
-class ListShare:
+class ListShare(SharedFeed[dict[str, Any]]):
     """Publishes ``meta``'s changes in ``scope``'s feed and applies the other mounts'; ``nursery.start(share.run)``."""
 
     def __init__(self, meta: MetaCache, shared: SharedBudget, scope: str, *, period: float = 0.5,
                  replay: float = 65.0) -> None:
+        super().__init__("folder changes", period=period, queue=100000, gather=0.05)
         self._meta = meta
         self._shared = shared
         self._feed = f"listing:{scope}"
-        self._period = period
         self._replay = replay
         self._recent: deque[tuple[float, dict[str, Any]]] = deque(maxlen=20000)
-        self._send, self._recv = trio.open_memory_channel[dict[str, Any]](100000)
-        self.published = 0
         self.received = 0
         self.replayed = 0
-        meta.on_change = self._changed
+        meta.on_change = self._offer
         meta.on_merged = self._merged
 
-    def _changed(self, change: dict[str, Any]) -> None:
-        try:
-            self._send.send_nowait(change)
-        except trio.WouldBlock:
-            log.debug("folder change queue full: the other mounts see it at their next listing")
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        cursor = ""
-        try:
-            cursor, _ = await self._shared.feed_since(self._feed, "")  # from now: older changes are in listings
-        except Exception:  # noqa: BLE001 - sharing is best effort
-            log.debug("folder change feed not read", exc_info=True)
-        task_status.started()
-        async with trio.open_nursery() as n:
-            n.start_soon(self._publisher)
-            while True:
-                await trio.sleep(self._period)
-                cursor = await self._pull(cursor)
+    async def _start(self) -> str:
+        cursor, _ = await self._shared.feed_since(self._feed, "")  # from now: older changes are in listings
+        return cursor
 
     async def _pull(self, cursor: str) -> str:
-        try:
-            new, changes = await self._shared.feed_since(self._feed, cursor or "0")
-        except Exception:  # noqa: BLE001
-            log.debug("folder change feed not read", exc_info=True)
-            return cursor
+        new, changes = await self._shared.feed_since(self._feed, cursor or "0")
         now = self._meta.clock()
         for change in changes:
             self._recent.append((now, change))
             if self._apply(change):
                 self.received += 1
         return new
+
+    async def _publish(self, batch: list[dict[str, Any]]) -> int:
+        await self._shared.publish_feed(self._feed, batch)
+        return len(batch)
 
     def _apply(self, change: dict[str, Any]) -> bool:
         try:
@@ -114,21 +96,6 @@ class ListShare:
         node = self._meta.node_for_folder(key) if isinstance(key, int) else \
             self._meta.node_for_url(FileUrl(str(key))) if key is not None else None
         return node is not None and node.parent == ino
-
-    async def _publisher(self) -> None:
-        while True:
-            batch = [await self._recv.receive()]
-            await trio.sleep(0.05)  # a burst (rsync, tar -x) goes out in one write
-            while True:
-                try:
-                    batch.append(self._recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            try:
-                await self._shared.publish_feed(self._feed, batch)
-                self.published += len(batch)
-            except Exception:  # noqa: BLE001
-                log.debug("folder changes not published", exc_info=True)
 
     def statistics(self) -> dict[str, Any]:
         return {"published": self.published, "applied": self.received, "replayed": self.replayed}

@@ -19,7 +19,7 @@ RANK = {
     # MetaCache's parts, each the base of the next (inodes → … → metafresh → meta)
     "inodes": 3.1, "metamerge": 3.2, "metashare": 3.3, "metalocal": 3.4, "metabig": 3.5, "metafresh": 3.6,
     "meta": 4, "account": 4, "chunks": 4, "diskcache": 4, "reader": 5, "journal": 4, "writer": 5, "store": 4,
-    "attrshare": 5, "listshare": 5,
+    "sharefeed": 0, "attrshare": 5, "listshare": 5,
     "backoff": 0, "crashpoint": 0, "oprecords": 0, "uploader": 4.5, "nsops": 4.5, "replay": 4.5,
     # WriteBack's parts (its bases) and the staged file's state
     "staged": 4.4, "writespace": 4.6, "writestatus": 4.6,
