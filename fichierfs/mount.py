@@ -66,36 +66,6 @@ __all__ = ["run_mount", "fuse_options"]
 log = logging.getLogger(__name__)
 
 
-MMAP_THRESHOLD = 128 << 10
-"""Bytes: buffers this large or larger get their own mapping from glibc, given back to the system when freed."""
-
-
-def tune_malloc() -> bool:
-    """Keep the daemon's resident memory near what it holds (issue 15.4), with two glibc settings:
-
-    * a fixed ``M_MMAP_THRESHOLD`` of 128 KiB. glibc raises the threshold each time it frees a mapped
-      buffer, up to 32 MiB; after the first chunks are freed, the 256 KiB chunks and 1 MiB FUSE replies
-      come from the heap, which keeps its high-water mark. Measured with 100 files read at once under a
-      64 MiB budget: peak RSS 128 → 120 MiB;
-    * ``M_ARENA_MAX`` 2: the daemon has few threads (the disk cache's writer, trio's workers); an arena per
-      thread per core only spreads the heap.
-
-    Returns False where there is no glibc (nothing changes then)."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = getattr(libc, "mallopt", None)
-    except OSError:
-        return False
-    if mallopt is None:
-        return False
-    m_mmap_threshold, m_arena_max = -3, -8  # <malloc.h>
-    return bool(mallopt(m_mmap_threshold, MMAP_THRESHOLD)) and bool(mallopt(m_arena_max, 2))
-
-
 def fuse_options(options: Options) -> set[str]:
     """The libfuse mount options for ``options`` (fsname, subtype, ro, allow_other)."""
     opts = set(pyfuse3.default_options)
@@ -129,7 +99,6 @@ async def run_mount(
         FichierError subclasses (AuthError for a bad key, NoEntry for a missing remote
         folder) before the kernel mount; nothing after it except bugs.
     """
-    tune_malloc()
     root = options.cache_root()
     restrict_umask()
     private_dir(root)

@@ -42,7 +42,7 @@ class SharedFeed(Generic[T]):
         try:
             self._send.send_nowait(change)
         except trio.WouldBlock:
-            log.debug("%s queue full: one change not shared (the other mounts see folders at their next listing)", self._what)
+            log.debug("%s queue full: one change not shared (the others see it at their next listing)", self._what)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:

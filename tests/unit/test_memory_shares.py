@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from fichierfs.mount import tune_malloc
 from fichierfs.reader import budget_shares
 
 MiB = 1 << 20
@@ -21,7 +20,3 @@ def test_default_budget_split() -> None:
     assert budget_shares(256 * MiB, 256 * 1024) == (192 * MiB, 32 * MiB, 32 * MiB)
     assert budget_shares(64 * MiB, 256 * 1024) == (48 * MiB, 8 * MiB, 8 * MiB)
 
-
-def test_malloc_is_tuned_on_glibc() -> None:
-    """The daemon fixes glibc's mmap threshold (freed chunks go back to the system): True on Linux/glibc."""
-    assert tune_malloc() is True
