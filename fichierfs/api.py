@@ -415,7 +415,7 @@ class FichierClient:
         return DownloadLink(url=str(link), file_url=FileUrl(url), single=single)
 
     @endpoint("download")
-    async def download_range(self, link: DownloadLink, start: int, end: int) -> bytes | bytearray:
+    async def download_range(self, link: DownloadLink, start: int, end: int) -> bytes:
         """GET bytes ``[start, end)`` of a file through its direct link (§5: Range → 206).
 
         Args:
@@ -436,10 +436,10 @@ class FichierClient:
     @endpoint("download")
     async def download_chunks(
         self, link: DownloadLink, start: int, end: int, chunk_size: int,
-        on_chunk: Callable[[int, bytearray], None] | None = None,
-    ) -> list[bytearray | None]:
+        on_chunk: Callable[[int, bytes], None] | None = None,
+    ) -> list[bytes | None]:
         """Like :meth:`download_range`, but the bytes arrive cut into ``chunk_size`` pieces (the last may be
-        shorter), each a buffer allocated once at its final size and filled in place: no growing buffer, no
+        shorter), each joined once from the pieces received: no growing buffer, no zero-filled buffer, no
         second copy to cut a window into cache chunks (issue 15.5). With ``on_chunk``, each piece ``i`` (counted
         from ``start``) is handed to ``on_chunk(i, piece)`` as soon as it is full, before the rest arrives (the
         read path gives it to its readers at once), and is None in the returned list (not kept here: a reader
@@ -464,9 +464,9 @@ class FichierClient:
                     raise BadReply(f"{what}: HTTP {resp.status_code}")
                 skip = start if resp.status_code == 200 else 0  # server ignored Range
                 want = end - start
-                out: list[bytearray | None] = []
-                cur = bytearray(min(chunk_size, want))
-                view = memoryview(cur)
+                out: list[bytes | None] = []
+                parts: list[bytes | memoryview] = []  # the pieces of the chunk being received
+                size = min(chunk_size, want)
                 fill = got = 0
                 async for piece in resp.aiter_bytes():
                     if skip:
@@ -474,24 +474,22 @@ class FichierClient:
                         piece, skip = piece[cut:], skip - cut
                     src = memoryview(piece)
                     while src and got < want:
-                        n = min(len(src), len(cur) - fill)
-                        view[fill : fill + n] = src[:n]
+                        n = min(len(src), size - fill)
+                        parts.append(src[:n])
                         src, fill, got = src[n:], fill + n, got + n
-                        if fill == len(cur):
+                        if fill == size:
+                            chunk = b"".join(parts)  # the one copy; no zero-filled buffer first
+                            parts = []
                             if on_chunk is not None:
-                                on_chunk(len(out), cur)
+                                on_chunk(len(out), chunk)
                                 out.append(None)
                             else:
-                                out.append(cur)
-                            if got < want:
-                                cur = bytearray(min(chunk_size, want - got))
-                                view, fill = memoryview(cur), 0
+                                out.append(chunk)
+                            size, fill = min(chunk_size, want - got), 0
                     if got >= want:
                         break
-                if fill and fill < len(cur):  # a short body: keep what arrived, the caller checks lengths
-                    view.release()
-                    del cur[fill:]
-                    out.append(cur)
+                if parts:  # a short body: keep what arrived, the caller checks lengths
+                    out.append(b"".join(parts))
                 return out
         except httpx.TimeoutException as exc:
             raise ServerError(f"{what}: time-out ({type(exc).__name__})") from None

@@ -522,7 +522,7 @@ class ReadManager:
     async def _download(
         self, st: _FileState, start: int, end: int, lane: Lane, unit: int, *, first: int | None = None,
         disk_key: str | None = None,
-    ) -> list[bytearray | None]:
+    ) -> list[bytes | None]:
         """Bytes ``[start, end)`` of the file in one ranged GET, cut into chunks as they arrive (``start`` is
         chunk-aligned); one link renewal on HTML. A body cut short, a 5xx or a reset is tried again
         (``BODY_RETRIES`` times, ``BODY_RETRY_WAIT`` × n seconds apart): found by the fault soak, a truncated
@@ -534,11 +534,11 @@ class ReadManager:
         chunks it has passed before the GET ends)."""
         client = self._scheduler.client
         cache, disk = self.cache, self.disk
-        on_chunk: Callable[[int, bytearray], None] | None = None
+        on_chunk: Callable[[int, bytes], None] | None = None
         handed: dict[int, int] = {}  # piece index -> bytes handed over by on_chunk (any attempt)
         if first is not None:
 
-            def on_chunk(k: int, piece: bytearray) -> None:
+            def on_chunk(k: int, piece: bytes) -> None:
                 handed[k] = len(piece)
                 cache.deliver(first + k, piece)
                 if disk is not None and disk_key is not None:

@@ -23,7 +23,7 @@ async def scheduler_call_returns_the_method_type(s: Scheduler, link: DownloadLin
     assert_type(await s.call(c.user_info, lane=Lane.BACKGROUND), AccountInfo)
     assert_type(await s.call(c.file_info, "https://1fichier.com/?x", retries=0), RemoteFile)
     assert_type(await s.call(c.folder_mkdir, 0, "new"), FolderId)
-    assert_type(await s.call(c.download_range, link, 0, 10), bytes | bytearray)
+    assert_type(await s.call(c.download_range, link, 0, 10), bytes)
     await s.call(c.folder_ls, "1")  # type: ignore[arg-type]
     await s.call(c.file_mv, ["u"])  # type: ignore[arg-type]
     await s.call("folder/ls", 1)  # type: ignore[arg-type]
