@@ -436,12 +436,12 @@ class FichierClient:
     @endpoint("download")
     async def download_chunks(
         self, link: DownloadLink, start: int, end: int, chunk_size: int,
-        on_chunk: Callable[[int, bytes], None] | None = None,
+        on_chunk: Callable[[int, bytes], Awaitable[None]] | None = None,
     ) -> list[bytes | None]:
         """Like :meth:`download_range`, but the bytes arrive cut into ``chunk_size`` pieces (the last may be
         shorter), each joined once from the pieces received: no growing buffer, no zero-filled buffer, no
         second copy to cut a window into cache chunks (issue 15.5). With ``on_chunk``, each piece ``i`` (counted
-        from ``start``) is handed to ``on_chunk(i, piece)`` as soon as it is full, before the rest arrives (the
+        from ``start``) is handed to ``await on_chunk(i, piece)`` as soon as it is full, before the rest arrives (the
         read path gives it to its readers at once), and is None in the returned list (not kept here: a reader
         may drop it before the rest arrives). Same errors as :meth:`download_range`."""
         if start < 0 or end <= start or chunk_size <= 0:
@@ -481,7 +481,7 @@ class FichierClient:
                             chunk = b"".join(parts)  # the one copy; no zero-filled buffer first
                             parts = []
                             if on_chunk is not None:
-                                on_chunk(len(out), chunk)
+                                await on_chunk(len(out), chunk)
                                 out.append(None)
                             else:
                                 out.append(chunk)

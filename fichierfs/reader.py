@@ -108,7 +108,7 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -153,9 +153,11 @@ RANDOM_UNIT_MAX = 64 * 1024
 """Bytes: the largest unit a random read is rounded to (the unit follows the handle's request size)."""
 RANDOM_BACK_TO_SEQ = 2
 """Chunks of strictly contiguous reads that turn a random handle sequential again."""
+DISK_BATCH = 8
+"""Chunks the disk cache's writer thread writes per trip (a reader waiting for room waits for one trip)."""
 DISK_QUEUE_MAX = 32 * MiB
 """Bytes of downloaded chunks waiting for the disk cache's writer thread (at most 1/8 of the memory budget);
-beyond it a chunk is written on the event loop: the queued bytes stay referenced until written, so this bounds
+beyond it the download waits for the writer: the queued bytes stay referenced until written, so this bounds
 the memory they add to the budget."""
 
 
@@ -264,7 +266,8 @@ class ReadManager:
         self._adopted_files = 0
         self._disk_queue: list[tuple[str, int, Chunk]] = []
         self._disk_queued = 0
-        self._disk_sync = 0
+        self._disk_waits = 0
+        self._disk_drained = trio.Event()
         self._disk_wake = trio.Event()
         self._disk_idle = trio.Event()
         self._disk_idle.set()
@@ -396,15 +399,18 @@ class ReadManager:
         finally:
             os.close(fd)
 
-    def _to_disk(self, disk: DiskCache, key: str, index: int, data: Chunk) -> None:
+    async def _to_disk(self, disk: DiskCache, key: str, index: int, data: Chunk) -> None:
         """Hand a downloaded chunk to the disk cache's writer thread; nothing when it is stored or queued
-        already."""
-        if self._nursery is None or self._disk_queued + len(data) > self.disk_queue_max:
-            # no writer thread, or it is behind: write now, on the event loop (a disk slower than the network
-            # slows the reads down rather than growing memory or leaving holes in the cache)
-            if disk.put(key, index, data) and self._nursery is not None:
-                self._disk_sync += 1
+        already. When the writer is behind, wait for it (the GET pauses): a disk slower than the network slows
+        the reads down rather than growing memory or leaving holes in the cache. The loop never writes beside
+        the thread: two writers renaming into one folder cost the kernel 3× the CPU (measured on ext4, a
+        256 MiB read on bare loopback: daemon system time 1.26 → 0.41 s, 230 → 390 MiB/s)."""
+        if self._nursery is None:  # no writer thread (a ReadManager used without ``run``)
+            disk.put(key, index, data)
             return
+        while self._disk_queued and self._disk_queued + len(data) > self.disk_queue_max:
+            self._disk_waits += 1
+            await self._disk_drained.wait()
         if disk.reserve(key, index, len(data)):
             self._disk_queue.append((key, index, data))
             self._disk_queued += len(data)
@@ -425,7 +431,7 @@ class ReadManager:
             await self._disk_wake.wait()
             self._disk_wake = trio.Event()
             while self._disk_queue:
-                batch, self._disk_queue = self._disk_queue, []
+                batch, self._disk_queue = self._disk_queue[:DISK_BATCH], self._disk_queue[DISK_BATCH:]
                 done = [False] * len(batch)
 
                 def work(batch: list[tuple[str, int, Chunk]] = batch, done: list[bool] = done) -> None:
@@ -438,6 +444,8 @@ class ReadManager:
                     for n, (key, index, data) in enumerate(batch):
                         disk.commit(key, index, done[n])
                         self._disk_queued -= len(data)
+                    self._disk_drained.set()
+                    self._disk_drained = trio.Event()
             self._disk_idle.set()
 
     def forget(self, file_url: str) -> None:
@@ -512,7 +520,7 @@ class ReadManager:
                 if disk is not None and key is not None:
                     for n, piece in enumerate(got):  # those on_chunk did not hand over (none when it ran)
                         if piece is not None:
-                            self._to_disk(disk, key, i + n, piece)
+                            await self._to_disk(disk, key, i + n, piece)
                 out.extend(got)
                 i = j
             return out
@@ -534,15 +542,15 @@ class ReadManager:
         chunks it has passed before the GET ends)."""
         client = self._scheduler.client
         cache, disk = self.cache, self.disk
-        on_chunk: Callable[[int, bytes], None] | None = None
+        on_chunk: Callable[[int, bytes], Awaitable[None]] | None = None
         handed: dict[int, int] = {}  # piece index -> bytes handed over by on_chunk (any attempt)
         if first is not None:
 
-            def on_chunk(k: int, piece: bytes) -> None:
+            async def on_chunk(k: int, piece: bytes) -> None:
                 handed[k] = len(piece)
                 cache.deliver(first + k, piece)
                 if disk is not None and disk_key is not None:
-                    self._to_disk(disk, disk_key, first + k, piece)
+                    await self._to_disk(disk, disk_key, first + k, piece)
 
         renewed = False
         failures = 0
@@ -650,7 +658,7 @@ class ReadManager:
             "disk_read_bytes": self._disk_bytes,
             "adopted_files": self._adopted_files,
             "adopted_bytes": self._adopted_bytes,
-            "disk_sync_writes": self._disk_sync,
+            "disk_queue_waits": self._disk_waits,
             "disk": self.disk.statistics() if self.disk is not None else None,
             "cache": self.cache.statistics(),
             "pages": self.pages.statistics(),
