@@ -12,7 +12,7 @@ import whirlpool
 
 from fichierfs import crashpoint
 from fichierfs.meta import ROOT_INODE
-from tests.core.write_rig import Rig, names, read_all, sync, write_file
+from tests.core.write_rig import Crash, Rig, killed, names, read_all, sync, write_file
 
 UPLOAD_SIDE = ("upload/get_upload_server", "upload.cgi", "end.pl")
 
@@ -21,9 +21,6 @@ UPLOAD_SIDE = ("upload/get_upload_server", "upload.cgi", "end.pl")
 def autojump_clock(write_clock):  # noqa: ANN001 - see tests/core/conftest.py
     return write_clock
 
-
-class Crash(BaseException):
-    pass
 
 
 def _wp(data: bytes) -> str:
@@ -186,7 +183,7 @@ async def test_kill_during_a_batch_then_remount(rig: Rig, emu, autojump_clock, m
             raise Crash(name)
 
     monkeypatch.setattr(crashpoint, "hit", crash_at)
-    with pytest.raises(BaseException):
+    with killed():
         async with rig.mount() as fs:
             for n, b in new.items():
                 await write_file(fs, ROOT_INODE, n, b)

@@ -8,8 +8,8 @@ the next ``mount()`` over the same cache dir is a remount after ``kill -9``.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
@@ -23,6 +23,29 @@ from fichierfs.scheduler import Budgets
 from fichierfs.vfs import Filesystem
 
 MiB = 1 << 20
+
+
+class Crash(BaseException):
+    """A "kill -9" of a rig mount: raised by a test or a crash point to end the mount without draining."""
+
+
+@contextmanager
+def killed() -> Iterator[None]:
+    """Expect the block (a rig mount) to end with :class:`Crash`, alone or in trio's exception group. Anything
+    else it raises, a failed assertion before the kill included, propagates (``pytest.raises(BaseException)``
+    swallowed those), and a block that ends without the kill fails."""
+    try:
+        yield
+    except Crash:
+        return
+    except BaseExceptionGroup as group:
+        crash, rest = group.split(Crash)
+        if rest is not None:
+            raise rest from None
+        if crash is None:
+            raise
+        return
+    raise AssertionError("the mount was expected to end with a kill (Crash)")
 
 
 class Rig:
