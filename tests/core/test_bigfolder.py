@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -18,6 +20,20 @@ CAP = 50
 @pytest.fixture
 def emu_config() -> EmulatorConfig:
     return EmulatorConfig(max_listing=CAP)
+
+
+@asynccontextmanager
+async def _stalling_meta(client) -> AsyncIterator[MetaCache]:  # noqa: ANN001
+    """A capped MetaCache over its own scheduler whose stall limit is 5 s (EAGAIN comes quickly)."""
+    s = Scheduler(client, Budgets(stall_limit=5.0))
+    async with trio.open_nursery() as n:
+        await n.start(s.run)
+        meta = MetaCache(s, 0)
+        meta.listing_cap = CAP
+        meta.attach_nursery(n)
+        yield meta
+        s.stop()
+        n.cancel_scope.cancel()
 
 
 def _fill(emu, folder: int, n: int, start: float = 1_600_000_000.0, step: float = 7.0) -> None:
@@ -108,12 +124,7 @@ async def test_lookup_waits_then_eagain_only_when_the_name_cannot_be_asked(emu, 
     for i in range(CAP):
         emu.make_folder(d, f"sub{i:03}")
     _fill(emu, d, 8 * CAP)
-    s = Scheduler(client, Budgets(stall_limit=5.0))
-    async with trio.open_nursery() as n:
-        await n.start(s.run)
-        meta = MetaCache(s, 0)
-        meta.listing_cap = CAP
-        meta.attach_nursery(n)
+    async with _stalling_meta(client) as meta:
         huge = await meta.lookup(ROOT_INODE, "huge")
         await meta.ensure_listed(huge.ino)
         emu.reset_stats()
@@ -125,8 +136,6 @@ async def test_lookup_waits_then_eagain_only_when_the_name_cannot_be_asked(emu, 
             await trio.sleep(5)
         kids = list(meta.children(huge.ino))
         assert (sum(c.is_dir for c in kids), sum(not c.is_dir for c in kids)) == (CAP, 8 * CAP)
-        s.stop()
-        n.cancel_scope.cancel()
 
 
 async def test_relist_of_complete_big_folder_keeps_serving_old_listing(emu, sched, autojump_clock) -> None:
@@ -217,12 +226,7 @@ async def test_a_duplicate_name_not_seen_yet_waits_never_enoent(emu, client, aut
     older = emu.put_file(d, "same.jpg", b"old", date=1_700_000_000.0)
     emu.put_file(d, "same.jpg", b"newer", date=1_700_000_100.0)
     dup = f"same (dup {older.rsplit('?', 1)[-1]}).jpg"
-    s = Scheduler(client, Budgets(stall_limit=5.0))
-    async with trio.open_nursery() as n:
-        await n.start(s.run)
-        meta = MetaCache(s, 0)
-        meta.listing_cap = CAP
-        meta.attach_nursery(n)
+    async with _stalling_meta(client) as meta:
         big = await meta.lookup(ROOT_INODE, "big")
         await meta.ensure_listed(big.ino)
         emu.reset_stats()
@@ -233,8 +237,6 @@ async def test_a_duplicate_name_not_seen_yet_waits_never_enoent(emu, client, aut
             await trio.sleep(5)
         assert (await meta.lookup(big.ino, dup)).size == 3
         assert (await meta.lookup(big.ino, "same.jpg")).size == 5
-        s.stop()
-        n.cancel_scope.cancel()
 
 
 async def test_lookups_by_name_never_starve_the_folders_windows(emu, sched, autojump_clock) -> None:
