@@ -68,8 +68,14 @@ class SharedChanges(ListingMerge):
             if self._is_hidden(self._hidden_urls, key, now):
                 return False
             known = self.node_for_url(FileUrl(key))
-        if known is not None and (known.pinned_until > now or known.local_key is not None):
+        if known is not None and known.local_key is not None:
+            return False  # new content of ours is on its way: it replaces whatever the others did
+        if known is not None and known.pinned_until > now and change["op"] != "del":
             return False
+        # a "del" wins over our pin: it names this very url or folder, which the other mount could only
+        # delete after it saw it, so it is never older than our own change (breaker: B rewrote a file A had
+        # just uploaded; A ignored "del", kept its own deleted copy under the plain name for the 300 s pin
+        # and showed B's as "(dup …)"; an append on A then made a second file of that name on 1fichier)
         if change["op"] == "del":
             if known is None or known.parent != folder.ino or folder.children.get(known.name) != known.ino:
                 return False

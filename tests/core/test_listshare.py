@@ -4,6 +4,7 @@ reach files the second never listed (fichierfs.attrshare). Asserted from the emu
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import trio
@@ -71,5 +72,45 @@ async def test_a_change_on_one_mount_updates_the_other_without_listing(emu, tmp_
         assert b.meta.statistics()["shared_changes_applied"] >= 5
         assert emu.stats()["flood_locks"] == 0
         assert listings(emu) == before
+    await ha.aclose()
+    await hb.aclose()
+
+
+async def test_a_file_one_mount_uploaded_and_the_other_rewrote_shows_the_new_copy_on_both(
+        emu, tmp_path: Path, write_clock) -> None:
+    """Breaker (issue 14): A uploads r.txt, B rewrites it (a new url; the old one deleted). A must show B's copy
+    under the plain name at once, not keep its own deleted copy for the 300 s pin with B's as "(dup …)"; an
+    append on A then builds on B's content and leaves ONE r.txt on 1fichier."""
+    ns = namespace("http://emulator/v1")
+    options = Options(write_back_delay=0.5, dir_cache_time=600.0)
+    ha = HostBudget(tmp_path / "host.sqlite3", ns, trio.current_time)
+    hb = HostBudget(tmp_path / "host.sqlite3", ns, trio.current_time)
+    async with build_core(options, emu.transport(), API_KEY, store_dir=tmp_path / "a", shared=ha,
+                          account="acct") as a, \
+            build_core(options, emu.transport(), API_KEY, store_dir=tmp_path / "b", shared=hb,
+                       account="acct") as b:
+        assert await names(b.fs) == []
+        await write_file(a.fs, ROOT_INODE, "r.txt", b"v1")
+        await sync(a.fs)
+        with trio.fail_after(30):
+            while await names(b.fs) != ["r.txt"]:
+                await trio.sleep(0.2)
+        assert await read_all(b.fs, (await b.fs.lookup(ROOT_INODE, "r.txt")).ino) == b"v1"
+        await write_file(b.fs, ROOT_INODE, "r.txt", b"v2-from-B")
+        await sync(b.fs)
+        with trio.fail_after(30):
+            while True:
+                shown = await names(a.fs)
+                ino = (await a.fs.lookup(ROOT_INODE, "r.txt")).ino
+                if shown == ["r.txt"] and await read_all(a.fs, ino) == b"v2-from-B":
+                    break
+                await trio.sleep(0.2)
+        fh = await a.fs.open(ino, os.O_WRONLY | os.O_APPEND)
+        a.fs.write(fh, len(b"v2-from-B"), b"+A")
+        await a.fs.flush(fh)
+        a.fs.release(fh)
+        await sync(a.fs)
+        assert [(f["filename"], f["size"]) for f in emu.list_files(0)] == [("r.txt", len(b"v2-from-B+A"))]
+        assert emu.stats()["flood_locks"] == 0
     await ha.aclose()
     await hb.aclose()
