@@ -52,6 +52,12 @@ class SharedChanges(ListingMerge):
                 and int(parent.folder_id) >= 0 and not self._loading:
             self.on_change({"op": "del", "f": int(parent.folder_id), "k": str(url)})
 
+    def url_removed(self, node: Node, url: str) -> None:
+        """``node``'s old copy ``url`` is being removed and nothing replaces it remotely (the file was emptied:
+        empty files stay local, §8.8): the other mounts drop the entry instead of showing the old size and
+        failing to read it (breaker: `truncate -s 0` on A, B listed 5,000 bytes and `cat` gave ENOENT)."""
+        self._tell_gone(node.parent, url)
+
     def apply_shared(self, change: dict[str, Any]) -> bool:
         """Apply a change another mount of the account told (see :meth:`_tell`) to a folder we
         have listed; our own pending or recent changes win (as in :meth:`merge`). True if applied."""

@@ -438,6 +438,10 @@ class Uploader:
                     if row is not None:
                         if row.replaces:
                             store.add_op(Rm(tuple(row.replaces)))
+                            st = wb.by_row.get(row.id)
+                            node = wb.meta.node(st.ino) if st is not None else None
+                            for url in row.replaces if node is not None else ():
+                                wb.meta.url_removed(node, url)
                         store.update_file(row.id, state="empty", replaces=[], size=0, attempts=0, error=None)
                 batch.members.remove(m)
                 if m.fh is not None:

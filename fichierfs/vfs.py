@@ -623,13 +623,19 @@ class Filesystem:
             if node.is_dir:
                 raise FsError(errno.EISDIR)
             st = writer.staged(ino)
+            changed = False
             if st is None and size != node.size:
+                # taken over empty when truncated to 0: nothing left to truncate, but the change must still be
+                # flushed (`truncate -s 0` of a remote file with no handle open stayed pending for ever)
                 st = await self._take_over(node, keep=size > 0)
+                changed = True
             if st is not None and size != st.size:
                 try:
                     writer.truncate(st, size)
                 except OSError as exc:
                     raise FsError(exc.errno or errno.EIO, str(exc)) from None
+                changed = True
+            if st is not None and changed:
                 self.meta.set_size(node, size)
                 if mtime is None and mtime_ns is None:
                     self._touch(node)

@@ -114,3 +114,31 @@ async def test_a_file_one_mount_uploaded_and_the_other_rewrote_shows_the_new_cop
         assert emu.stats()["flood_locks"] == 0
     await ha.aclose()
     await hb.aclose()
+
+
+async def test_a_file_emptied_on_one_mount_leaves_the_other(emu, tmp_path: Path, write_clock) -> None:
+    """Breaker (issue 14): `truncate -s 0` on A deletes the remote copy (empty files stay local, §8.8); B must drop
+    the entry, not keep listing the old size and fail to read it (ENOENT)."""
+    emu.put_file(0, "t.txt", b"t" * 5000)
+    ns = namespace("http://emulator/v1")
+    options = Options(write_back_delay=0.5, dir_cache_time=600.0)
+    ha = HostBudget(tmp_path / "host.sqlite3", ns, trio.current_time)
+    hb = HostBudget(tmp_path / "host.sqlite3", ns, trio.current_time)
+    async with build_core(options, emu.transport(), API_KEY, store_dir=tmp_path / "a", shared=ha,
+                          account="acct") as a, \
+            build_core(options, emu.transport(), API_KEY, store_dir=tmp_path / "b", shared=hb,
+                       account="acct") as b:
+        assert await names(b.fs) == ["t.txt"]
+        before = listings(emu)
+        ino = (await a.fs.lookup(ROOT_INODE, "t.txt")).ino
+        await a.fs.setattr(ino, size=0)  # `truncate -s 0 t.txt`: no open handle
+        with trio.fail_after(600):  # it hung: the emptied row was never picked up
+            await sync(a.fs)
+        assert emu.list_files(0) == []
+        assert await names(a.fs) == ["t.txt"]  # still here, empty, on the mount that emptied it
+        with trio.fail_after(30):
+            while await names(b.fs) != []:
+                await trio.sleep(0.2)
+        assert listings(emu) == before
+    await ha.aclose()
+    await hb.aclose()
