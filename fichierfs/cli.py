@@ -438,7 +438,11 @@ def _check_empty(mountpoint: Path, options: Options) -> None:
     Raises:
         ConfigError: not empty, with the way out.
     """
-    if options.nonempty or _fstype(mountpoint) == "autofs":  # x-systemd.automount: listing it would wait on us
+    fstype = _fstype(mountpoint)
+    if fstype is not None and fstype.endswith("fichierfs"):  # checked first: "-o nonempty" would stack mounts
+        raise ConfigError(f"{mountpoint} is a fichierfs mount already (see: fichierfs status {mountpoint}); "
+                          f"unmount it first: fichierfs umount {mountpoint}")
+    if options.nonempty or fstype == "autofs":  # x-systemd.automount: listing it would wait on us
         return
     try:
         entries = sorted(p.name for p in mountpoint.iterdir())
@@ -530,6 +534,9 @@ def _mount_failure(exc: FichierError, options: Options) -> str:
                 "(Paramètres → API)")
     if isinstance(exc, NoEntry) and options.remote_folder.strip("/"):
         return f"the remote folder {options.remote_folder} does not exist on this account ({exc})"
+    if "HTTP 404" in str(exc) and "user/info" in str(exc):  # an address without the API's path
+        return (f"{options.api_url} answered 404 to user/info: check --api-url (1fichier's is "
+                "https://api.1fichier.com/v1; the emulator prints its own, ending in /v1)")
     if "connection failed" in str(exc):  # name the address tried: a wrong --api-url or port is the usual cause
         return f"{options.api_url} could not be reached ({exc}): check --api-url and the network"
     return str(exc)

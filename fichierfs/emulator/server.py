@@ -171,7 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     emu = Emulator(state, cfg)
     if args.seed is not None:
-        emu.seed(args.seed)
+        if next(iter(emu.account.iter_all_files()), None) is not None:
+            # seeding again would add every file a second time (1fichier allows duplicate names): a newcomer
+            # who ran the README's emulator command twice saw every file twice, as "name (dup …)"
+            print(f"note: --seed ignored: the state {state} holds an account already (a new --state starts over)",
+                  file=sys.stderr)
+        else:
+            emu.seed(args.seed)
 
     hc = Config()
     host = args.host

@@ -545,3 +545,14 @@ def test_status_and_sync_count_pending_files_the_same_way() -> None:
     assert Backlog.of(doc).left_text() == "260 file(s) and 45 other change(s)"
     old = Backlog.of({"writeback": {"pending": 4}})  # a document from an older mount
     assert old.pending_files == 4 and old.pending_changes == 0 and not old.drained
+
+
+def test_an_api_url_without_its_path_is_named() -> None:
+    """Newcomer: ``--api-url http://127.0.0.1:PORT`` (no /v1) failed with "user/info: user/info: not found (HTTP 404)"."""
+    from fichierfs.cli import _mount_failure
+    from fichierfs.config import Options
+    from fichierfs.errors import NotFound
+
+    text = _mount_failure(NotFound("user/info: not found (HTTP 404)", http_status=404, endpoint="user/info"),
+                          Options(api_url="http://127.0.0.1:8080"))
+    assert "check --api-url" in text and "/v1" in text

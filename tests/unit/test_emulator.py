@@ -716,3 +716,19 @@ def test_server_subprocess(tmp_path: Path) -> None:
             proc.stdout.close()  # type: ignore[union-attr]
             proc.stderr.close()  # type: ignore[union-attr]
     assert rc == 0
+
+
+def test_seeding_an_existing_state_again_adds_nothing(tmp_path: Path) -> None:
+    """A newcomer ran the README's emulator command (``--state S --seed D``) twice and saw every file twice
+    (1fichier allows duplicate names): a state that holds an account already is not seeded again."""
+    from tests.harness.mounts import run_emulator
+
+    src = tmp_path / "seed"
+    (src / "docs").mkdir(parents=True)
+    for i in range(3):
+        (src / "docs" / f"f{i}.txt").write_bytes(b"x" * (i + 1))
+    for _ in range(2):
+        with run_emulator(tmp_path / "state", src):
+            pass
+    emu = Emulator(tmp_path / "state", EmulatorConfig())
+    assert sorted(f.filename for f in emu.account.iter_all_files()) == ["f0.txt", "f1.txt", "f2.txt"]
