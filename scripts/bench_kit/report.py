@@ -380,7 +380,7 @@ def section(runs: list[Run], findings: list[str], name: str) -> list[str]:
         r = summ.get((key[0], key[1], "rclone"))
         if not f:
             continue
-        if f["median"] is None and not f["status"].startswith("n/a"):
+        if f["median"] is None and f["status"] != "ok" and not f["status"].startswith("n/a"):  # ok: no time kept
             findings.append(f"fichierfs did not complete “{PHASE_LABEL[key]}”: {f['status']}{tag}.")
         if f["flood_locks"]:
             findings.append(f"fichierfs earned {f['flood_locks']} flood lock(s) in “{PHASE_LABEL[key]}”{tag}.")
