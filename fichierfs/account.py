@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from fichierfs.api import Secret
 from fichierfs.errors import FichierError
 from fichierfs.models import AccountInfo
@@ -120,6 +122,18 @@ def known_accounts(root: Path) -> set[str]:
     return {v for v in _load_registry(root).values() if isinstance(v, str)}
 
 
+SLOW_IDENTIFY = 5.0
+"""Seconds without an answer to user/info after which the mount says what it waits for."""
+
+
+async def _still_waiting(say: Callable[[str], None]) -> None:
+    """The newcomer's case: after a refused key the next mount sat 65 s in silence (the host's per-IP minute
+    for user/info, which only the shared budget knows)."""
+    await trio.sleep(SLOW_IDENTIFY)
+    say("still waiting to identify the account: 1fichier allows one user/info per minute per address and one per "
+        "5 min per account (§2.1, §4); a key refused a moment ago has used this address's minute")
+
+
 async def identify(scheduler: Scheduler, api_url: str, key: Secret, root: Path,
                    say: Callable[[str], None] | None = None) -> Identity:
     """The account behind ``key``: from the registry, else one ``user/info`` (then remembered).
@@ -139,7 +153,16 @@ async def identify(scheduler: Scheduler, api_url: str, key: Secret, root: Path,
             "user/info per 5 min (§4), and one was made recently")
     else:
         log.info("identifying the account behind this API key (one user/info, §2.1)")
-    info = await scheduler.call(scheduler.client.user_info, lane=Lane.PREFETCH)
+    try:
+        async with trio.open_nursery() as nursery:
+            if wait <= 1 and say is not None:  # a wait the scheduler cannot foresee (the shared per-IP minute)
+                nursery.start_soon(_still_waiting, say)
+            info = await scheduler.call(scheduler.client.user_info, lane=Lane.PREFETCH)
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # the call's own error (AuthError…), not a group of one
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     if not info.email:
         raise FichierError("user/info gave no account e-mail: cannot tell which account this key opens")
     ident = account_id(api_url, info.email)

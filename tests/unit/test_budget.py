@@ -324,3 +324,36 @@ async def test_two_keys_of_one_account_are_one_account(tmp_path: Path, autojump_
     assert namespace(api, accounts[0]) == namespace(api, accounts[1])  # what mount.py gives RedisBudget
     assert namespace("http://127.0.0.1:9/v1", accounts[0]) != namespace(api, accounts[0])
     assert emu.stats()["flood_locks"] == 0
+
+
+async def test_a_wait_only_the_host_budget_knows_is_announced(tmp_path: Path,
+                                                             autojump_clock: trio.testing.MockClock) -> None:
+    """Newcomer: after a refused key, the next mount's user/info waits the host's per-IP minute, which the
+    scheduler cannot foresee: it sat 65 s in silence. Now it says what it waits for, then identifies."""
+    import httpx
+
+    from fichierfs.account import identify
+    from fichierfs.api import FichierClient, Secret
+    from fichierfs.emulator import Emulator
+
+    emu = Emulator(tmp_path / "emu", clock=trio.current_time)
+    api = "https://api.1fichier.com/v1"
+    (tmp_path / "root").mkdir()
+    host = HostBudget(tmp_path / "b.sqlite3", namespace(api), trio.current_time)
+    await host.acquire(UI_NEW, R)
+    await host.release(UI_NEW, reached=True, refused=True)  # a refused key a moment ago (AuthError)
+    said: list[str] = []
+    async with httpx.AsyncClient(transport=emu.transport()) as http:
+        key = Secret("emu-the-right-key")
+        s = Scheduler(FichierClient(http, key, base_url=api), Budgets())
+        s.shared = host
+        async with trio.open_nursery() as n:
+            await n.start(s.run)
+            t0 = trio.current_time()
+            ident = await identify(s, api, key, tmp_path / "root", said.append)
+            waited = trio.current_time() - t0
+            n.cancel_scope.cancel()
+    await host.aclose()
+    assert ident.account
+    assert waited >= R.user_info_ip_interval - 1
+    assert len(said) == 1 and "still waiting to identify the account" in said[0], said
