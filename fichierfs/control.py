@@ -519,7 +519,7 @@ def wait_drained(
                 files_in = sum(int(x.get("files") or 0) for x in b.batches)
                 bytes_in = sum(int(x.get("bytes") or 0) for x in b.batches)
                 desc += f" (in flight: {len(b.batches)} batch(es), {files_in} file(s), {human_bytes(bytes_in)})"
-            bar.update(task, completed=done_bytes, total=max(total_bytes, done_bytes, 1), description=desc)
+            bar.update(task, completed=done_bytes, total=max(total_bytes, done_bytes), description=desc)
             for e in b.errors:
                 k = (_item(e), person_error(str(e.get("error"))))
                 if k not in shown_errors:
@@ -528,7 +528,7 @@ def wait_drained(
             if b.blocked:
                 return b
             if b.drained:
-                bar.update(task, completed=max(done_bytes, 1), total=max(done_bytes, 1))
+                bar.update(task, completed=done_bytes, total=done_bytes)  # "0/0 bytes" after deletes only
                 return b
             if timeout is not None and clock() - start >= timeout:
                 return b
