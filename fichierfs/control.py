@@ -444,7 +444,8 @@ def render_status(doc: dict[str, Any], mountpoint: Path | str | None = None, *, 
         ("folders listed", str(meta.get("folders_listed", "-"))), ("entries", str(meta.get("inodes", "-"))),
         ("download links", str(reader.get("token_calls", "-"))),
         ("downloaded", human_bytes(reader.get("downloaded_bytes"))),
-        ("memory cache", f"{human_bytes(cache.get('cached_bytes'))} / {human_bytes(cache.get('budget'))}"),
+        ("memory cache", f"{human_bytes(cache.get('cached_bytes'))} / {human_bytes(cache.get('budget'))} "
+                         "(¾ of --memory-budget; random reads and the disk cache's queue have the rest)"),
         ("open files", str(reader.get("open_handles", "-"))),
         *disk_rows,
     ]))
