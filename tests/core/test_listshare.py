@@ -5,13 +5,16 @@ reach files the second never listed (fichierfs.attrshare). Asserted from the emu
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from fichierfs.budget import HostBudget, namespace
 from fichierfs.config import Options
-from fichierfs.core import build_core
+from fichierfs.core import Core, build_core
 from fichierfs.meta import ROOT_INODE
 from tests.conftest import API_KEY
 from tests.core.conftest import listings
@@ -20,18 +23,29 @@ from tests.core.write_rig import names, read_all, sync, write_file
 MTIME_NS = 981173106789000000  # touch -d '2001-02-03 04:05:06.789'
 
 
-async def test_a_change_on_one_mount_updates_the_other_without_listing(emu, tmp_path: Path, write_clock) -> None:
-    emu.put_file(0, "keep.txt", b"keep")
-    emu.put_file(0, "old.txt", b"old")
-    emu.put_file(0, "gone.txt", b"gone")
+@asynccontextmanager
+async def _two_mounts(emu: Any, tmp_path: Path) -> AsyncIterator[tuple[Core, Core]]:
+    """Mounts A and B of one account over one host budget file (two cache dirs)."""
     ns = namespace("http://emulator/v1")
     options = Options(write_back_delay=0.5, dir_cache_time=600.0)
     ha = HostBudget(tmp_path / "host.sqlite3", ns, trio.current_time)
     hb = HostBudget(tmp_path / "host.sqlite3", ns, trio.current_time)
-    async with build_core(options, emu.transport(), API_KEY, store_dir=tmp_path / "a", shared=ha,
-                          account="acct") as a, \
-            build_core(options, emu.transport(), API_KEY, store_dir=tmp_path / "b", shared=hb,
-                       account="acct") as b:
+    try:
+        async with build_core(options, emu.transport(), API_KEY, store_dir=tmp_path / "a", shared=ha,
+                              account="acct") as a, \
+                build_core(options, emu.transport(), API_KEY, store_dir=tmp_path / "b", shared=hb,
+                           account="acct") as b:
+            yield a, b
+    finally:
+        await ha.aclose()
+        await hb.aclose()
+
+
+async def test_a_change_on_one_mount_updates_the_other_without_listing(emu, tmp_path: Path, write_clock) -> None:
+    emu.put_file(0, "keep.txt", b"keep")
+    emu.put_file(0, "old.txt", b"old")
+    emu.put_file(0, "gone.txt", b"gone")
+    async with _two_mounts(emu, tmp_path) as (a, b):
         assert sorted(await names(b.fs)) == ["gone.txt", "keep.txt", "old.txt"]
         assert listings(emu) == 1  # B took A's listing of the root (shared)
         stale = await b.scheduler.call(b.client.folder_ls, 0, files=True, coalesce=False)  # before A's changes
@@ -72,8 +86,6 @@ async def test_a_change_on_one_mount_updates_the_other_without_listing(emu, tmp_
         assert b.meta.statistics()["shared_changes_applied"] >= 5
         assert emu.stats()["flood_locks"] == 0
         assert listings(emu) == before
-    await ha.aclose()
-    await hb.aclose()
 
 
 async def test_a_file_one_mount_uploaded_and_the_other_rewrote_shows_the_new_copy_on_both(
@@ -81,14 +93,7 @@ async def test_a_file_one_mount_uploaded_and_the_other_rewrote_shows_the_new_cop
     """Breaker (issue 14): A uploads r.txt, B rewrites it (a new url; the old one deleted). A must show B's copy
     under the plain name at once, not keep its own deleted copy for the 300 s pin with B's as "(dup …)"; an
     append on A then builds on B's content and leaves ONE r.txt on 1fichier."""
-    ns = namespace("http://emulator/v1")
-    options = Options(write_back_delay=0.5, dir_cache_time=600.0)
-    ha = HostBudget(tmp_path / "host.sqlite3", ns, trio.current_time)
-    hb = HostBudget(tmp_path / "host.sqlite3", ns, trio.current_time)
-    async with build_core(options, emu.transport(), API_KEY, store_dir=tmp_path / "a", shared=ha,
-                          account="acct") as a, \
-            build_core(options, emu.transport(), API_KEY, store_dir=tmp_path / "b", shared=hb,
-                       account="acct") as b:
+    async with _two_mounts(emu, tmp_path) as (a, b):
         assert await names(b.fs) == []
         await write_file(a.fs, ROOT_INODE, "r.txt", b"v1")
         await sync(a.fs)
@@ -112,22 +117,13 @@ async def test_a_file_one_mount_uploaded_and_the_other_rewrote_shows_the_new_cop
         await sync(a.fs)
         assert [(f["filename"], f["size"]) for f in emu.list_files(0)] == [("r.txt", len(b"v2-from-B+A"))]
         assert emu.stats()["flood_locks"] == 0
-    await ha.aclose()
-    await hb.aclose()
 
 
 async def test_a_file_emptied_on_one_mount_leaves_the_other(emu, tmp_path: Path, write_clock) -> None:
     """Breaker (issue 14): `truncate -s 0` on A deletes the remote copy (empty files stay local, §8.8); B must drop
     the entry, not keep listing the old size and fail to read it (ENOENT)."""
     emu.put_file(0, "t.txt", b"t" * 5000)
-    ns = namespace("http://emulator/v1")
-    options = Options(write_back_delay=0.5, dir_cache_time=600.0)
-    ha = HostBudget(tmp_path / "host.sqlite3", ns, trio.current_time)
-    hb = HostBudget(tmp_path / "host.sqlite3", ns, trio.current_time)
-    async with build_core(options, emu.transport(), API_KEY, store_dir=tmp_path / "a", shared=ha,
-                          account="acct") as a, \
-            build_core(options, emu.transport(), API_KEY, store_dir=tmp_path / "b", shared=hb,
-                       account="acct") as b:
+    async with _two_mounts(emu, tmp_path) as (a, b):
         assert await names(b.fs) == ["t.txt"]
         before = listings(emu)
         ino = (await a.fs.lookup(ROOT_INODE, "t.txt")).ino
@@ -140,5 +136,3 @@ async def test_a_file_emptied_on_one_mount_leaves_the_other(emu, tmp_path: Path,
             while await names(b.fs) != []:
                 await trio.sleep(0.2)
         assert listings(emu) == before
-    await ha.aclose()
-    await hb.aclose()
