@@ -133,11 +133,7 @@ class LocalChanges(SharedChanges):
             del self._by_folder[int(node.folder_id)]
         other = self._nodes.get(self._by_folder.get(folder_id, 0))
         if other is not None and other is not node:
-            p = self._nodes.get(other.parent)
-            if p is not None and p.children.get(other.name) == other.ino:
-                del p.children[other.name]
-                self.notifier.invalidate_entry(p.ino, other.name)
-                self._touch_dir(p.ino)
+            self._take_out(other)
             self._mark_gone(other)
         node.folder_id = FolderId(folder_id)
         self._by_folder[folder_id] = node.ino

@@ -158,14 +158,19 @@ class ListingMerge(InodeTable):
         if self.on_merged is not None and parent.folder_id is not None:
             self.on_merged(int(parent.folder_id))
 
-    def _mark_gone_tree(self, node: Node) -> None:
-        if node.ino == ROOT_INODE:
-            return
+    def _take_out(self, node: Node, *, listed: bool = False) -> None:
+        """Take ``node`` out of its parent's children (if it is still there) and tell the kernel: a change
+        that did not come through FUSE (a listing, another mount, an adopted folder)."""
         parent = self._nodes.get(node.parent)
         if parent is not None and parent.children.get(node.name) == node.ino:
             del parent.children[node.name]
             self.notifier.invalidate_entry(parent.ino, node.name)
-            self._touch_dir(parent.ino)
+            self._touch_dir(parent.ino, listed=listed)
+
+    def _mark_gone_tree(self, node: Node) -> None:
+        if node.ino == ROOT_INODE:
+            return
+        self._take_out(node)
         self._mark_gone(node)
         if self.store is not None and node.folder_id is not None:
             self.store.forget(int(node.folder_id))

@@ -93,11 +93,7 @@ class SharedChanges(ListingMerge):
             return True
         name = str(change["n"])
         if known is not None:  # moved or renamed: leave its old place
-            old = self._nodes.get(known.parent)
-            if old is not None and old.children.get(known.name) == known.ino:
-                del old.children[known.name]
-                self.notifier.invalidate_entry(old.ino, known.name)
-                self._touch_dir(old.ino, listed=True)
+            self._take_out(known, listed=True)
         taken = folder.children.get(name)
         other = self._nodes.get(taken) if taken is not None and (known is None or taken != known.ino) else None
         if other is not None and not self._pinned_here(other.ino, folder.ino, now):
